@@ -28,7 +28,6 @@ import pytest
 from tests.support.mosquitto import Mosquitto
 from tests.support.upy import ROOT, run_micropython
 
-UPY_DIR = ROOT / "tests" / "upy"
 RUNNER = ROOT / "tests" / "support" / "upy_runner.py"
 PASS_MARK = b"UPY-TEST-PASSED"
 
@@ -65,6 +64,10 @@ def _shared_broker() -> Mosquitto:
     if _session_broker is None:
         _session_broker = Mosquitto(Path(tempfile.mkdtemp(prefix="edgeline-broker-"))).start()
     return _session_broker
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "micropython: runs on the MicroPython unix port")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -121,7 +124,7 @@ class UpyItem(pytest.Item):
         result = run_micropython(
             [str(RUNNER), self.path.stem, self.function],
             heapsize=self.options.get("HEAPSIZE"),
-            micropypath=self.options.get("MICROPYPATH", ()),
+            micropypath=[self.path.parent, *self.options.get("MICROPYPATH", ())],
             env=env,
             timeout=float(self.options.get("TIMEOUT", 60)),
         )
@@ -151,7 +154,7 @@ class CPythonItem(pytest.Item):
 
     def runtest(self) -> None:
         extra = [str(ROOT / p) for p in self.options.get("MICROPYPATH", ())]
-        added = [*extra, str(UPY_DIR), str(ROOT), str(ROOT / "firmware")]
+        added = [*extra, str(self.path.parent), str(ROOT), str(ROOT / "firmware")]
         old_path = list(sys.path)
         old_root = os.environ.get("EDGELINE_ROOT")
         sys.path[:0] = added
@@ -174,6 +177,6 @@ class CPythonItem(pytest.Item):
 
 
 def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> pytest.File | None:
-    if module_path.parent == UPY_DIR and module_path.name.startswith("test_"):
+    if module_path.parent.name == "upy" and module_path.name.startswith("test_"):
         return UpyModule.from_parent(parent, path=module_path)
     return None

@@ -111,11 +111,10 @@ class Mosquitto:
     def start(self, timeout: float = 10.0) -> Mosquitto:
         if self.running:
             return self
-        self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.conf_path)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.dir / "stderr.log", "ab"),  # noqa: SIM115 - closed with the process
-        )
+        with open(self.dir / "stderr.log", "ab") as stderr:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.conf_path)], stdout=subprocess.DEVNULL, stderr=stderr
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
