@@ -85,6 +85,10 @@ class Mosquitto:
             "max_queued_messages 100000",
             "max_inflight_messages 100",
         ]
+        if os.geteuid() == 0:
+            # As root, Mosquitto would switch to the "mosquitto" user, which cannot read this
+            # test's files; stay as the user that owns them.
+            lines.append("user root")
         if self.persistence:
             lines += ["persistence true", f"persistence_location {self.dir}/", "autosave_interval 1"]
         if self.users:
