@@ -41,6 +41,8 @@ def port_open(host: str, port: int) -> bool:
 class Mosquitto:
     """One Mosquitto process on 127.0.0.1 with a generated configuration."""
 
+    kind = "mosquitto"
+
     def __init__(
         self,
         workdir: Path,
