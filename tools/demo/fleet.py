@@ -1,0 +1,168 @@
+"""Starts and stops everything the demo runs: two brokers, the gateway, the virtual boards.
+
+Every process is started here and stopped here, by its own handle; nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tools.demo.brokers import AmqttBroker, make_broker
+from tools.demo.scenario import DEVICES, GATEWAY_ID, SITE, DeviceSpec, gateway_toml
+from tools.mosquitto import Mosquitto
+
+ROOT = Path(__file__).resolve().parents[2]
+UPY_LIB = ROOT / ".cache" / "upy-lib"
+
+
+class DemoError(RuntimeError):
+    """The demo cannot run; the message says what to do."""
+
+
+def micropython() -> str:
+    exe = Path(sys.executable).parent / "micropython"
+    if not exe.exists():
+        raise DemoError("the MicroPython unix port is missing: run `make demo` (it installs it)")
+    if not (UPY_LIB / "umqtt" / "simple.py").exists():
+        raise DemoError("umqtt.simple for the unix port is missing: run `python tools/fetch_upy_deps.py`")
+    return str(exe)
+
+
+class VirtualDevice:
+    """The real firmware (firmware/main.py) on the unix port with the simulation board."""
+
+    def __init__(self, spec: DeviceSpec, workdir: Path) -> None:
+        self.spec = spec
+        self.flash = workdir / "devices" / spec.device_id
+        self.flash.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / "logs" / f"{spec.device_id}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, broker: tuple[str, int], duration_s: float) -> None:
+        (self.flash / "config.json").write_text(json.dumps(self.spec.config(*broker), indent=1))
+        env = dict(os.environ)
+        env["MICROPYPATH"] = ":".join([str(ROOT / "firmware"), str(ROOT), str(UPY_LIB)])
+        env.update(self.spec.env(duration_s, self.flash))
+        with open(self.log_path, "ab") as log:
+            # The board's flash is its working directory, as on a real board.
+            self.proc = subprocess.Popen(
+                [micropython(), str(ROOT / "firmware" / "main.py")],
+                cwd=self.flash,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stats(self) -> dict[str, object]:
+        try:
+            data = json.loads((self.flash / "stats.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Fleet:
+    """The whole demo system on this machine."""
+
+    def __init__(self, workdir: Path | None, broker_kind: str, duration_s: float) -> None:
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="edgeline-demo-"))
+        for sub in ("logs", "devices", "gateway", "local-broker", "cloud-broker"):
+            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        self.duration_s = duration_s
+        self.local: Mosquitto | AmqttBroker = make_broker(self.workdir / "local-broker", broker_kind)
+        self.cloud: Mosquitto | AmqttBroker = make_broker(self.workdir / "cloud-broker", broker_kind)
+        self.devices = [VirtualDevice(spec, self.workdir) for spec in DEVICES]
+        self.gateway: subprocess.Popen[bytes] | None = None
+        self.gateway_config = self.workdir / "gateway" / "gateway.toml"
+        self.status_path = self.workdir / "gateway" / "data" / "status.json"
+        self.site = SITE
+        self.gateway_id = GATEWAY_ID
+
+    def start_brokers(self) -> None:
+        self.local.start()
+        self.cloud.start()
+
+    def start_gateway(self) -> None:
+        data_dir = self.workdir / "gateway" / "data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.gateway_config.write_text(
+            gateway_toml(
+                data_dir=data_dir,
+                local=(self.local.host, self.local.port),
+                cloud=(self.cloud.host, self.cloud.port),
+            )
+        )
+        env = dict(os.environ)
+        env.setdefault("OPENBLAS_NUM_THREADS", "1")
+        with open(self.workdir / "logs" / "gateway.log", "ab") as log:
+            self.gateway = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "run", "-c", str(self.gateway_config)],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_gateway_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.gateway is not None and self.gateway.poll() is not None:
+                raise DemoError(f"the gateway exited with {self.gateway.returncode}:\n{self.tail('gateway.log')}")
+            if self.status_path.exists():
+                return
+            time.sleep(0.1)
+        raise DemoError(f"the gateway did not start within {timeout:.0f} s:\n{self.tail('gateway.log')}")
+
+    def start_devices(self) -> None:
+        for dev in self.devices:
+            dev.start((self.local.host, self.local.port), self.duration_s)
+
+    def tail(self, log: str, lines: int = 30) -> str:
+        try:
+            text = (self.workdir / "logs" / log).read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_devices(self, timeout: float, tick: Callable[[], None]) -> None:
+        deadline = time.monotonic() + timeout
+        while any(d.running for d in self.devices) and time.monotonic() < deadline:
+            tick()
+            time.sleep(0.25)
+
+    def stop(self) -> None:
+        """Stop everything this demo started (devices, gateway, brokers), in that order."""
+        for dev in self.devices:
+            dev.stop()
+        if self.gateway is not None and self.gateway.poll() is None:
+            self.gateway.send_signal(signal.SIGTERM)
+            try:
+                self.gateway.wait(15)
+            except subprocess.TimeoutExpired:
+                self.gateway.kill()
+                self.gateway.wait()
+        for broker in (self.local, self.cloud):
+            broker.stop()
