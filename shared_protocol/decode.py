@@ -1,0 +1,260 @@
+"""Plain-Python frame decoder (all runtimes).
+
+Boards use it for ACK and CMD; the gateway uses it for every frame type except
+the DATA hot path (np_decode.py). Every check failure raises a ProtocolError
+subclass with a stable `.reason`; nothing else escapes for any input bytes.
+"""
+
+import struct
+
+from shared_protocol.errors import (
+    BadField,
+    BadFlags,
+    BadLength,
+    ProtocolError,
+    SchemaMismatch,
+    TruncatedFrame,
+)
+from shared_protocol.header import CRC_SIZE, HEADER_FMT, HEADER_SIZE, check_frame
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
+# Private consts are inlined by the compiler (no RAM on a board); they mirror
+# shared_protocol/__init__.py (tests/protocol/test_roundtrip.py checks it).
+_ACK = const(6)
+_BIRTH = const(1)
+_CMD = const(7)
+_CMD_CONFIG = const(7)
+_CMD_RAW_BURST = const(4)
+_CMD_REBIRTH = const(6)
+_CMD_REBOOT = const(3)
+_CMD_SET_BATCH = const(2)
+_CMD_SET_OUTPUT = const(5)
+_CMD_SET_RATE = const(1)
+_DATA = const(2)
+_DEATH = const(5)
+_EVENT = const(3)
+_FLAGS_KNOWN = const(3)
+_FLAG_DELTA = const(2)
+_HEALTH = const(4)
+
+TYPE_NAMES = {
+    _BIRTH: "birth",
+    _DATA: "data",
+    _EVENT: "event",
+    _HEALTH: "health",
+    _DEATH: "death",
+    _ACK: "ack",
+    _CMD: "cmd",
+}
+
+_HEALTH_NAMES = (
+    "uptime_s",
+    "free_heap",
+    "rssi",
+    "battery_mv",
+    "queue_depth",
+    "dropped_frames",
+    "irq_overruns",
+    "worst_latency_us",
+    "jitter_us",
+)
+_HEALTH_FMT = "<IIbHIIIII"
+_HEALTH_SIZE = 31
+_CMD_ARGS = {
+    _CMD_SET_RATE: ("<I", ("rate_mhz",)),
+    _CMD_SET_BATCH: ("<H", ("batch",)),
+    _CMD_REBOOT: ("", ()),
+    _CMD_RAW_BURST: ("<H", ("seconds",)),
+    _CMD_SET_OUTPUT: ("<BBI", ("output", "value", "duration_ms")),
+    _CMD_REBIRTH: ("", ()),
+}
+
+
+class Frame:
+    """A decoded frame: header values plus a dict of type-specific fields."""
+
+    def __init__(self, version, ftype, flags, boot, seq, ticks, fields):  # noqa: PLR0917
+        self.version = version
+        self.type = ftype
+        self.flags = flags
+        self.boot = boot
+        self.seq = seq
+        self.ticks = ticks
+        self.fields = fields
+
+    @property
+    def kind(self):
+        return TYPE_NAMES[self.type]
+
+    def __repr__(self):
+        return "Frame(%s v%d flags=%d boot=%d seq=%d ticks=%d %r)" % (
+            TYPE_NAMES.get(self.type, "?"),
+            self.version,
+            self.flags,
+            self.boot,
+            self.seq,
+            self.ticks,
+            self.fields,
+        )
+
+
+class Schema:
+    """Channel schema a _DATA frame is decoded with (from a _BIRTH frame).
+
+    channels: list of (name, unit, scale, offset, sample_type, rate_hz).
+    """
+
+    def __init__(self, channels):
+        channels = [tuple(c) for c in channels]
+        from shared_protocol.schema import channel_table, table_schema_id
+
+        self.channels = channels
+        self.schema_id = table_schema_id(channel_table(channels))
+        self.nchannels = len(channels)
+        self.names = [c[0] for c in channels]
+        self.units = [c[1] for c in channels]
+        self.scales = [float(c[2]) for c in channels]
+        self.offsets = [float(c[3]) for c in channels]
+
+    def check(self, nchannels, schema_id):
+        """Raise SchemaMismatch unless a _DATA frame with these values fits."""
+        if nchannels != self.nchannels:
+            raise SchemaMismatch(
+                "_DATA frame has %d channels, schema %04x has %d: request a new _BIRTH (_CMD_REBIRTH)"
+                % (nchannels, self.schema_id, self.nchannels)
+            )
+        if schema_id and schema_id != self.schema_id:
+            raise SchemaMismatch(
+                "_DATA frame is for schema %04x, decoder holds %04x: request a new _BIRTH (_CMD_REBIRTH)"
+                % (schema_id, self.schema_id)
+            )
+
+    def __repr__(self):
+        return "Schema(%04x, %r)" % (self.schema_id, self.names)
+
+
+def schema_from_birth(frame):
+    """Schema of a _BIRTH frame (a decoded Frame, or the frame's bytes)."""
+    if not isinstance(frame, Frame):
+        frame = decode(frame)
+    if frame.type != _BIRTH:
+        raise BadField("schema_from_birth needs a _BIRTH frame, got type %d" % frame.type)
+    return Schema(frame.fields["channels"])
+
+
+def _exact(n, want, what):
+    if n < want:
+        raise TruncatedFrame("%s frame of %d bytes, layout needs %d" % (what, n, want))
+    if n != want:
+        raise BadLength("%s frame of %d bytes, its fields announce %d" % (what, n, want))
+
+
+def _decode_health(frame, n):
+    _exact(n, HEADER_SIZE + _HEALTH_SIZE + CRC_SIZE, "_HEALTH")
+    vals = struct.unpack_from(_HEALTH_FMT, frame, HEADER_SIZE)
+    fields = {}
+    i = 0
+    while i < len(_HEALTH_NAMES):
+        fields[_HEALTH_NAMES[i]] = vals[i]
+        i += 1
+    return fields
+
+
+def _decode_ack(frame, n):
+    if n < HEADER_SIZE + 1 + CRC_SIZE:
+        raise TruncatedFrame("_ACK frame of %d bytes has no range count" % n)
+    count = frame[HEADER_SIZE]
+    _exact(n, HEADER_SIZE + 1 + 10 * count + CRC_SIZE, "_ACK")
+    ranges = []
+    o = HEADER_SIZE + 1
+    i = 0
+    while i < count:
+        b, first, last = struct.unpack_from("<HII", frame, o)
+        if first > last:
+            raise BadField("_ACK range %d: first_seq %d > last_seq %d" % (i, first, last))
+        ranges.append((b, first, last))
+        o += 10
+        i += 1
+    return {"ranges": ranges}
+
+
+def _decode_cmd(frame, n):
+    if n < HEADER_SIZE + 7 + CRC_SIZE:
+        raise TruncatedFrame("_CMD frame of %d bytes, fixed part needs %d" % (n, HEADER_SIZE + 7 + CRC_SIZE))
+    cmd_id, op, alen = struct.unpack_from("<IBH", frame, HEADER_SIZE)
+    _exact(n, HEADER_SIZE + 7 + alen + CRC_SIZE, "_CMD")
+    arg = bytes(frame[HEADER_SIZE + 7 : HEADER_SIZE + 7 + alen])
+    fields = {"cmd_id": cmd_id, "op": op, "arg": arg}
+    if op == _CMD_CONFIG:
+        try:
+            import json
+
+            cfg = json.loads(arg.decode("utf-8"))
+        except (ValueError, UnicodeError):
+            raise BadField("_CMD_CONFIG argument is not UTF-8 JSON") from None
+        if not isinstance(cfg, dict):
+            raise BadField("_CMD_CONFIG argument must be a JSON object")
+        fields["config"] = cfg
+        return fields
+    spec = _CMD_ARGS.get(op)
+    if spec is None:
+        raise BadField("unknown _CMD op %d" % op)
+    fmt, names = spec
+    size = struct.calcsize(fmt) if fmt else 0
+    if alen != size:
+        raise BadField("_CMD op %d needs a %d-byte argument, got %d" % (op, size, alen))
+    if fmt:
+        vals = struct.unpack(fmt, arg)
+        i = 0
+        while i < len(names):
+            fields[names[i]] = vals[i]
+            i += 1
+    return fields
+
+
+def decode(frame, schema=None):
+    """Decode one frame (bytes, bytearray or memoryview) into a Frame.
+
+    schema: a Schema to check _DATA/_EVENT frames against and to turn their raw
+    integers into physical values ("values"). Raises a ProtocolError subclass
+    for any frame that fails a check.
+    """
+    n = check_frame(frame)
+    version, ftype, flags, boot, seq, ticks = struct.unpack_from(HEADER_FMT, frame, 0)
+    if flags & ~_FLAGS_KNOWN:
+        raise BadFlags("unknown flag bits %02x" % (flags & ~_FLAGS_KNOWN))
+    if flags & _FLAG_DELTA and ftype != _DATA:
+        raise BadFlags("_FLAG_DELTA set on a %s frame" % TYPE_NAMES[ftype])
+    if flags and ftype >= _DEATH:
+        # _DEATH (the last will), _ACK and _CMD are never replayed: no flag applies
+        raise BadFlags("flags %02x set on a %s frame" % (flags, TYPE_NAMES[ftype]))
+    if ftype <= _EVENT:
+        # _BIRTH, _DATA, _EVENT: only the gateway decodes these; a board never loads them
+        from shared_protocol import decode_device
+
+        if ftype == _DATA:
+            fields = decode_device.decode_data_fields(frame, n, flags, schema)
+        elif ftype == _BIRTH:
+            fields = decode_device.decode_birth_fields(frame, n)
+        else:
+            fields = decode_device.decode_event_fields(frame, n, schema)
+    elif ftype == _HEALTH:
+        fields = _decode_health(frame, n)
+    elif ftype == _DEATH:
+        _exact(n, HEADER_SIZE + CRC_SIZE, "_DEATH")
+        fields = {}
+    elif ftype == _ACK:
+        fields = _decode_ack(frame, n)
+    else:
+        fields = _decode_cmd(frame, n)
+    return Frame(version, ftype, flags, boot, seq, ticks, fields)
+
+
+__all__ = ["TYPE_NAMES", "Frame", "ProtocolError", "Schema", "decode", "schema_from_birth"]

@@ -1,0 +1,106 @@
+"""Gateway-side encoders: ACK and CMD (gateway -> device).
+
+Re-exported by encode.py (encode_ack, encode_cmd, cmd_arg); kept apart so a
+board that only sends frames does not load them.
+"""
+
+import struct
+
+from shared_protocol import (
+    ACK,
+    CMD,
+    CMD_CONFIG,
+    CMD_RAW_BURST,
+    CMD_REBIRTH,
+    CMD_REBOOT,
+    CMD_SET_BATCH,
+    CMD_SET_OUTPUT,
+    CMD_SET_RATE,
+)
+from shared_protocol.errors import BadField
+from shared_protocol.header import pack_header, seal
+
+_HDR = 13
+_CRC = 4
+_U32 = 0xFFFFFFFF
+MAX_RANGES = 255
+
+# Exact argument length of each CMD op (None: any length, CMD_CONFIG).
+CMD_ARG_SIZES = {
+    CMD_SET_RATE: 4,
+    CMD_SET_BATCH: 2,
+    CMD_REBOOT: 0,
+    CMD_RAW_BURST: 2,
+    CMD_SET_OUTPUT: 6,
+    CMD_REBIRTH: 0,
+    CMD_CONFIG: None,
+}
+_CMD_ARG_FMT = {
+    CMD_SET_RATE: "<I",
+    CMD_SET_BATCH: "<H",
+    CMD_RAW_BURST: "<H",
+    CMD_SET_OUTPUT: "<BBI",
+}
+
+
+def _need(buf, n, what):
+    if len(buf) < n:
+        raise BadField("buffer of %d bytes is too small for a %d-byte %s frame" % (len(buf), n, what))
+
+
+def encode_ack(buf, boot, seq, ticks, ranges):
+    """ACK (gateway -> device): ranges of (boot, first_seq, last_seq), inclusive,
+    that the gateway has persisted. Header boot/seq/ticks are the gateway's."""
+    n = len(ranges)
+    if n > MAX_RANGES:
+        raise BadField("an ACK carries at most %d ranges, got %d" % (MAX_RANGES, n))
+    _need(buf, _HDR + 1 + 10 * n + _CRC, "ACK")
+    pack_header(buf, ACK, 0, boot, seq, ticks)
+    buf[_HDR] = n
+    o = _HDR + 1
+    for rb, first, last in ranges:
+        if not (0 <= rb <= 0xFFFF and 0 <= first <= last <= _U32):
+            raise BadField("bad ACK range (%r, %r, %r): need boot u16, first <= last u32" % (rb, first, last))
+        struct.pack_into("<HII", buf, o, rb, first, last)
+        o += 10
+    return seal(buf, o)
+
+
+def cmd_arg(op, *values):
+    """Build the argument bytes of a CMD op, e.g. cmd_arg(CMD_SET_RATE, 50000)."""
+    if op not in CMD_ARG_SIZES:
+        raise BadField("unknown CMD op %r" % op)
+    if op == CMD_CONFIG:
+        if len(values) != 1:
+            raise BadField("CMD_CONFIG takes one argument: JSON text or bytes")
+        v = values[0]
+        return v.encode("utf-8") if isinstance(v, str) else bytes(v)
+    fmt = _CMD_ARG_FMT.get(op)
+    if fmt is None:
+        if values:
+            raise BadField("CMD op %d takes no argument" % op)
+        return b""
+    try:
+        return struct.pack(fmt, *values)
+    except (struct.error, OverflowError, TypeError, ValueError):
+        raise BadField("bad argument %r for CMD op %d (format %s)" % (values, op, fmt)) from None
+
+
+def encode_cmd(buf, boot, seq, ticks, cmd_id, op, arg=b""):  # noqa: PLR0917
+    """CMD (gateway -> device): cmd_id u32 (echoed by the device), op u8,
+    arg_len u16, arg (op-specific, see cmd_arg)."""
+    if op not in CMD_ARG_SIZES:
+        raise BadField("unknown CMD op %r" % op)
+    want = CMD_ARG_SIZES[op]
+    if want is not None and len(arg) != want:
+        raise BadField("CMD op %d needs a %d-byte argument, got %d" % (op, want, len(arg)))
+    if not 0 <= cmd_id <= _U32:
+        raise BadField("cmd_id must be a u32, got %r" % cmd_id)
+    if len(arg) > 0xFFFF:
+        raise BadField("CMD argument longer than 65535 bytes")
+    _need(buf, _HDR + 7 + len(arg) + _CRC, "CMD")
+    pack_header(buf, CMD, 0, boot, seq, ticks)
+    struct.pack_into("<IBH", buf, _HDR, cmd_id, op, len(arg))
+    o = _HDR + 7
+    buf[o : o + len(arg)] = arg
+    return seal(buf, o + len(arg))

@@ -1,0 +1,12 @@
+from collections.abc import Sequence
+
+MAX_RANGES: int
+CMD_ARG_SIZES: dict[int, int | None]
+
+def encode_ack(
+    buf: bytearray | memoryview, boot: int, seq: int, ticks: int, ranges: Sequence[tuple[int, int, int]]
+) -> int: ...
+def encode_cmd(
+    buf: bytearray | memoryview, boot: int, seq: int, ticks: int, cmd_id: int, op: int, arg: bytes = b""
+) -> int: ...
+def cmd_arg(op: int, *values: int | str | bytes) -> bytes: ...

@@ -1,0 +1,100 @@
+"""MQTT topic scheme `<prefix>/<site>/<device>/<kind>` (all runtimes).
+
+Each of prefix, site and device is 1..32 characters of [A-Za-z0-9_-] (no
+'/', no MQTT wildcards '+' '#', no '$' so nothing collides with broker
+topics). See docs/protocol.md "MQTT topics" for QoS and retain per kind.
+"""
+
+from shared_protocol import ACK, BIRTH, CMD, DATA, DEATH, EVENT, HEALTH
+from shared_protocol.errors import BadTopic
+
+DEFAULT_PREFIX = "el"
+MAX_ID = 32
+DEVICE_KINDS = ("birth", "data", "event", "health", "death")  # device -> gateway
+GATEWAY_KINDS = ("ack", "cmd")  # gateway -> device
+KINDS = DEVICE_KINDS + GATEWAY_KINDS
+
+KIND_OF_TYPE = {
+    BIRTH: "birth",
+    DATA: "data",
+    EVENT: "event",
+    HEALTH: "health",
+    DEATH: "death",
+    ACK: "ack",
+    CMD: "cmd",
+}
+TYPE_OF_KIND = {
+    "birth": BIRTH,
+    "data": DATA,
+    "event": EVENT,
+    "health": HEALTH,
+    "death": DEATH,
+    "ack": ACK,
+    "cmd": CMD,
+}
+
+# (qos, retain) per kind; the reasons are in docs/protocol.md.
+PUBLISH_OPTIONS = {
+    "birth": (1, True),
+    "data": (1, False),
+    "event": (1, False),
+    "health": (1, True),
+    "death": (1, True),
+    "ack": (1, False),
+    "cmd": (1, False),
+}
+
+_ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
+
+
+def valid_id(text):
+    """True if text is 1..32 characters of [A-Za-z0-9_-]."""
+    if not isinstance(text, str) or not 1 <= len(text) <= MAX_ID:
+        return False
+    return all(ch in _ID_CHARS for ch in text)
+
+
+def _check_id(text, what):
+    if not valid_id(text):
+        raise BadTopic("%s %r must be 1..%d characters of A-Z a-z 0-9 _ -" % (what, text, MAX_ID))
+
+
+def topic(prefix, site, device, kind):
+    """Build `<prefix>/<site>/<device>/<kind>`; raises BadTopic."""
+    _check_id(prefix, "prefix")
+    _check_id(site, "site")
+    _check_id(device, "device")
+    if kind not in TYPE_OF_KIND:
+        raise BadTopic("kind %r is not one of %s" % (kind, ", ".join(KINDS)))
+    return prefix + "/" + site + "/" + device + "/" + kind
+
+
+def parse_topic(text):
+    """Split a topic into (prefix, site, device, kind); raises BadTopic."""
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeError:
+            raise BadTopic("topic is not UTF-8") from None
+    if not isinstance(text, str):
+        raise BadTopic("topic must be str or bytes, got %r" % (text,))
+    parts = text.split("/")
+    if len(parts) != 4:
+        raise BadTopic("topic %r must have 4 levels <prefix>/<site>/<device>/<kind>" % text)
+    prefix, site, device, kind = parts
+    _check_id(prefix, "prefix")
+    _check_id(site, "site")
+    _check_id(device, "device")
+    if kind not in TYPE_OF_KIND:
+        raise BadTopic("topic %r: kind %r is not one of %s" % (text, kind, ", ".join(KINDS)))
+    return prefix, site, device, kind
+
+
+def subscription(prefix=DEFAULT_PREFIX, site="+", device="+", kind="+"):
+    """Subscription filter, e.g. subscription("el", "+", "+", "data") -> "el/+/+/data"."""
+    for value, what in ((prefix, "prefix"), (site, "site"), (device, "device")):
+        if value != "+":
+            _check_id(value, what)
+    if kind not in ("+", "#") and kind not in TYPE_OF_KIND:
+        raise BadTopic("kind %r is not one of %s" % (kind, ", ".join(KINDS)))
+    return prefix + "/" + site + "/" + device + "/" + kind

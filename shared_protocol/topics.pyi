@@ -1,0 +1,13 @@
+DEFAULT_PREFIX: str
+MAX_ID: int
+DEVICE_KINDS: tuple[str, ...]
+GATEWAY_KINDS: tuple[str, ...]
+KINDS: tuple[str, ...]
+KIND_OF_TYPE: dict[int, str]
+TYPE_OF_KIND: dict[str, int]
+PUBLISH_OPTIONS: dict[str, tuple[int, bool]]
+
+def valid_id(text: object) -> bool: ...
+def topic(prefix: str, site: str, device: str, kind: str) -> str: ...
+def parse_topic(text: str | bytes | bytearray | memoryview) -> tuple[str, str, str, str]: ...
+def subscription(prefix: str = ..., site: str = ..., device: str = ..., kind: str = ...) -> str: ...
