@@ -1,0 +1,22 @@
+"""Errors of the store-and-forward subpackage (one small hierarchy)."""
+
+from __future__ import annotations
+
+
+class ForwardError(Exception):
+    """Base class of every error raised by ``gateway.forward``."""
+
+
+class ForwardConfigError(ForwardError, ValueError):
+    """The ``[forward]`` table has a missing, unknown or badly typed key.
+
+    The message names the key (``forward.<key>``) and what is expected.
+    """
+
+
+class RecordError(ForwardError, ValueError):
+    """A record handed to ``Forwarder.submit`` cannot be queued (bad lane, not JSON-serialisable ...)."""
+
+
+class QueueError(ForwardError):
+    """The forward queue file cannot be opened or written."""
