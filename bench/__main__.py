@@ -29,6 +29,7 @@ BENCHMARKS = (
     ("gateway", "bench.bench_gateway", "gateway ingest, alert latency, memory"),
     ("inference", "bench.bench_inference", "inference stage vs bare invoke()"),
     ("forward", "bench.bench_forward", "store-and-forward drain and write amplification"),
+    ("flash", "bench.bench_flash", "deploy bytes and time against mpremote cp"),
 )
 
 

@@ -65,6 +65,18 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
   fi
 fi
 
+# --- openssl (the TLS tests make their own certificates with it) --------------------------
+if [ "$want_test" = 1 ] && ! command -v openssl >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing openssl with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+  else
+    echo "setup: error: openssl is missing: install the 'openssl' package and run again" >&2
+    exit 1
+  fi
+fi
+
 # --- the second inference backend, for the tests ------------------------------------
 if [ "$want_test" = 1 ] && [ -x tools/setup_tflite_env.sh ]; then
   tools/setup_tflite_env.sh

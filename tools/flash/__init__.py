@@ -1,0 +1,1 @@
+"""edgeline-flash: build, provision and deploy the edgeline firmware (``python -m tools.flash``)."""

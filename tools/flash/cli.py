@@ -1,0 +1,179 @@
+"""edgeline-flash: build, provision and deploy edgeline firmware to MicroPython boards.
+
+    python -m tools.flash build --arch xtensawin
+    python -m tools.flash provision --device esp32-01 --config devices.toml [--port /dev/ttyUSB0]
+    python -m tools.flash deploy --port /dev/ttyACM0 --arch armv6m
+    python -m tools.flash config --device esp32-01 --config devices.toml --check
+    python -m tools.flash status --port /dev/ttyUSB0 --arch xtensawin
+    python -m tools.flash ls --port /dev/ttyUSB0
+
+Modelled on mpremote: a command table (name -> handler, argument parser), one State handed to
+every handler, one FlashError for every failure the user must act on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from tools.flash.build import ARCH_BOARDS, ARCHES
+from tools.flash.commands import (
+    Handler,
+    State,
+    do_build,
+    do_config,
+    do_deploy,
+    do_ls,
+    do_provision,
+    do_status,
+)
+from tools.flash.errors import FlashError
+
+PROG = "edgeline-flash"
+ParserFactory = Callable[[], argparse.ArgumentParser]
+
+
+def _parser(command: str, description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=f"{PROG} {command}", description=description)
+
+
+def _arch_help() -> str:
+    return "target: " + ", ".join(f"{a} ({b})" for a, b in ARCH_BOARDS.items())
+
+
+def _add_device(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument("--device", required=required, help="device id: a [devices.ID] table")
+    parser.add_argument("--config", metavar="DEVICES_TOML", help="devices.toml (see docs)")
+
+
+def _add_port(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", help="serial port, e.g. /dev/ttyUSB0 (default: from devices.toml)")
+
+
+def _add_code(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arch", choices=list(ARCHES), help=_arch_help())
+    parser.add_argument("--build-dir", help="build directory (default: build/<arch>)")
+    parser.add_argument("--no-build", action="store_true", help="deploy the existing build instead of rebuilding")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="hash every file on the board instead of trusting its manifest (slower)",
+    )
+    parser.add_argument(
+        "--umqtt-from",
+        metavar="PATH",
+        help="copy a cached umqtt/simple.py to lib/ instead of `mip install` (offline)",
+    )
+
+
+def _add_reset(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-reset", action="store_true", help="do not soft-reset at the end")
+    parser.add_argument(
+        "--follow",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="after the reset, show the board's output for this long",
+    )
+
+
+def parser_build() -> argparse.ArgumentParser:
+    p = _parser("build", "compile firmware/ and shared_protocol/ to .mpy into build/<arch>/")
+    p.add_argument("--arch", required=True, choices=list(ARCHES), help=_arch_help())
+    p.add_argument("--build-dir", help="output directory (default: build/<arch>)")
+    p.add_argument("-v", "--verbose", action="store_true", help="list every file")
+    return p
+
+
+def parser_provision() -> argparse.ArgumentParser:
+    p = _parser(
+        "provision",
+        "write the device's config.json, deploy the code, install umqtt.simple, soft-reset",
+    )
+    _add_device(p, required=True)
+    _add_port(p)
+    _add_code(p)
+    p.add_argument("--no-mip", action="store_true", help="do not `mip install umqtt.simple` (offline)")
+    p.add_argument("--mip-index", metavar="URL", help="package index for mip (default: micropython-lib)")
+    _add_reset(p)
+    return p
+
+
+def parser_deploy() -> argparse.ArgumentParser:
+    p = _parser("deploy", "deploy the code only (changed files), then soft-reset")
+    _add_device(p, required=False)
+    _add_port(p)
+    _add_code(p)
+    _add_reset(p)
+    return p
+
+
+def parser_config() -> argparse.ArgumentParser:
+    p = _parser("config", "write the device's config.json only (validated first)")
+    _add_device(p, required=True)
+    _add_port(p)
+    p.add_argument("--arch", choices=list(ARCHES), help="board kind (Wi-Fi settings are required unless native)")
+    p.add_argument("--check", action="store_true", help="validate only; touch no board, print no values")
+    _add_reset(p)
+    return p
+
+
+def parser_ls() -> argparse.ArgumentParser:
+    p = _parser("ls", "list the files on the board")
+    p.add_argument("--port", required=True, help="serial port")
+    return p
+
+
+def parser_status() -> argparse.ArgumentParser:
+    p = _parser("status", "compare the board's files with a build")
+    _add_device(p, required=False)
+    _add_port(p)
+    p.add_argument("--arch", choices=list(ARCHES), help=_arch_help())
+    p.add_argument("--build-dir", help="build directory (default: build/<arch>)")
+    p.add_argument("--verify", action="store_true", help="hash every file on the board")
+    p.add_argument("-v", "--verbose", action="store_true", help="list files that are ok too")
+    return p
+
+
+COMMANDS: dict[str, tuple[Handler, ParserFactory]] = {
+    "build": (do_build, parser_build),
+    "provision": (do_provision, parser_provision),
+    "deploy": (do_deploy, parser_deploy),
+    "config": (do_config, parser_config),
+    "ls": (do_ls, parser_ls),
+    "status": (do_status, parser_status),
+}
+
+
+def usage() -> str:
+    lines = [f"usage: {PROG} <command> [options]   ({PROG} <command> --help)", "", "commands:"]
+    for name, (_, make_parser) in COMMANDS.items():
+        lines.append(f"  {name:<10} {make_parser().description}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None, state: State | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if args else 2
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"{PROG}: {name!r} is not a command\n\n{usage()}", file=sys.stderr)
+        return 2
+    handler, make_parser = COMMANDS[name]
+    parsed = make_parser().parse_args(rest)
+    state = state if state is not None else State()
+    try:
+        handler(state, parsed)
+    except FlashError as exc:
+        state.out.flush()
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; run the command again to finish", file=sys.stderr)
+        return 130
+    finally:
+        state.close()
+    return 0

@@ -1,0 +1,244 @@
+"""Command handlers. Each takes the one State and its parsed arguments.
+
+Secrets never reach the output: the only thing printed about config.json is its size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from tools.flash.board import BOARD_MANIFEST, Board
+from tools.flash.build import ARCHES, ROOT, BuildManifest, build, sha256_bytes
+from tools.flash.deploy import (
+    LIB_PREFIX,
+    RECORDED_HASH,
+    Payload,
+    build_payloads,
+    check_compatible,
+    deploy,
+    umqtt_payload,
+)
+from tools.flash.devices import CONFIG_NAME, Device, Validator, load_device, render_config
+from tools.flash.errors import FlashError
+
+
+@dataclass
+class State:
+    """Everything a command needs: where the repo is, where output goes, the open board."""
+
+    root: Path = ROOT
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    board: Board | None = None
+    validator: Validator | None = None  # None: the firmware's own (devices.firmware_validator)
+
+    def say(self, message: str) -> None:
+        print(message, file=self.out, flush=True)
+
+    def connect(self, port: str) -> Board:
+        if self.board is None:
+            self.say(f"connect {port}")
+            self.board = Board.connect(port)
+        return self.board
+
+    def close(self) -> None:
+        if self.board is not None:
+            board, self.board = self.board, None
+            board.close()
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def _device(args: argparse.Namespace) -> Device | None:
+    if getattr(args, "device", None) is None:
+        return None
+    if args.config is None:
+        raise FlashError("--device needs --config devices.toml")
+    return load_device(Path(args.config), args.device)
+
+
+def _require_device(args: argparse.Namespace) -> Device:
+    device = _device(args)
+    if device is None:
+        raise FlashError("pass --device ID (a [devices.ID] table of --config)")
+    return device
+
+
+def _port(args: argparse.Namespace, device: Device | None) -> str:
+    port = getattr(args, "port", None) or (device.port if device else None)
+    if not port:
+        where = f" or set port in [devices.{device.id}]" if device else ""
+        raise FlashError(f"no serial port: pass --port PORT{where} (list: mpremote connect list)")
+    return str(port)
+
+
+def _arch(args: argparse.Namespace, device: Device | None) -> str:
+    arch = getattr(args, "arch", None) or (device.arch if device else None)
+    if not arch:
+        raise FlashError(f"no target arch: pass --arch ({' | '.join(ARCHES)}) or set arch")
+    return str(arch)
+
+
+def _build_dir(state: State, args: argparse.Namespace, arch: str) -> Path:
+    return Path(args.build_dir) if args.build_dir else state.root / "build" / arch
+
+
+def _prepare_build(state: State, args: argparse.Namespace, arch: str) -> tuple[Path, BuildManifest]:
+    build_dir = _build_dir(state, args, arch)
+    if args.no_build:
+        return build_dir, BuildManifest.load(build_dir)
+    state.say(f"build {arch} -> {build_dir}")
+    return build(arch, root=state.root, out_dir=build_dir)
+
+
+def _code_payloads(args: argparse.Namespace, build_dir: Path, manifest: BuildManifest) -> list[Payload]:
+    payloads = build_payloads(build_dir, manifest)
+    if getattr(args, "umqtt_from", None):
+        payloads.append(umqtt_payload(Path(args.umqtt_from)))
+    return payloads
+
+
+def _write_config(state: State, board: Board, device: Device, arch: str | None) -> None:
+    data = render_config(device, state.validator, arch=arch)
+    listing = board.listing()
+    if listing.get(CONFIG_NAME) == len(data) and board.sha256(CONFIG_NAME) == sha256_bytes(data):
+        state.say(f"{CONFIG_NAME}: unchanged")
+        return
+    board.write(CONFIG_NAME, data)
+    state.say(f"{CONFIG_NAME}: written ({len(data)} B, secrets not shown)")
+
+
+def _finish(state: State, board: Board, args: argparse.Namespace) -> None:
+    if args.no_reset:
+        state.say("no reset: the board runs the new files after its next reset")
+        return
+
+    def show(data: bytes) -> None:
+        state.out.write(data.decode("utf-8", "replace"))
+
+    if board.soft_reset_and_run(follow_s=float(args.follow), out=show):
+        state.say("soft reset: main.py started")
+    else:
+        state.say("soft reset sent; the board did not confirm it (press its reset button)")
+
+
+def _deploy_code(state: State, port: str, args: argparse.Namespace, arch: str) -> Board:
+    """Build (before touching the board: a compile error leaves it as it was), connect, copy."""
+    build_dir, manifest = _prepare_build(state, args, arch)
+    payloads = _code_payloads(args, build_dir, manifest)
+    board = state.connect(port)
+    check_compatible(board.info(), manifest, board.port)
+    deploy(board, payloads, arch=arch, verify=args.verify, say=state.say)
+    return board
+
+
+# ------------------------------------------------------------------------------ handlers
+
+
+def do_build(state: State, args: argparse.Namespace) -> None:
+    out = Path(args.build_dir) if args.build_dir else None
+    say = state.say if args.verbose else None
+    dest, manifest = build(args.arch, root=state.root, out_dir=out, progress=say)
+    total = sum(f.size for f in manifest.files)
+    state.say(f"build {args.arch}: {len(manifest.files)} files, {total} B -> {dest}")
+
+
+def do_provision(state: State, args: argparse.Namespace) -> None:
+    device = _require_device(args)
+    if args.umqtt_from and (args.no_mip or args.mip_index):
+        raise FlashError("--umqtt-from replaces mip: drop --no-mip / --mip-index")
+    if args.no_mip and args.mip_index:
+        raise FlashError("--no-mip and --mip-index contradict each other: choose one")
+    arch = _arch(args, device)
+    render_config(device, state.validator, arch=arch)  # refuse a bad config before touching the board
+    board = _deploy_code(state, _port(args, device), args, arch)
+    _write_config(state, board, device, arch)
+    if args.umqtt_from:
+        state.say("umqtt.simple: copied from --umqtt-from")
+    elif args.no_mip:
+        state.say("umqtt.simple: skipped (--no-mip)")
+    else:
+        board.mip_install("umqtt.simple", index=args.mip_index)
+    _finish(state, board, args)
+
+
+def do_deploy(state: State, args: argparse.Namespace) -> None:
+    device = _device(args)
+    board = _deploy_code(state, _port(args, device), args, _arch(args, device))
+    _finish(state, board, args)
+
+
+def do_config(state: State, args: argparse.Namespace) -> None:
+    device = _require_device(args)
+    arch = args.arch or device.arch
+    if args.check:
+        data = render_config(device, state.validator, arch=arch)
+        keys = ", ".join(sorted(device.config))
+        state.say(f"{CONFIG_NAME} for {device.id}: valid ({len(data)} B; keys: {keys})")
+        return
+    render_config(device, state.validator, arch=arch)
+    board = state.connect(_port(args, device))
+    _write_config(state, board, device, arch)
+    _finish(state, board, args)
+
+
+def do_ls(state: State, args: argparse.Namespace) -> None:
+    board = state.connect(_port(args, None))
+    listing = board.listing()
+    recorded = board.manifest(listing).get("files", {})
+    for path in sorted(listing):
+        size = listing[path]
+        if size < 0:
+            state.say(f"{'':>8}  {path}/")
+        else:
+            mark = "*" if path in recorded else " "
+            state.say(f"{size:>8} {mark}{path}")
+    state.say("(* = written by edgeline-flash)")
+
+
+def do_status(state: State, args: argparse.Namespace) -> None:
+    device = _device(args)
+    arch = _arch(args, device)
+    build_dir = _build_dir(state, args, arch)
+    manifest = BuildManifest.load(build_dir)
+    board = state.connect(_port(args, device))
+    info = board.info()
+    state.say(
+        f"board: {info.implementation} {info.version} on {info.platform}, "
+        f".mpy v{info.mpy_version[0]}.{info.mpy_version[1]} ({info.arch})"
+    )
+    listing = board.listing()
+    recorded = board.manifest(listing).get("files", {})
+    counts = {"ok": 0, "changed": 0, "missing": 0}
+    for entry in manifest.files:
+        if entry.path not in listing:
+            state_ = "missing"
+        elif args.verify:
+            state_ = "ok" if board.sha256(entry.path) == entry.sha256 else "changed"
+        else:
+            same = recorded.get(entry.path) == entry.sha256[:RECORDED_HASH] and listing[entry.path] == entry.size
+            state_ = "ok" if same else "changed"
+        counts[state_] += 1
+        if state_ != "ok" or args.verbose:
+            state.say(f"  {state_:<8} {entry.path}")
+    wanted = {e.path for e in manifest.files}
+    others = sorted(p for p in recorded if p not in wanted and p not in (CONFIG_NAME, BOARD_MANIFEST))
+    libraries = [p for p in others if p.startswith(LIB_PREFIX)]
+    extra = [p for p in others if not p.startswith(LIB_PREFIX)]
+    for path in libraries:
+        state.say(f"  library  {path}{'' if path in listing else ' (MISSING)'}")
+    for path in extra:
+        state.say(f"  extra    {path}")
+    state.say(f"  {CONFIG_NAME}: {'present' if CONFIG_NAME in listing else 'MISSING'}")
+    state.say(
+        f"status vs {build_dir}: {counts['ok']} ok, {counts['changed']} changed, "
+        f"{counts['missing']} missing, {len(extra)} extra"
+    )
+
+
+Handler = Callable[[State, argparse.Namespace], None]

@@ -1,0 +1,252 @@
+"""devices.toml: per-device settings, secrets kept in separate files, and config.json.
+
+Format (docs/flashing.md has the full description, devices.example.toml an example)::
+
+    [defaults]                  # merged under every device (tables merge key by key)
+    arch = "xtensawin"
+    [defaults.config]           # keys of the firmware's config.json (docs/firmware.md)
+    site = "plant1"
+
+    [devices.esp32-01]
+    port = "/dev/ttyUSB0"
+    [devices.esp32-01.config]
+    wifi = { ssid = "factory", password_file = "secrets/wifi.txt" }
+
+Any config key ending in ``_file`` is a secret read from that file (relative to
+devices.toml, trailing newline removed) and written under the key without the suffix. A
+secret-looking key (``password``, ``secret``, ``token``, ``psk``) given inline is refused:
+devices.toml tends to be committed, secrets must not be. Secret values are never printed:
+every message built from a device's config goes through ``Secrets.redact``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import stat
+import sys
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tools.flash.build import ARCHES, ROOT
+from tools.flash.errors import FlashError
+
+DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")  # shared_protocol/topics.py ids
+SECRET_KEY = re.compile(r"(password|passwd|secret|token|psk)$", re.IGNORECASE)
+FILE_SUFFIX = "_file"
+DEVICE_KEYS = frozenset({"port", "arch", "config"})
+CONFIG_NAME = "config.json"
+#: config.json key that carries the device id (docs/firmware.md)
+DEVICE_ID_KEY = "device_id"
+
+
+class DeviceConfigError(FlashError):
+    """A device's settings are wrong: ``device`` names it, ``where`` the key or file."""
+
+    def __init__(self, device: str, where: str, problem: str) -> None:
+        self.device = device
+        self.where = where
+        self.problem = problem
+        super().__init__(f"device {device}: {where}: {problem}")
+
+
+@dataclass
+class Secrets:
+    """The secret values of one device, to keep them out of every message."""
+
+    values: list[str] = field(default_factory=list)
+
+    def add(self, value: str) -> None:
+        if value and value not in self.values:
+            self.values.append(value)
+            self.values.sort(key=len, reverse=True)  # longest first: no partial leaks
+
+    def redact(self, text: str) -> str:
+        for value in self.values:
+            text = text.replace(value, "***")
+        return text
+
+
+@dataclass(frozen=True)
+class Device:
+    """One device of devices.toml, secrets resolved."""
+
+    id: str
+    port: str | None
+    arch: str | None
+    config: dict[str, Any]
+    secrets: Secrets
+    source: Path
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_secret(device: str, where: str, path_text: object, base: Path, secrets: Secrets) -> str:
+    if not isinstance(path_text, str) or not path_text:
+        raise DeviceConfigError(device, where, "must be the path of a file holding the secret")
+    path = Path(path_text).expanduser()
+    if not path.is_absolute():
+        path = base / path
+    try:
+        mode = path.stat().st_mode
+        value = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DeviceConfigError(
+            device, where, f"secret file {path} does not exist: create it (one line, the secret)"
+        ) from None
+    except (OSError, UnicodeError) as exc:
+        raise DeviceConfigError(device, where, f"cannot read secret file {path}: {exc}") from None
+    value = value.rstrip("\r\n")
+    if not value:
+        raise DeviceConfigError(device, where, f"secret file {path} is empty")
+    if "\n" in value:
+        raise DeviceConfigError(device, where, f"secret file {path} has more than one line")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        print(
+            f"edgeline-flash: warning: secret file {path} is readable by other users (chmod 600 {path})",
+            file=sys.stderr,
+        )
+    secrets.add(value)
+    return value
+
+
+def _resolve(
+    device: str, node: Any, where: str, base: Path, secrets: Secrets
+) -> Any:  # JSON-like value in, JSON-like value out
+    if isinstance(node, Mapping):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            here = f"{where}.{key}"
+            if key.endswith(FILE_SUFFIX) and SECRET_KEY.search(key[: -len(FILE_SUFFIX)]):
+                name = key[: -len(FILE_SUFFIX)]
+                if name in node:
+                    raise DeviceConfigError(device, here, f"give either {name} or {key}, not both")
+                out[name] = _read_secret(device, here, value, base, secrets)
+            elif SECRET_KEY.search(key) and value not in ("", None):
+                raise DeviceConfigError(
+                    device,
+                    here,
+                    f"secrets may not be written in devices.toml; put it in a file "
+                    f'(chmod 600) and write {key}{FILE_SUFFIX} = "path/to/file"',
+                )
+            else:
+                out[key] = _resolve(device, value, here, base, secrets)
+        return out
+    if isinstance(node, list):
+        return [_resolve(device, v, f"{where}[{i}]", base, secrets) for i, v in enumerate(node)]
+    if isinstance(node, (str, int, float, bool)):
+        return node
+    raise DeviceConfigError(device, where, f"{type(node).__name__} values cannot go in JSON")
+
+
+def load_devices_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            doc = tomllib.load(handle)
+    except FileNotFoundError:
+        raise FlashError(f"{path} not found: copy devices.example.toml to {path.name} and edit it") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise FlashError(f"{path} is not valid TOML: {exc}") from None
+    devices = doc.get("devices")
+    if not isinstance(devices, dict) or not devices:
+        raise FlashError(f"{path} has no [devices.<id>] table")
+    unknown = set(doc) - {"defaults", "devices"}
+    if unknown:
+        raise FlashError(f"{path}: unknown top-level table(s) {sorted(unknown)}")
+    return doc
+
+
+def load_device(path: Path, device_id: str) -> Device:
+    """Read ``device_id`` from devices.toml at ``path``, merging [defaults], reading secrets."""
+    doc = load_devices_file(path)
+    devices: dict[str, Any] = doc["devices"]
+    if device_id not in devices:
+        known = ", ".join(sorted(devices)) or "none"
+        raise FlashError(f"device {device_id!r} is not in {path} (devices: {known})")
+    if not DEVICE_ID.match(device_id):
+        raise DeviceConfigError(
+            device_id, "id", "must be 1-32 characters of A-Z a-z 0-9 _ - (it is an MQTT topic level)"
+        )
+    defaults = doc.get("defaults", {})
+    entry = devices[device_id]
+    if not isinstance(entry, dict) or not isinstance(defaults, dict):
+        raise DeviceConfigError(device_id, str(path), "[defaults] and [devices.<id>] must be tables")
+    merged = _merge(defaults, entry)
+    unknown = set(merged) - DEVICE_KEYS
+    if unknown:
+        raise DeviceConfigError(
+            device_id, ", ".join(sorted(unknown)), f"unknown key(s); allowed: {sorted(DEVICE_KEYS)}"
+        )
+    port = merged.get("port")
+    arch = merged.get("arch")
+    if port is not None and not isinstance(port, str):
+        raise DeviceConfigError(device_id, "port", "must be a string such as /dev/ttyUSB0")
+    if arch is not None and arch not in ARCHES:
+        raise DeviceConfigError(device_id, "arch", f"must be one of {', '.join(ARCHES)}")
+    secrets = Secrets()
+    raw_config = merged.get("config", {})
+    if not isinstance(raw_config, dict):
+        raise DeviceConfigError(device_id, "config", "must be a table")
+    config = _resolve(device_id, raw_config, "config", path.parent, secrets)
+    if config.get(DEVICE_ID_KEY, device_id) != device_id:
+        raise DeviceConfigError(device_id, f"config.{DEVICE_ID_KEY}", "leave it out: the table name is the device id")
+    config[DEVICE_ID_KEY] = device_id
+    return Device(device_id, port, arch, config, secrets, path)
+
+
+# ----------------------------------------------------------------------------- validation
+
+#: (config as the board parses it, whether the board needs Wi-Fi) -> anything; raises ValueError
+Validator = Callable[[dict[str, Any], bool], object]
+#: boards that reach the broker over Wi-Fi (the unix port / virtual board uses the host's network)
+WIFI_ARCHES = frozenset({"armv6m", "xtensawin"})
+
+
+def firmware_validator(root: Path = ROOT) -> Validator:
+    """The firmware's own check (``validate`` of firmware/sensorfw/core/config.py) run under
+    CPython, so the tool never writes a config.json that the board would refuse."""
+    firmware = str(root / "firmware")
+    added = firmware not in sys.path
+    if added:
+        sys.path.insert(0, firmware)
+    try:
+        from sensorfw.core import config as fw_config  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise FlashError(f"cannot load the firmware's config validator from {firmware}: {exc}") from None
+    finally:
+        if added:
+            sys.path.remove(firmware)
+
+    def check(config: dict[str, Any], needs_wifi: bool) -> object:
+        return fw_config.validate(config, ".", needs_wifi)
+
+    return check
+
+
+def render_config(device: Device, validator: Validator | None = None, *, arch: str | None = None) -> bytes:
+    """Validate the device's config and return config.json's bytes (compact, sorted keys).
+
+    ``arch`` (default: the device's) decides whether Wi-Fi settings are required.
+    """
+    check = validator if validator is not None else firmware_validator()
+    target = arch or device.arch
+    needs_wifi = target is None or target in WIFI_ARCHES
+    data = json.dumps(device.config, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    try:
+        check(json.loads(data), needs_wifi)  # validate exactly what the board will parse
+    except ValueError as exc:  # the firmware's ConfigError is a ValueError
+        raise DeviceConfigError(
+            device.id, "config", device.secrets.redact(f"rejected by the firmware: {exc}")
+        ) from None
+    return data
