@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Self
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
@@ -38,7 +39,88 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
-class Mosquitto:
+class BrokerProcess:
+    """A broker in a child process, listening on a loopback port that stays the same across
+    ``stop()`` / ``start()``. Subclasses say how to run it (``command()``) and where it logs."""
+
+    kind = "broker"
+
+    def __init__(self, workdir: Path, *, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.host = host
+        self.port = port or free_port(host)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.dir / f"{self.kind}.log"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = 10.0) -> Self:
+        if self.running:
+            return self
+        with open(self.dir / "stderr.log", "ab") as stderr:  # the child keeps its own copy
+            self.proc = subprocess.Popen(self.command(), stdout=stderr, stderr=stderr)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BrokerError(
+                    f"{self.kind} exited with {self.proc.returncode} on port {self.port}:\n"
+                    + (self.dir / "stderr.log").read_text(errors="replace")
+                    + self.log_text()
+                )
+            if port_open(self.host, self.port):
+                return self
+            time.sleep(0.02)
+        self.kill()
+        raise BrokerError(f"{self.kind} did not listen on {self.host}:{self.port} within {timeout} s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop gracefully (SIGTERM): persistent sessions and retained messages are saved."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        # Wait until the port is really free before anyone restarts on it.
+        deadline = time.monotonic() + timeout
+        while port_open(self.host, self.port) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """Stop abruptly (SIGKILL), as a power cut would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> Self:
+        self.stop()
+        return self.start()
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<{type(self).__name__} {self.host}:{self.port} {state}>"
+
+
+class Mosquitto(BrokerProcess):
     """One Mosquitto process on 127.0.0.1 with a generated configuration."""
 
     kind = "mosquitto"
@@ -55,20 +137,13 @@ class Mosquitto:
         host: str = "127.0.0.1",
     ) -> None:
         if not os.path.exists(MOSQUITTO):
-            raise BrokerError(
-                "mosquitto is not installed: run `make test` (it installs it) or `apt-get install mosquitto`"
-            )
-        self.dir = Path(workdir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.host = host
-        self.port = port or free_port(host)
+            raise BrokerError("mosquitto is not installed: `make test` installs it, or `apt-get install mosquitto`")
+        super().__init__(workdir, port=port, host=host)
         self.users = dict(users or {})
         self.acl = acl
         self.persistence = persistence
         self.extra_conf = extra_conf
-        self.proc: subprocess.Popen[bytes] | None = None
         self.conf_path = self.dir / "mosquitto.conf"
-        self.log_path = self.dir / "mosquitto.log"
         self._write_config()
 
     # -- configuration ---------------------------------------------------------------
@@ -86,6 +161,9 @@ class Mosquitto:
             # Tests queue many QoS 1 messages for offline persistent clients.
             "max_queued_messages 100000",
             "max_inflight_messages 100",
+            # Small frames and alerts must not wait for Nagle's algorithm (and the peer's delayed
+            # ACK, 40 ms on Linux): send each packet at once.
+            "set_tcp_nodelay true",
         ]
         if os.geteuid() == 0:
             # As root, Mosquitto would switch to the "mosquitto" user, which cannot read this
@@ -109,70 +187,5 @@ class Mosquitto:
             lines.append(self.extra_conf)
         self.conf_path.write_text("\n".join(lines) + "\n")
 
-    # -- life cycle ------------------------------------------------------------------
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def start(self, timeout: float = 10.0) -> Mosquitto:
-        if self.running:
-            return self
-        with open(self.dir / "stderr.log", "ab") as stderr:  # the child keeps its own copy
-            self.proc = subprocess.Popen(
-                [MOSQUITTO, "-c", str(self.conf_path)], stdout=subprocess.DEVNULL, stderr=stderr
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BrokerError(
-                    f"mosquitto exited with {self.proc.returncode} on port {self.port}:\n"
-                    + (self.dir / "stderr.log").read_text(errors="replace")
-                    + self.log_text()
-                )
-            if port_open(self.host, self.port):
-                return self
-            time.sleep(0.02)
-        self.kill()
-        raise BrokerError(f"mosquitto did not listen on {self.host}:{self.port} within {timeout} s")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop gracefully (SIGTERM): persistent sessions and retained messages are saved."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-        # Wait until the port is really free before anyone restarts on it.
-        deadline = time.monotonic() + timeout
-        while port_open(self.host, self.port) and time.monotonic() < deadline:
-            time.sleep(0.02)
-
-    def kill(self) -> None:
-        """Stop abruptly (SIGKILL), as a power cut would."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def restart(self) -> Mosquitto:
-        self.stop()
-        return self.start()
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
-
-    def __repr__(self) -> str:
-        state = "running" if self.running else "stopped"
-        return f"<Mosquitto {self.host}:{self.port} {state}>"
+    def command(self) -> list[str]:
+        return [MOSQUITTO, "-c", str(self.conf_path)]

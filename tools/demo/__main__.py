@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from tools.demo.brokers import BrokerUnavailable
 from tools.demo.dashboard import RateMeter, progress_line, render
 from tools.demo.fleet import DemoError, Fleet
 from tools.demo.monitor import Monitor
 from tools.demo.report import build, chart_html, text
 from tools.demo.scenario import CLOUD_CUT, DEVICES
+from tools.mosquitto import BrokerError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         fleet = Fleet(args.workdir, args.broker, args.duration)
-    except BrokerUnavailable as exc:
+    except BrokerError as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 1
     print(f"demo: working directory {fleet.workdir}")
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Interrupted):
         interrupted = True
         print("\ndemo: interrupted: stopping everything", flush=True)
-    except (DemoError, BrokerUnavailable) as exc:
+    except (DemoError, BrokerError) as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         fleet.stop()
         return 1
@@ -139,11 +139,11 @@ def run_story(fleet: Fleet, mon: Monitor, args: argparse.Namespace, t0: float) -
         nonlocal cloud_up, last_line, status, phase
         t = time.monotonic() - t0
         if cloud_up and cut_from <= t < cut_to:
-            fleet.cloud.stop()
+            fleet.uplink.cut()
             cloud_up = False
             phase = "cloud link cut"
         elif not cloud_up and t >= cut_to:
-            fleet.cloud.start()
+            fleet.uplink.restore()
             cloud_up = True
             phase = "cloud back: catching up"
         if t > args.duration:
@@ -160,7 +160,7 @@ def run_story(fleet: Fleet, mon: Monitor, args: argparse.Namespace, t0: float) -
         # The devices stop by themselves after --duration (plus a short drain of their queues).
         fleet.wait_devices(args.duration + 45.0, tick)
         if not cloud_up:
-            fleet.cloud.start()
+            fleet.uplink.restore()
             cloud_up = True
         phase = "gateway draining to the cloud"
         deadline = time.monotonic() + 30.0

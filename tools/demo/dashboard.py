@@ -76,10 +76,10 @@ def gateway_panel(mon: Monitor, status: dict[str, Any], cloud_up: bool, rates: d
     )
     conn = fwd.get("connection")
     state = conn.get("state", "-") if isinstance(conn, dict) else "-"
-    cloud = Text("UP", style="green") if cloud_up else Text("DOWN (cut by the demo)", style="bold red")
+    cloud = Text("up", style="green") if cloud_up else Text("CUT by the demo", style="bold red")
     lines.append(f"forward queue: {lane_text or '-'}   link: {state}")
     body = Text("\n".join(lines))
-    body.append("\ncloud broker: ")
+    body.append("\nuplink to the cloud: ")
     body.append(cloud)
     body.append(f"   records delivered to the cloud: {sum(len(v) for v in mon.cloud_keys.values())}")
     return Panel(body, title="gateway (Raspberry Pi role)")

@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tools.demo.brokers import AmqttBroker, make_broker
+from tools.demo.brokers import make_broker
+from tools.demo.linkcut import LinkCut
 from tools.demo.scenario import DEVICES, GATEWAY_ID, SITE, DeviceSpec, gateway_toml
-from tools.mosquitto import Mosquitto
+from tools.mosquitto import BrokerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 UPY_LIB = ROOT / ".cache" / "upy-lib"
@@ -92,8 +93,9 @@ class Fleet:
         for sub in ("logs", "devices", "gateway", "local-broker", "cloud-broker"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         self.duration_s = duration_s
-        self.local: Mosquitto | AmqttBroker = make_broker(self.workdir / "local-broker", broker_kind)
-        self.cloud: Mosquitto | AmqttBroker = make_broker(self.workdir / "cloud-broker", broker_kind)
+        self.local: BrokerProcess = make_broker(self.workdir / "local-broker", broker_kind)
+        self.cloud: BrokerProcess = make_broker(self.workdir / "cloud-broker", broker_kind)
+        self.uplink = LinkCut((self.cloud.host, self.cloud.port))
         self.devices = [VirtualDevice(spec, self.workdir) for spec in DEVICES]
         self.gateway: subprocess.Popen[bytes] | None = None
         self.gateway_config = self.workdir / "gateway" / "gateway.toml"
@@ -104,6 +106,7 @@ class Fleet:
     def start_brokers(self) -> None:
         self.local.start()
         self.cloud.start()
+        self.uplink.restore()
 
     def start_gateway(self) -> None:
         data_dir = self.workdir / "gateway" / "data"
@@ -112,7 +115,7 @@ class Fleet:
             gateway_toml(
                 data_dir=data_dir,
                 local=(self.local.host, self.local.port),
-                cloud=(self.cloud.host, self.cloud.port),
+                cloud=(self.uplink.host, self.uplink.port),  # through the link the demo can cut
             )
         )
         env = dict(os.environ)
@@ -164,5 +167,6 @@ class Fleet:
             except subprocess.TimeoutExpired:
                 self.gateway.kill()
                 self.gateway.wait()
+        self.uplink.cut()
         for broker in (self.local, self.cloud):
             broker.stop()
