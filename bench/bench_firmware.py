@@ -1,0 +1,151 @@
+"""Firmware figures on the MicroPython unix port, each beside a baseline from the same run.
+
+1. Cost per captured reading: the firmware path (timer handler -> MPU-6050 driver ->
+   sample ring -> DATA frame in the offline queue, ACK trimming) against a bare loop
+   storing the same values into an array (target <= 3x) and against a naive handler
+   that only reads the sensor and stores its values (no ring, no frames, no queue).
+   The simulated I2C read is timed alone and shown: on a board it is C code.
+2. Heap of the long run (tests/firmware/test_fw_heap64k.py scenario): 64 KB of
+   32-bit words for the firmware plus the measured footprint of the simulated
+   hardware; lowest free heap seen at HEALTH time, micropython.mem_peak().
+
+    .venv/bin/python -m bench.bench_firmware [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cost(rows: int, reps: int) -> dict[str, Any]:
+    from tests.support.upy import run_micropython
+
+    with tempfile.TemporaryDirectory(prefix="bench-fw-") as d:
+        res = run_micropython([str(ROOT / "bench" / "upy_firmware_cost.py"), str(rows), str(reps)], cwd=d, timeout=600)
+    if res.returncode != 0:
+        raise RuntimeError(res.stdout.decode() + res.stderr.decode())
+    line = [ln for ln in res.stdout.decode().splitlines() if ln.startswith("RESULT ")][-1]
+    out: dict[str, Any] = ast.literal_eval(line[len("RESULT ") :])
+    return out
+
+
+def _heap_run(samples: int) -> dict[str, Any]:
+    from tests.firmware.gateway_stub import GatewayStub
+    from tests.firmware.simdevice import SimDevice, base_config
+    from tests.firmware.test_fw_heap64k import FIRMWARE_HEAP, build_mpy, sim_footprint
+    from tools.mosquitto import Mosquitto
+
+    with tempfile.TemporaryDirectory(prefix="bench-heap-") as tmp:
+        d = Path(tmp)
+        lib = build_mpy(d / "mpy")
+        main = lib / "main.py"
+        main.write_text((ROOT / "firmware" / "main.py").read_text())
+        sim_bytes = sim_footprint(lib, d / "probe")
+        heap = FIRMWARE_HEAP + sim_bytes
+        broker = Mosquitto(d / "broker").start()
+        try:
+            with GatewayStub(broker.host, broker.port):
+                cfg = base_config(
+                    broker.port,
+                    sample={"rate_hz": 100, "batch": 32, "ring_rows": 64, "event_ring": 8},
+                    queue={"ram_frames": 4, "flash_frames": 128, "block_bytes": 2048, "segment_blocks": 4},
+                    health_s=30,
+                    watchdog_ms=0,
+                )
+                dev = SimDevice(d / "flash", cfg, heapsize=str(heap), main=str(main))
+                dev.env.update(
+                    {
+                        "EDGELINE_SIM_SPEED": "max",
+                        "EDGELINE_SIM_SAMPLES": str(samples),
+                        "EDGELINE_SIM_LINK_DOWN": "200-230,600-620",
+                        "EDGELINE_SIM_DRAIN_S": "20",
+                        "MICROPYPATH": str(lib),
+                    }
+                )
+                rc = dev.run(timeout=600)
+                if rc != 0:
+                    raise RuntimeError(dev.text()[-2000:])
+                st = dev.stats()
+        finally:
+            broker.kill()
+    return {"heap": heap, "sim_bytes": sim_bytes, **st}
+
+
+def rows(quick: bool = False) -> list[dict[str, Any]]:
+    n = 2000 if quick else 50000
+    c = _cost(n, 2 if quick else 7)
+    readings = c["readings"]
+
+    def ns(us: float) -> float:
+        return float(us) * 1000.0 / float(readings)
+
+    def row(what: str, key: str, ratio_key: str) -> dict[str, Any]:
+        return {"kind": "cost", "what": what, "ns": ns(c[key]), "ratio": c[ratio_key]}
+
+    out: list[dict[str, Any]] = [
+        row("bare loop storing the same values into an array", "bare_us", "bare_ratio"),
+        row("naive handler: sensor read + store (no ring, frame, queue)", "naive_us", "naive_ratio"),
+        row("firmware: capture -> ring -> DATA frame -> queue (+ ACK)", "firmware_us", "firmware_ratio"),
+        row("  of which simulated I2C read (C code on a board)", "i2c_us", "i2c_ratio"),
+        {
+            "kind": "cost",
+            "what": "firmware without the simulated I2C read",
+            "ns": ns(c["firmware_us"] - c["i2c_us"]),
+            "ratio": c["nofw_i2c_ratio"],
+        },
+    ]
+    h = _heap_run(20000 if quick else 100000)
+    out.append({"kind": "heap", **h})
+    return out
+
+
+def render(all_rows: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        "Cost per captured reading, MPU-6050 6 channels, 32 samples per DATA frame, unix port, one process",
+        "(ns: fastest of several rounds; ratio: median of per-round ratios; target: firmware <= 3x the bare loop)",
+        "",
+        "| path | ns/reading | vs bare loop |",
+        "|---|---|---|",
+    ]
+    for r in all_rows:
+        if r["kind"] == "cost":
+            lines.append(f"| {r['what']} | {r['ns']:.0f} | {r['ratio']:.1f}x |")
+    for r in all_rows:
+        if r["kind"] != "heap":
+            continue
+        live = r["heap"] - r["min_free_heap"] - r["sim_bytes"]
+        lines += [
+            "",
+            f"Heap, {r['samples']:,} samples x 6 channels at 100 Hz (simulated clock at full speed), two link outages",
+            "",
+            "| figure | bytes |",
+            "|---|---|",
+            f"| heap given: 64 KB of 32-bit words (64wk = {64 * 1024 * 2:,} B on this 64-bit port) "
+            f"+ simulated hardware | {r['heap']:,} |",
+            f"| simulated hardware (sim board, I2C MPU-6050, signal generators) | {r['sim_bytes']:,} |",
+            f"| lowest free heap at a HEALTH point (after gc.collect) | {r['min_free_heap']:,} |",
+            f"| firmware live heap at that point (given - free - simulated hardware) | {live:,} |",
+            f"| micropython.mem_peak() (bytes ever requested from the allocator: GC churn, not live) "
+            f"| {r['mem_peak']:,} |",
+            f"| frames / dropped / overruns / MemoryError | {r['frames']:,} / {r['dropped']} / {r['overruns']} / 0 |",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="edgeline firmware benchmark (MicroPython unix port)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (checks that the bench runs)")
+    opts = parser.parse_args(argv)
+    print(render(rows(opts.quick)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,404 @@
+# The firmware application: wires sensors, rings, batcher, queue and link, and
+# runs the main loop. Hardware comes in through a `board` object (port/board.py on
+# real ports, boards/sim.py on the unix port); nothing here imports hardware.
+
+import gc
+
+from sensorfw.core.batcher import EVENT_BUF_SIZE, Batcher
+from sensorfw.core.data_encoder import RingDataEncoder
+from sensorfw.core.inbound import parse as parse_inbound
+from sensorfw.core.link import Link
+from sensorfw.core.offline_queue import OfflineQueue
+from sensorfw.core.ring import EventRing, SampleRing
+from sensorfw.core.sampler import Sampler
+from shared_protocol import ACK, ST_INT16
+from shared_protocol.encode import encode_birth, encode_death, encode_health, schema_id
+
+FW_VERSION = "sensorfw 0.1.0"
+DEBUG = False
+
+
+def unload(name):
+    """Drop a module needed only at start-up (its code lives in RAM on a board)."""
+    import sys
+
+    sys.modules.pop(name, None)
+    pkg, _, leaf = name.rpartition(".")
+    parent = sys.modules.get(pkg)
+    if parent is not None and leaf in parent.__dict__:
+        delattr(parent, leaf)
+
+
+def log(msg):
+    print("[sensorfw] " + msg)
+
+
+def build_sensors(board, cfg):
+    """Driver objects for cfg["sensors"], in DATA channel order."""
+    readers = []
+    for s in cfg["sensors"]:
+        t = s["type"]
+        if t == "mpu6050":
+            from sensorfw.drivers.mpu6050 import MPU6050
+
+            i2c = board.make_i2c(s["i2c"]["id"], s["i2c"]["scl"], s["i2c"]["sda"], s["i2c"]["freq"])
+            d = MPU6050(i2c, s["addr"], s["name"], s["accel_range_g"], s["gyro_range_dps"], s["dlpf"])
+            d.init()
+        elif t == "analog":
+            from sensorfw.drivers.analog import AnalogChannel
+
+            d = AnalogChannel(board.make_adc(s["pin"]), s["name"], s["unit"], s["scale"], s["offset"])
+        else:
+            from sensorfw.drivers.pulse import PulseInput
+
+            pin = board.make_pin_in(s["pin"], s["pull"], s)
+            d = PulseInput(pin, s["name"], board.clock, s["mode"], s["debounce_ms"], s["unit"])
+            d.edge = s["edge"]
+        readers.append(d)
+    return readers
+
+
+class App:
+    def __init__(self, board, cfg):
+        self.board = board
+        # keep only what is used after start-up: the config dict costs RAM
+        self.device_id = cfg["device_id"]
+        self.watchdog_ms = cfg["watchdog_ms"]
+        self.burst_rate_hz = cfg["sample"]["burst_rate_hz"]
+        clock = board.clock
+        self.clock = clock
+        from sensorfw.core import state
+
+        self.boot, self.seq, self.woke = state.restore(board, board.flash_dir)
+        del state
+        unload("sensorfw.core.state")
+        sc = cfg["sample"]
+        self.readers = build_sensors(board, cfg)
+        width = 0
+        for r in self.readers:
+            width += r.width
+        self.ring = SampleRing(sc["ring_rows"], width)
+        self.events = EventRing(sc["event_ring"])
+        self.rate_hz = sc["rate_hz"]
+        self.base_rate_hz = sc["rate_hz"]
+        self.sampler = Sampler(self.ring, self.readers, clock, self.rate_hz, board.hard_timer_irq, board.schedule)
+        self.encoder = RingDataEncoder(width, sc["max_batch"], ST_INT16, schema_id(self._channels()))
+        self.batcher = Batcher(self.ring, self.events, self.encoder, sc["batch"], self.sampler, self, sc["delta"])
+        qc = cfg["queue"]
+        max_frame = len(self.encoder.buf)
+        max_frame = max(max_frame, EVENT_BUF_SIZE)
+        self.queue = OfflineQueue(
+            board.flash_dir + "/" + qc["dir"],
+            qc["ram_frames"],
+            qc["flash_frames"],
+            max_frame,
+            qc["block_bytes"],
+            qc["segment_blocks"],
+        )
+        # BIRTH: header + fw version + per channel (name, unit, 25 bytes); HEALTH: 48
+        self.out_buf = bytearray(64 + 76 * width)
+        self.out_mv = memoryview(self.out_buf)
+        self.will_buf = bytearray(17)
+        prefix, site, dev = cfg["topic_prefix"], cfg["site"], cfg["device_id"]
+        from shared_protocol.topics import topic  # only needed here: unloaded below
+
+        self.t_birth = topic(prefix, site, dev, "birth").encode()
+        self.t_data = topic(prefix, site, dev, "data").encode()
+        self.t_event = topic(prefix, site, dev, "event").encode()
+        self.t_health = topic(prefix, site, dev, "health").encode()
+        self.t_death = topic(prefix, site, dev, "death").encode()
+        self.t_ack = topic(prefix, site, dev, "ack").encode()
+        self.t_cmd = topic(prefix, site, dev, "cmd").encode()
+        del topic
+        unload("shared_protocol.topics")
+        bc = cfg["broker"]
+        self.transport = board.transport(
+            dev, bc["host"], bc["port"], bc["user"], bc["password"], bc["keepalive_s"], bc["timeout_ms"]
+        )
+        self.transport.on_message = self._on_message
+        self.link = Link(self.transport, board.net, clock, cfg["backoff"]["min_ms"], cfg["backoff"]["max_ms"])
+        self.outputs = [board.make_pin_out(o["pin"]) for o in cfg["outputs"]]
+        self._out_active_high = [o["active_high"] for o in cfg["outputs"]]
+        self._out_until = [None] * len(self.outputs)
+        for i in range(len(self.outputs)):
+            self._set_output(i, 0)
+        # timers and counters
+        self.publish_per_loop = qc["publish_per_loop"]
+        self.ack_timeout_ms = qc["ack_timeout_s"] * 1000
+        self.health_ms = cfg["health_s"] * 1000
+        self.keepalive_ms = bc["keepalive_s"] * 1000
+        now = clock.ticks_ms()
+        self.t0 = now
+        self.next_health = now
+        self.last_tx = now
+        self.last_ack = now
+        self.burst_until = None
+        self.latency_max = 0
+        self.published = 0
+        self.acks = 0
+        self.bad_frames = 0
+        self.commands = 0
+        self.inbox = []
+        self.inbox_dropped = 0
+        self.recent_cmds = [-1] * 8
+        self.births = 0
+        self.min_free = -1
+        self.timer = None
+        self.wdt = None
+        self.running = True
+        self.sleep_cfg = cfg["sleep"]
+
+    # ------------------------------------------------------------------ channels
+    def _channels(self):
+        out = []
+        for r in self.readers:
+            out.extend(r.channels(self.rate_hz, ST_INT16))
+        return out
+
+    # ------------------------------------------------------------------ frame sink (Batcher)
+    def next_seq(self):
+        s = self.seq
+        self.seq = (s + 1) & 0xFFFFFFFF
+        return s
+
+    def put_frame(self, ftype, frame, n):
+        q = self.queue
+        live = self.link.state == 1 and q.cursor >= q.f_count + q.r_count
+        q.push(frame, n, live)
+
+    # ------------------------------------------------------------------ start / stop
+    def start(self):
+        board = self.board
+        ch = 0
+        for r in self.readers:
+            if hasattr(r, "attach"):
+                r.attach(self.events, ch)
+                board.attach_irq(r.pin, r.irq_ref, r.edge)
+            ch += r.width
+        self.timer = board.make_timer()
+        self.sampler.restart()
+        self._arm_timer()
+        if self.watchdog_ms:
+            self.wdt = board.make_wdt(self.watchdog_ms)
+        log(
+            "boot %d seq %d (%s) device %s, %d channels at %s Hz"
+            % (
+                self.boot,
+                self.seq,
+                "wake" if self.woke else "reset",
+                self.device_id,
+                self.ring.width,
+                self.rate_hz,
+            )
+        )
+
+    def _arm_timer(self):
+        self.board.start_timer(self.timer, self.rate_hz, self.sampler.irq_ref)
+
+    def set_rate(self, rate_hz):
+        self.batcher.drain(True)
+        self.sampler.set_rate(rate_hz)
+        self.rate_hz = rate_hz
+        self.encoder.schema_id = schema_id(self._channels())
+        self._arm_timer()
+        self.rebirth()
+
+    # ------------------------------------------------------------------ link
+    def _open_session(self):
+        n = encode_death(self.will_buf, self.boot, self.seq, self.clock.ticks_ms())
+        self.transport.connect(self.t_death, bytes(self.will_buf[:n]), (self.t_ack, self.t_cmd))
+        self.queue.rewind()  # everything not ACKed goes out again, flagged historical
+        self.publish_birth()
+
+    def publish_birth(self):
+        n = encode_birth(self.out_buf, self.boot, self.next_seq(), self.clock.ticks_ms(), FW_VERSION, self._channels())
+        self.transport.publish(self.t_birth, self.out_mv[:n], True)  # retained: docs/protocol.md
+        self.births += 1
+        self.last_tx = self.clock.ticks_ms()
+
+    def rebirth(self):
+        if self.link.up():
+            try:
+                self.publish_birth()
+            except OSError as e:
+                self.link.lost(e)
+
+    def publish_health(self):
+        now = self.clock.ticks_ms()
+        q = self.queue
+        gc.collect()  # free_heap then reports live data, not garbage
+        free = gc.mem_free()
+        if self.min_free < 0 or free < self.min_free:
+            self.min_free = free
+        n = encode_health(
+            self.out_buf,
+            self.boot,
+            self.next_seq(),
+            now,
+            0,
+            self.clock.ticks_diff(now, self.t0) // 1000,
+            free,
+            self.board.net.rssi(),
+            0,
+            q.depth(),
+            q.dropped,
+            self.sampler.overruns() + self.events.overruns,
+            self.latency_max,
+            self.sampler.jitter_max,
+        )
+        self.transport.publish(self.t_health, self.out_mv[:n], True)  # retained: latest status
+        self.sampler.jitter_max = 0
+        self.latency_max = 0
+        self.last_tx = now
+
+    def _pump(self):
+        """Publish queued frames (oldest first), a bounded number per loop."""
+        q = self.queue
+        budget = self.publish_per_loop
+        tr = self.transport
+        while budget:
+            mv = q.next_frame()
+            if mv is None:
+                return
+            tr.publish(self.t_data if mv[1] == 2 else self.t_event, mv)
+            q.sent()
+            self.published += 1
+            if q.in_flight_hint == 0:
+                self.last_ack = self.clock.ticks_ms()
+            q.in_flight_hint += 1
+            budget -= 1
+        self.last_tx = self.clock.ticks_ms()
+
+    def service_link(self):
+        link = self.link
+        if not link.try_connect(self._open_session):
+            return
+        now = self.clock.ticks_ms()
+        try:
+            self.transport.poll()
+            self._process_inbox()
+            self._pump()
+            self._process_inbox()
+            if self.clock.ticks_diff(now, self.next_health) >= 0:
+                self.next_health = self.clock.ticks_add(now, self.health_ms)
+                self.publish_health()
+            if self.clock.ticks_diff(now, self.last_tx) > self.keepalive_ms // 2:
+                self.transport.ping()
+                self.last_tx = now
+        except OSError as e:
+            link.lost(e)
+            return
+        q = self.queue
+        if q.in_flight_hint and self.clock.ticks_diff(now, self.last_ack) > self.ack_timeout_ms:
+            # gateway silent: send everything unACKed again (historical)
+            q.rewind()
+            q.in_flight_hint = 0
+            self.last_ack = now
+
+    # ------------------------------------------------------------------ incoming
+    def _on_message(self, topic_b, msg):
+        # Called from inside umqtt (also while a QoS 1 publish waits for its PUBACK):
+        # only queue the frame here; _process_inbox() acts on it between publishes.
+        if len(self.inbox) < 32:
+            self.inbox.append(msg)
+        else:
+            self.inbox_dropped += 1  # the gateway repeats ACKs; a lost CMD is re-sent
+
+    def _process_inbox(self):
+        while self.inbox:
+            msg = self.inbox.pop(0)
+            try:
+                ftype, payload = parse_inbound(msg)
+            except ValueError as e:  # ProtocolError subclasses ValueError
+                self.bad_frames += 1
+                log("rejected frame: %s" % e)
+                continue
+            if ftype == ACK:
+                q = self.queue
+                for b, first, last in payload:
+                    q.ack(b, first, last)
+                q.in_flight_hint = q.in_flight()
+                self.acks += 1
+                self.last_ack = self.clock.ticks_ms()
+                continue
+            cmd_id = payload[0]
+            if cmd_id in self.recent_cmds:
+                continue  # QoS 1 may deliver a CMD twice: execute each cmd_id once
+            self.recent_cmds[self.commands % 8] = cmd_id
+            self.commands += 1
+            self.command(cmd_id, payload[1], payload[2])
+
+    def command(self, cmd_id, op, arg):
+        """Run one gateway command (code loaded only when a command arrives)."""
+        from sensorfw.core.commands import run
+
+        run(self, cmd_id, op, arg)
+
+    def _set_output(self, i, value):
+        on = bool(value)
+        if not self._out_active_high[i]:
+            on = not on
+        self.outputs[i].value(1 if on else 0)
+
+    def _timers(self):
+        now = self.clock.ticks_ms()
+        for i in range(len(self._out_until)):
+            u = self._out_until[i]
+            if u is not None and self.clock.ticks_diff(now, u) >= 0:
+                self._set_output(i, 0)
+                self._out_until[i] = None
+        if self.burst_until is not None and self.clock.ticks_diff(now, self.burst_until) >= 0:
+            self.burst_until = None
+            self.set_rate(self.base_rate_hz)
+
+    # ------------------------------------------------------------------ main loop
+    def step(self):
+        clock = self.clock
+        t0 = clock.ticks_us()
+        self.board.poll()
+        if self.wdt is not None:
+            self.wdt.feed()
+        self.batcher.drain()
+        self.batcher.drain_events()
+        self.service_link()
+        if self._out_until or self.burst_until is not None:
+            self._timers()
+        d = clock.ticks_diff(clock.ticks_us(), t0)
+        self.latency_max = max(self.latency_max, d)
+
+    def run(self):
+        self.start()
+        board = self.board
+        if self.sleep_cfg["enabled"]:
+            return self.run_sleep_cycle()
+        while self.running:
+            self.step()
+            if board.should_stop(self):
+                break
+            board.idle(self)
+        self.finish()
+
+    def run_sleep_cycle(self):
+        """Deep-sleep mode: capture awake_samples, publish or queue, sleep."""
+        from sensorfw.core.lifecycle import run_sleep_cycle
+
+        run_sleep_cycle(self)
+
+    def shutdown(self):
+        """Stop capture, keep every unACKed frame on flash."""
+        if self.timer is not None:
+            self.board.stop_timer(self.timer)
+        self.batcher.drain(True)
+        self.batcher.drain_events()
+        self.queue.sync()
+
+    def finish(self):
+        """End of a bounded (simulated) run: drain what the link allows, then sync."""
+        from sensorfw.core.lifecycle import finish
+
+        finish(self)
+
+    def stats(self):
+        from sensorfw.core.lifecycle import stats
+
+        return stats(self)

@@ -1,0 +1,76 @@
+# Commands from the gateway (CMD frames). Imported only when a command arrives,
+# so its code costs no RAM on a board that never gets one.
+
+import struct
+
+from sensorfw.core.app import log
+from shared_protocol import (
+    CMD_CONFIG,
+    CMD_RAW_BURST,
+    CMD_REBIRTH,
+    CMD_REBOOT,
+    CMD_SET_BATCH,
+    CMD_SET_OUTPUT,
+    CMD_SET_RATE,
+)
+
+
+def run(app, cmd_id, op, arg):
+    """Run one command on `app`; a bad argument is logged and ignored."""
+    log("command %d op %d" % (cmd_id, op))
+    if op == CMD_SET_RATE:
+        rate = struct.unpack("<I", arg)[0] / 1000
+        if 0 < rate <= 2000:
+            app.base_rate_hz = rate
+            app.burst_until = None
+            app.set_rate(rate)
+        else:
+            log("SET_RATE refused: %r Hz outside (0, 2000]" % rate)
+    elif op == CMD_SET_BATCH:
+        b = struct.unpack("<H", arg)[0]
+        try:
+            app.batcher.drain(True)
+            app.batcher.set_batch(b)
+        except ValueError as e:
+            log("SET_BATCH refused: %s" % e)
+    elif op == CMD_REBOOT:
+        app.shutdown()
+        app.board.reset()
+    elif op == CMD_RAW_BURST:
+        # full-rate raw data for a while (e.g. for a vibration spectrum), then back
+        secs = struct.unpack("<H", arg)[0]
+        app.burst_until = app.clock.ticks_add(app.clock.ticks_ms(), secs * 1000)
+        app.set_rate(app.burst_rate_hz)
+    elif op == CMD_SET_OUTPUT:
+        # actuator end of the local alert loop: drive output idx, for dur ms (0 = hold)
+        idx, val, dur = struct.unpack("<BBI", arg)
+        if idx < len(app.outputs):
+            app._set_output(idx, val)
+            app._out_until[idx] = app.clock.ticks_add(app.clock.ticks_ms(), dur) if dur else None
+        else:
+            log("SET_OUTPUT refused: no output %d (have %d)" % (idx, len(app.outputs)))
+    elif op == CMD_REBIRTH:
+        app.rebirth()
+    elif op == CMD_CONFIG:
+        new_config(app, arg)
+    else:
+        log("unknown command op %d ignored" % op)
+
+
+def new_config(app, arg):
+    """Validate a new config.json, store it and reboot into it."""
+    import json
+
+    from sensorfw.core.config import ConfigError, validate
+
+    try:
+        raw = json.loads(arg)
+        validate(raw, app.board.flash_dir, app.board.needs_wifi)
+    except (ValueError, ConfigError) as e:
+        log("CMD_CONFIG refused: %s" % e)
+        return
+    with open(app.board.config_path, "w") as f:
+        json.dump(raw, f)
+    log("new config.json written: rebooting")
+    app.shutdown()
+    app.board.reset()

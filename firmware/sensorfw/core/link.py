@@ -1,0 +1,77 @@
+# Link state machine: DOWN -> (backoff) -> CONNECTING -> UP -> DOWN ...
+#
+# Reconnects with exponential backoff and "equal jitter" (half the delay fixed,
+# half random) so a fleet that lost its broker does not reconnect in lockstep.
+# Every transport call is bounded by the transport's socket timeout; a failure
+# anywhere closes the session and schedules the next attempt.
+
+import random
+
+DOWN = 0
+UP = 1
+
+
+class Link:
+    def __init__(self, transport, net, clock, min_ms=1000, max_ms=60000):
+        self.transport = transport
+        self.net = net
+        self.clock = clock
+        self.min_ms = min_ms
+        self.max_ms = max_ms
+        self.state = DOWN
+        self.failures = 0
+        self.connects = 0
+        self.losses = 0
+        self.next_try = clock.ticks_ms()
+        self.last_error = None
+
+    def up(self):
+        return self.state == UP
+
+    def delay_ms(self):
+        d = self.min_ms
+        n = self.failures
+        while n > 1 and d < self.max_ms:
+            d *= 2
+            n -= 1
+        d = min(d, self.max_ms)
+        half = d // 2
+        return half + (random.getrandbits(16) * (d - half) >> 16)
+
+    def try_connect(self, open_session):
+        """Attempt a session when the backoff allows it. open_session() does the
+        MQTT connect + BIRTH; it raises OSError on failure. Returns True when up."""
+        if self.state == UP:
+            return True
+        now = self.clock.ticks_ms()
+        if self.clock.ticks_diff(now, self.next_try) < 0:
+            return False
+        if not self.net.isconnected():
+            self.net.connect()
+            self._failed("network not connected")
+            return False
+        try:
+            open_session()
+        except OSError as e:
+            self.transport.close()
+            self._failed(e)
+            return False
+        self.state = UP
+        self.failures = 0
+        self.connects += 1
+        return True
+
+    def _failed(self, err):
+        self.failures += 1
+        self.last_error = err
+        self.next_try = self.clock.ticks_add(self.clock.ticks_ms(), self.delay_ms())
+
+    def lost(self, err):
+        """The session broke (publish/poll/ping failed)."""
+        self.transport.close()
+        if self.state == UP:
+            self.losses += 1
+        self.state = DOWN
+        self.failures = 1
+        self.last_error = err
+        self.next_try = self.clock.ticks_add(self.clock.ticks_ms(), self.delay_ms())

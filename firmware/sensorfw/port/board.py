@@ -1,0 +1,151 @@
+# Board for real MicroPython ports (esp32, rp2): the firmware's hardware layer.
+#
+# Everything that touches `machine`, `network` and `micropython` lives here; the
+# board-specific facts come from a profile module in boards/ (data only).
+
+import gc
+import time
+
+import machine
+import micropython
+import network
+
+
+class WiFi:
+    """network.WLAN station: connect() starts joining and returns at once."""
+
+    def __init__(self):
+        self.wlan = network.WLAN(network.STA_IF)
+        self.ssid = None
+        self._password = None
+
+    def configure(self, wifi_cfg):
+        self.ssid = wifi_cfg["ssid"]
+        self._password = wifi_cfg["password"]
+        self.wlan.active(True)
+        self.connect()
+
+    def isconnected(self):
+        return self.wlan.isconnected()
+
+    def connect(self):
+        if self.ssid and not self.wlan.isconnected():
+            try:
+                self.wlan.connect(self.ssid, self._password)
+            except OSError:
+                pass  # already connecting; the link state machine retries with backoff
+
+    def rssi(self):
+        try:
+            return int(self.wlan.status("rssi"))
+        except (OSError, ValueError, TypeError):
+            return 0
+
+
+class Board:
+    needs_wifi = True
+
+    def __init__(self, profile, flash_dir="", config_path="config.json"):
+        self.profile = profile
+        self.flash_dir = flash_dir or "."
+        self.config_path = config_path
+        self.clock = time
+        self.hard_timer_irq = profile.HARD_TIMER_IRQ
+        self.hard_pin_irq = profile.HARD_PIN_IRQ
+        self.schedule = micropython.schedule
+        self.net = WiFi()
+
+    # hardware factories
+    def make_timer(self):
+        return machine.Timer(self.profile.TIMER_ID)
+
+    def start_timer(self, timer, rate_hz, callback):
+        if rate_hz >= 1 and int(rate_hz) == rate_hz:
+            timer.init(mode=machine.Timer.PERIODIC, freq=int(rate_hz), callback=callback)
+        else:
+            timer.init(mode=machine.Timer.PERIODIC, period=int(1000 / rate_hz), callback=callback)
+
+    def stop_timer(self, timer):
+        timer.deinit()
+
+    def make_adc(self, pin):
+        adc = machine.ADC(machine.Pin(pin))
+        if self.profile.ADC_ATTEN_11DB:
+            adc.atten(machine.ADC.ATTN_11DB)
+        return adc
+
+    def make_i2c(self, i2c_id, scl, sda, freq):
+        d = self.profile.I2C_DEFAULT
+        scl = d["scl"] if scl < 0 else scl
+        sda = d["sda"] if sda < 0 else sda
+        return machine.I2C(i2c_id, scl=machine.Pin(scl), sda=machine.Pin(sda), freq=freq)
+
+    def make_pin_in(self, pin, pull, spec):
+        if pull == "up":
+            return machine.Pin(pin, machine.Pin.IN, machine.Pin.PULL_UP)
+        if pull == "down":
+            return machine.Pin(pin, machine.Pin.IN, machine.Pin.PULL_DOWN)
+        return machine.Pin(pin, machine.Pin.IN)
+
+    def attach_irq(self, pin, handler, edge):
+        if edge == "rising":
+            trig = machine.Pin.IRQ_RISING
+        elif edge == "falling":
+            trig = machine.Pin.IRQ_FALLING
+        else:
+            trig = machine.Pin.IRQ_RISING | machine.Pin.IRQ_FALLING
+        pin.irq(handler=handler, trigger=trig, hard=self.hard_pin_irq)
+
+    def make_pin_out(self, pin):
+        return machine.Pin(pin, machine.Pin.OUT)
+
+    def make_wdt(self, timeout_ms):
+        limit = self.profile.WDT_MAX_MS
+        if limit and timeout_ms > limit:
+            timeout_ms = limit
+        return machine.WDT(timeout=timeout_ms)
+
+    def transport(self, client_id, host, port, user, password, keepalive_s, timeout_ms):  # noqa: PLR0917
+        from sensorfw.port.mqtt import MQTTTransport
+
+        return MQTTTransport(client_id, host, port, user, password, keepalive_s, timeout_ms, None)
+
+    # RTC memory, deep sleep, reset
+    def rtc_memory_read(self):
+        if not self.profile.HAS_RTC_MEMORY:
+            return None
+        return machine.RTC().memory()
+
+    def rtc_memory_write(self, data):
+        if not self.profile.HAS_RTC_MEMORY:
+            return False
+        machine.RTC().memory(data)
+        return True
+
+    def woke_from_deepsleep(self):
+        return machine.reset_cause() == machine.DEEPSLEEP_RESET
+
+    def deepsleep(self, ms):
+        machine.deepsleep(ms)
+
+    def reset(self):
+        machine.reset()
+
+    # main-loop hooks
+    def poll(self):
+        pass  # timers and pins interrupt on their own
+
+    def idle(self, app):
+        time.sleep_ms(1)
+
+    def should_stop(self, app):
+        return False
+
+    def drain(self, app):
+        pass
+
+    def report(self, app):
+        pass
+
+    def mem_free(self):
+        return gc.mem_free()

@@ -1,0 +1,196 @@
+# MQTT transport: micropython-lib umqtt.simple, wrapped so that no call can block
+# for longer than `timeout_ms`.
+#
+# umqtt.simple creates its socket inside connect() and switches it between
+# non-blocking (check_msg) and blocking (setblocking(True) = wait forever). We hand
+# it a socket factory whose sockets carry a timeout from creation (so connect() is
+# bounded too) and map setblocking(True) to settimeout(timeout). Every failure comes
+# out as OSError (umqtt's asserts and MQTTException included) and leaves the
+# client closed; reconnect policy lives in core/link.py.
+
+import select
+import socket as _socket
+
+from umqtt import simple as _simple
+
+
+class _BoundedSocket:
+    def __init__(self, timeout_s, fail):
+        self._s = _socket.socket()
+        self.raw = self._s  # for select.poll
+        self._t = timeout_s
+        self._fail = fail  # callable: True while the (simulated) link is down
+        self._s.settimeout(timeout_s)
+        try:
+            # umqtt writes a PUBLISH in several small pieces: without TCP_NODELAY, Nagle
+            # plus the peer's delayed ACK stall every QoS 1 publish by ~40 ms
+            self._s.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY (same values in lwIP)
+        except (OSError, AttributeError):
+            pass
+
+    def connect(self, addr):
+        if self._fail():
+            raise OSError(113)  # EHOSTUNREACH: link down
+        self._s.connect(addr)
+
+    def setblocking(self, flag):
+        if flag:
+            self._s.settimeout(self._t)
+        else:
+            self._s.setblocking(False)
+
+    def settimeout(self, t):
+        self._s.settimeout(self._t if t is None else t)
+
+    def read(self, n):
+        if self._fail():
+            raise OSError(104)  # ECONNRESET: link lost
+        return self._s.read(n)
+
+    def readinto(self, buf, n=-1):
+        if self._fail():
+            raise OSError(104)
+        if n < 0:
+            return self._s.readinto(buf)
+        return self._s.readinto(buf, n)
+
+    def write(self, buf, n=-1):
+        if self._fail():
+            raise OSError(104)
+        if n < 0:
+            return self._s.write(buf)
+        return self._s.write(memoryview(buf)[:n])
+
+    def close(self):
+        self._s.close()
+
+
+class _SocketModule:
+    """Stands in for the `socket` module inside umqtt.simple."""
+
+    def __init__(self, timeout_s, fail):
+        self.timeout_s = timeout_s
+        self.fail = fail
+
+    def socket(self, *args):
+        return _BoundedSocket(self.timeout_s, self.fail)
+
+    def getaddrinfo(self, host, port, *args):
+        return _socket.getaddrinfo(host, port, *args)
+
+
+def _never():
+    return False
+
+
+class MQTTTransport:
+    """connect / publish / poll / ping / close over umqtt.simple, all bounded."""
+
+    def __init__(  # noqa: PLR0917
+        self, client_id, host, port, user=None, password=None, keepalive_s=30, timeout_ms=2000, link_down=None
+    ):
+        self.client_id = client_id
+        self.host = host
+        self.port = port
+        self.user = user
+        self._password = password
+        self.keepalive_s = keepalive_s
+        self.timeout_s = timeout_ms / 1000
+        self.link_down = link_down or _never
+        self.client = None
+        self.on_message = None
+        self._poller = None
+
+    def connect(self, will_topic, will_msg, subscriptions):
+        """Open a session with last will; subscribe. Raises OSError on any failure."""
+        self.close()
+        # umqtt resolves `socket` through its module globals: give it bounded sockets
+        setattr(_simple, "socket", _SocketModule(self.timeout_s, self.link_down))
+        c = _simple.MQTTClient(
+            self.client_id, self.host, self.port, user=self.user, password=self._password, keepalive=self.keepalive_s
+        )
+        c.set_callback(self._deliver)
+        c.set_last_will(will_topic, will_msg, retain=True, qos=1)  # DEATH: docs/protocol.md
+        self.client = c
+        try:
+            c.connect(clean_session=True)
+            sock = c.sock
+            if sock is None:
+                raise OSError("umqtt connect left no socket")
+            poller = select.poll()
+            poller.register(sock.raw, select.POLLIN)
+            self._poller = poller
+            for t in subscriptions:
+                c.subscribe(t, qos=1)
+        except Exception as e:  # OSError, MQTTException, AssertionError, IndexError on short reads
+            self.close()
+            raise OSError("MQTT connect to %s:%d failed: %r" % (self.host, self.port, e))
+
+    def _deliver(self, topic, msg):
+        if self.on_message is not None:
+            self.on_message(topic, msg)
+
+    def connected(self):
+        return self.client is not None
+
+    def publish(self, topic, frame, retain=False, qos=1):
+        """QoS 1 waits (bounded by the socket timeout) for the broker's PUBACK;
+        messages arriving meanwhile go to on_message as usual."""
+        c = self.client
+        if c is None:
+            raise OSError("MQTT not connected")
+        try:
+            c.publish(topic, frame, retain, qos)
+        except Exception as e:
+            self.close()
+            raise OSError("MQTT publish failed: %r" % (e,))
+
+    def poll(self):
+        """Handle every pending incoming packet without waiting."""
+        c = self.client
+        poller = self._poller
+        if c is None or poller is None:
+            return
+        try:
+            # wait_msg() returns None both for "nothing there" and after a PUBLISH,
+            # so ask the socket whether more is waiting (up to 16 packets per call)
+            n = 0
+            while n < 16 and poller.poll(0):
+                c.sock.setblocking(False)
+                c.wait_msg()
+                n += 1
+            c.sock.setblocking(True)
+        except Exception as e:
+            self.close()
+            raise OSError("MQTT receive failed: %r" % (e,))
+
+    def ping(self):
+        c = self.client
+        if c is None:
+            return
+        try:
+            c.ping()
+        except Exception as e:
+            self.close()
+            raise OSError("MQTT ping failed: %r" % (e,))
+
+    def close(self):
+        c = self.client
+        self.client = None
+        self._poller = None
+        if c is not None and c.sock is not None:
+            try:
+                c.sock.close()
+            except Exception:
+                pass
+
+    def disconnect(self):
+        """Clean disconnect (no last will)."""
+        c = self.client
+        if c is None:
+            return
+        try:
+            c.disconnect()
+        except Exception:
+            pass
+        self.client = None
