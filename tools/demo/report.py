@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -129,18 +130,23 @@ def text(report: dict[str, Any]) -> str:
 
 def chart_html(mon: Monitor, report: dict[str, Any], cloud_cut: tuple[float, float], path: Path) -> None:
     """Anomaly score over time per device (max per summary interval), alerts marked."""
-    width, height, pad = 900, 360, 50
+    width, height, pad, pad_right = 900, 360, 60, 90
     series = {d: pts for d, pts in mon.scores.items() if pts}
     tmax = max(
         [float(report["duration_s"])] + [p[0] for pts in series.values() for p in pts] + [a.at for a in mon.alerts]
     )
-    ymax = max([1e-6] + [p[2] for pts in series.values() for p in pts] + [a.threshold * 1.5 for a in mon.alerts])
+    values = [p[2] for pts in series.values() for p in pts] + [a.score for a in mon.alerts]
+    values += [a.threshold for a in mon.alerts]
+    positive = [v for v in values if v > 0] or [1.0]
+    # Log scale: a healthy machine scores near the threshold, a failing one hundreds of times higher.
+    lo, hi = math.log10(min(positive)) - 0.2, math.log10(max(positive)) + 0.2
 
     def x(t: float) -> float:
-        return pad + (width - 2 * pad) * max(0.0, t) / tmax
+        return pad + (width - pad - pad_right) * max(0.0, t) / tmax
 
     def y(v: float) -> float:
-        return height - pad - (height - 2 * pad) * min(v, ymax) / ymax
+        frac = (math.log10(max(v, 10**lo)) - lo) / (hi - lo)
+        return height - pad - (height - 2 * pad) * frac
 
     colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"]
     parts = [
@@ -149,19 +155,21 @@ def chart_html(mon: Monitor, report: dict[str, Any], cloud_cut: tuple[float, flo
         f'width="{x(cloud_cut[1] * report["duration_s"]) - x(cloud_cut[0] * report["duration_s"]):.1f}" '
         f'height="{height - 2 * pad}" fill="#eee"/>',
         f'<text x="{x(cloud_cut[0] * report["duration_s"]) + 4:.1f}" y="{pad + 14}" fill="#888">cloud cut</text>',
-        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="black"/>',
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad_right}" y2="{height - pad}" stroke="black"/>',
         f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="black"/>',
         f'<text x="{width / 2:.0f}" y="{height - 12}" text-anchor="middle">time (s)</text>',
         f'<text x="14" y="{height / 2:.0f}" transform="rotate(-90 14 {height / 2:.0f})" text-anchor="middle">'
-        "anomaly score (max per interval)</text>",
+        "anomaly score (log scale)</text>",
     ]
+    for decade in range(math.ceil(lo), math.floor(hi) + 1):
+        parts.append(f'<text x="{pad - 6}" y="{y(10.0**decade) + 4:.1f}" text-anchor="end">1e{decade}</text>')
     for i in range(6):
         t = tmax * i / 5
         parts.append(f'<text x="{x(t):.1f}" y="{height - pad + 16}" text-anchor="middle">{t:.0f}</text>')
     thresholds = {a.threshold for a in mon.alerts}
     for th in thresholds:
         parts.append(
-            f'<line x1="{pad}" y1="{y(th):.1f}" x2="{width - pad}" y2="{y(th):.1f}" stroke="red" stroke-dasharray="4 3"/>'
+            f'<line x1="{pad}" y1="{y(th):.1f}" x2="{width - pad_right}" y2="{y(th):.1f}" stroke="red" stroke-dasharray="4 3"/>'
         )
     for i, (device, pts) in enumerate(sorted(series.items())):
         colour = colours[i % len(colours)]
@@ -170,7 +178,7 @@ def chart_html(mon: Monitor, report: dict[str, Any], cloud_cut: tuple[float, flo
         )
         parts.append(f'<path d="{path_d}" fill="none" stroke="{colour}" stroke-width="2"/>')
         parts.append(
-            f'<text x="{width - pad + 4}" y="{pad + 16 * i + 10}" fill="{colour}">{html.escape(device)}</text>'
+            f'<text x="{width - pad_right + 6}" y="{pad + 16 * i + 10}" fill="{colour}">{html.escape(device)}</text>'
         )
     for a in mon.alerts:
         parts.append(
