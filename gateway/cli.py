@@ -1,0 +1,286 @@
+"""``edgeline-gateway`` command line (also ``python -m gateway``).
+
+Commands (a table of name -> (handler, argument setup)):
+
+  run           run the gateway with a TOML configuration
+  check-config  validate a configuration (and load its models) without running
+  status        print the running gateway's status file and device registry
+  add-device    add or update a device credential in a Mosquitto password file
+  raw           print a device's raw readings for a time span from the raw log
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import secrets
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gateway import config as config_mod
+from gateway.config import Config, ConfigError
+
+DEFAULT_CONFIG = "/etc/edgeline/gateway.toml"
+
+
+class CommandError(Exception):
+    """A user-facing failure: the message says what failed and what to do."""
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return config_mod.load(args.config)
+
+
+# --------------------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gateway.runner import Runner
+
+    cfg = _load(args)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    runner = Runner(cfg)
+    runner.install_signal_handlers()
+    runner.run()
+    return 0
+
+
+# --------------------------------------------------------------------------- check-config
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from gateway.runner import load_models
+    from gateway.scoring import ModelSpec
+
+    cfg = _load(args)
+    g = cfg.gateway
+    print(f"gateway {g.id}: site {g.site}, data in {g.data_dir}, topics {g.prefix}/{g.site}/<device>/<kind>")
+    print(f"mqtt {cfg.mqtt.host}:{cfg.mqtt.port} user {cfg.mqtt.username or '(anonymous)'}")
+    if cfg.mqtt.password_file is not None:
+        pw = cfg.mqtt.password_file
+        if not pw.exists():
+            raise CommandError(f"mqtt.password_file: {pw} does not exist")
+        mode = stat.S_IMODE(pw.stat().st_mode)
+        if mode & 0o077:
+            raise CommandError(f"mqtt.password_file: {pw} has mode {mode:o}; run `chmod 600 {pw}`")
+    models = load_models(cfg) if not args.skip_models else {}
+    for p in cfg.pipelines:
+        if p.name in models:
+            spec = ModelSpec.of(models[p.name], threshold=p.threshold)
+            print(
+                f"pipeline {p.name}: model {spec.version} window {spec.window_len} hop {spec.hop} "
+                f"channels {','.join(p.channels or spec.channels)} threshold {spec.threshold:g} "
+                f"devices {','.join(p.devices)}"
+            )
+        else:
+            print(f"pipeline {p.name}: model {p.model} (not loaded)")
+    for r in cfg.rules:
+        print(
+            f"rule {r.name}: alert from {r.on_alert_from} -> {r.device} output {r.output} = {r.value} "
+            f"for {r.duration_s:g} s"
+        )
+    if cfg.forward is not None:
+        from gateway.forward import ForwardConfig
+
+        try:
+            ForwardConfig.from_dict(cfg.forward)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        print("forward: configured")
+    else:
+        print(f"forward: none (summaries published on {g.prefix}/{g.site}/_gateway/summary)")
+    print("configuration OK")
+    return 0
+
+
+# --------------------------------------------------------------------------- status
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from gateway.registry import read_devices
+    from gateway.runner import STATUS_FILE
+
+    cfg = _load(args)
+    data_dir = Path(cfg.gateway.data_dir)
+    path = data_dir / STATUS_FILE
+    if not path.exists():
+        raise CommandError(f"no status file at {path}: is `edgeline-gateway run` running with this config?")
+    status: dict[str, Any] = json.loads(path.read_text())
+    devices = read_devices(data_dir / "registry.sqlite")
+    if args.json:
+        print(json.dumps({"status": status, "devices": devices}, indent=1))
+        return 0
+    age = time.time() - float(status.get("written_at", 0))
+    fr = status["frames"]
+    q = status["ingest"]["queue"]
+    print(f"gateway {status['gateway']} site {status['site']} pid {status['pid']} (status {age:.0f} s old)")
+    print(
+        f"mqtt connected={status['ingest']['connected']} queue depth {q['depth']}/{q['capacity']} "
+        f"high-water {q['high_water']} dropped {q['dropped']} blocked {q['blocked_s']:.3f} s"
+    )
+    print(
+        f"frames {fr['received']} data {fr['data_accepted']} readings {fr['readings']} "
+        f"bad {status['bad_frames']['total']} alerts {status['alerts']} commands {status['commands']}"
+    )
+    rl = status["rawlog"]
+    print(f"raw log {rl['frames']} frames, {rl['stored_bytes']} B stored, {rl['file_bytes']} B on disk")
+    for name, p in status["pipelines"].items():
+        print(f"pipeline {name}: model {p['model_version']} windows scored {p['windows_scored']}")
+    print(f"{'device':<20} {'online':<7} {'state':<8} {'boot':>5} {'fw':<12} last seen")
+    for d in devices:
+        print(
+            f"{d['device']:<20} {d['online']!s:<7} {d['state']:<8} {d['boot'] or '-':>5} "
+            f"{d['fw_version'] or '-':<12} {d['last_seen_s']:.0f} s ago"
+        )
+    return 0
+
+
+# --------------------------------------------------------------------------- add-device
+
+
+def cmd_add_device(args: argparse.Namespace) -> int:
+    """Add a device (or the gateway user) to a Mosquitto password file via mosquitto_passwd."""
+    from shared_protocol.topics import valid_id
+
+    if not valid_id(args.device):
+        raise CommandError(f"device id {args.device!r}: use 1-32 characters from A-Z a-z 0-9 _ -")
+    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    if not Path(tool).exists():
+        raise CommandError("mosquitto_passwd not found: install the mosquitto package (apt install mosquitto)")
+    pw_file = Path(args.password_file)
+    generated = False
+    if args.generate:
+        password = secrets.token_urlsafe(18)
+        generated = True
+    elif sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.device}: ")
+        if password != getpass.getpass("again: "):
+            raise CommandError("passwords differ; nothing changed")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 8:
+        raise CommandError("password shorter than 8 characters; nothing changed")
+    if not pw_file.exists():
+        pw_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(pw_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+    os.chmod(pw_file, 0o600)
+    # The password goes through a pipe, never on the command line (visible in ps).
+    proc = subprocess.run(
+        [tool, str(pw_file), args.device],
+        input=f"{password}\n{password}\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        err = proc.stderr.strip().replace(password, "***")
+        raise CommandError(f"mosquitto_passwd failed for {args.device}: {err}")
+    os.chmod(pw_file, 0o600)
+    if args.secret_out:
+        out = Path(args.secret_out)
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(password + "\n")
+        os.chmod(out, 0o600)
+        print(f"{args.device}: credential added to {pw_file}; password written to {out} (mode 600)")
+    elif generated:
+        # Shown once, to the operator who asked for it; never logged.
+        print(f"{args.device}: credential added to {pw_file}; generated password: {password}")
+    else:
+        print(f"{args.device}: credential added to {pw_file}")
+    print("reload Mosquitto to apply: systemctl reload mosquitto (or send it SIGHUP)")
+    return 0
+
+
+# --------------------------------------------------------------------------- raw
+
+
+def cmd_raw(args: argparse.Namespace) -> int:
+    from gateway.export import export_readings
+
+    cfg = _load(args)
+    t_to = args.to if args.to is not None else time.time()
+    t_from = args.since if args.since is not None else t_to - args.last
+    try:
+        n = export_readings(Path(cfg.gateway.data_dir), args.device, t_from, t_to, sys.stdout)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"# {n} readings", file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------- table
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", default=os.environ.get("EDGELINE_GATEWAY_CONFIG", DEFAULT_CONFIG))
+
+
+def _setup_run(p: argparse.ArgumentParser) -> None:
+    _config_arg(p)
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def _setup_check(p: argparse.ArgumentParser) -> None:
+    _config_arg(p)
+    p.add_argument("--skip-models", action="store_true", help="do not load the models")
+
+
+def _setup_status(p: argparse.ArgumentParser) -> None:
+    _config_arg(p)
+    p.add_argument("--json", action="store_true")
+
+
+def _setup_add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("device", help="device id (its MQTT username)")
+    p.add_argument("--password-file", default="/etc/mosquitto/edgeline.passwd")
+    p.add_argument("--generate", action="store_true", help="generate a random password")
+    p.add_argument("--secret-out", help="also write the password to this file (mode 600), e.g. for provisioning")
+
+
+def _setup_raw(p: argparse.ArgumentParser) -> None:
+    _config_arg(p)
+    p.add_argument("device")
+    p.add_argument("--since", type=float, help="start, Unix time (s)")
+    p.add_argument("--to", type=float, help="end, Unix time (s); default now")
+    p.add_argument("--last", type=float, default=60.0, help="span in seconds when --since is not given")
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None], str]] = {
+    "run": (cmd_run, _setup_run, "run the gateway"),
+    "check-config": (cmd_check_config, _setup_check, "validate a configuration file"),
+    "status": (cmd_status, _setup_status, "show the running gateway's status and devices"),
+    "add-device": (cmd_add_device, _setup_add_device, "add a device credential to the Mosquitto password file"),
+    "raw": (cmd_raw, _setup_raw, "print raw readings of a device from the raw log (CSV)"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    # One BLAS thread: the gateway's matrices are small, and BLAS worker threads on a
+    # Pi's few cores cost more in wake-ups than they save (must precede numpy's import).
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    parser = argparse.ArgumentParser(prog="edgeline-gateway", description="edgeline Raspberry Pi gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_handler, setup, help_text) in COMMANDS.items():
+        setup(sub.add_parser(name, help=help_text))
+    args = parser.parse_args(argv)
+    handler = COMMANDS[args.command][0]
+    try:
+        return handler(args)
+    except (CommandError, ConfigError) as exc:
+        print(f"edgeline-gateway {args.command}: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,415 @@
+"""Gateway configuration: one TOML file read into frozen dataclasses.
+
+Every error names the offending key and what was expected, so a user can fix
+the file without reading this code. ``[forward]`` is passed through untouched
+as a dict to the forwarder (gateway/forward/), which validates it itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable or has a bad value."""
+
+
+@dataclass(frozen=True)
+class GatewaySection:
+    id: str
+    site: str
+    data_dir: Path
+    prefix: str = "el"
+    status_interval_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class MQTTSection:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password_file: Path | None = None
+    client_id: str | None = None
+    keepalive_s: int = 30
+
+    def read_password(self) -> str | None:
+        """Password from ``password_file`` (first line), never from the TOML itself."""
+        if self.password_file is None:
+            return None
+        try:
+            return self.password_file.read_text(encoding="utf-8").splitlines()[0].strip()
+        except (OSError, IndexError) as exc:
+            raise ConfigError(f"mqtt.password_file: cannot read a password from {self.password_file} ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class IngestSection:
+    queue_size: int = 20000
+    batch_max: int = 2000
+    block_timeout_ms: float = 200.0
+    data_qos: int = 0
+
+
+@dataclass(frozen=True)
+class RawLogSection:
+    max_bytes: int = 256 * 1024 * 1024
+    max_age_s: float = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class RegistrySection:
+    offline_after_s: float = 120.0
+    rebirth_interval_s: float = 5.0
+    pending_per_device: int = 256
+
+
+@dataclass(frozen=True)
+class PipelineSection:
+    """One model applied to a group of channels of matching devices.
+
+    channels: the device channel names fed to the model, one per model channel in
+    the model's order (default: the model's own names), e.g. a device's
+    "imu_ax" ... "imu_gz" for a model trained on "ax" ... "gz".
+    """
+
+    name: str
+    model: Path
+    devices: tuple[str, ...] = ("*",)
+    channels: tuple[str, ...] | None = None
+    threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class RuleSection:
+    """On an alert from ``on_alert_from`` (glob), drive an output of ``device``."""
+
+    name: str
+    on_alert_from: str
+    device: str
+    output: int
+    value: int = 1
+    duration_s: float = 5.0
+    cooldown_s: float = 0.0
+    pipeline: str | None = None
+
+
+@dataclass(frozen=True)
+class SummarySection:
+    interval_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class RawSection:
+    """Raw windows sent to the cloud (forwarder lane "raw"): around alerts, and on request."""
+
+    alert_before_s: float = 10.0
+    alert_after_s: float = 2.0
+    alert_holdoff_s: float = 60.0
+    alerts: bool = True
+    max_samples: int = 20_000
+
+
+@dataclass(frozen=True)
+class Config:
+    gateway: GatewaySection
+    mqtt: MQTTSection = field(default_factory=MQTTSection)
+    ingest: IngestSection = field(default_factory=IngestSection)
+    rawlog: RawLogSection = field(default_factory=RawLogSection)
+    registry: RegistrySection = field(default_factory=RegistrySection)
+    pipelines: tuple[PipelineSection, ...] = ()
+    rules: tuple[RuleSection, ...] = ()
+    summary: SummarySection = field(default_factory=SummarySection)
+    raw: RawSection = field(default_factory=RawSection)
+    forward: dict[str, Any] | None = None
+    source: Path | None = None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _Table:
+    """Typed accessors over one TOML table that report the full key on error."""
+
+    def __init__(self, data: dict[str, Any], where: str, known: set[str]) -> None:
+        self.data = data
+        self.where = where
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{self._key(unknown[0])}: unknown key (expected one of {', '.join(sorted(known))})")
+
+    def _key(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def get_str(self, name: str, default: str | None = None, *, ident: bool = False) -> str:
+        if name not in self.data:
+            if default is None:
+                raise ConfigError(f"{self._key(name)}: missing (expected a string)")
+            return default
+        value = self.data[name]
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{self._key(name)}: expected a non-empty string, got {value!r}")
+        if ident and not _ID_RE.match(value):
+            raise ConfigError(f"{self._key(name)}: {value!r} is not a valid id (1-32 characters from A-Z a-z 0-9 _ -)")
+        return value
+
+    def opt_str(self, name: str) -> str | None:
+        return self.get_str(name) if name in self.data else None
+
+    def get_int(self, name: str, default: int, *, lo: int, hi: int) -> int:
+        value = self.data.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{self._key(name)}: expected an integer, got {value!r}")
+        if not lo <= value <= hi:
+            raise ConfigError(f"{self._key(name)}: expected {lo}..{hi}, got {value}")
+        return value
+
+    def get_float(self, name: str, default: float, *, lo: float, hi: float) -> float:
+        value = self.data.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{self._key(name)}: expected a number, got {value!r}")
+        if not lo <= float(value) <= hi:
+            raise ConfigError(f"{self._key(name)}: expected {lo:g}..{hi:g}, got {value}")
+        return float(value)
+
+    def opt_float(self, name: str, *, lo: float, hi: float) -> float | None:
+        return self.get_float(name, 0.0, lo=lo, hi=hi) if name in self.data else None
+
+    def str_list(self, name: str, default: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if name not in self.data:
+            return default
+        value = self.data[name]
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"{self._key(name)}: expected a non-empty list of strings, got {value!r}")
+        return tuple(value)
+
+    def table(self, name: str) -> dict[str, Any]:
+        value = self.data.get(name, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"{self._key(name)}: expected a table [{name}]")
+        return value
+
+
+def _path(base: Path, value: str) -> Path:
+    p = Path(os.path.expanduser(value))
+    return p if p.is_absolute() else (base / p)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
+    """Build a Config from parsed TOML; relative paths resolve against ``base_dir``."""
+    base = base_dir or Path.cwd()
+    top = _Table(
+        data,
+        "",
+        {
+            "gateway",
+            "mqtt",
+            "ingest",
+            "rawlog",
+            "registry",
+            "pipelines",
+            "rules",
+            "summary",
+            "raw",
+            "forward",
+        },
+    )
+    if "gateway" not in data:
+        raise ConfigError("gateway: missing table [gateway] (needs id, site, data_dir)")
+
+    g = _Table(top.table("gateway"), "gateway", {"id", "site", "data_dir", "prefix", "status_interval_s"})
+    gateway = GatewaySection(
+        id=g.get_str("id", ident=True),
+        site=g.get_str("site", ident=True),
+        data_dir=_path(base, g.get_str("data_dir")),
+        prefix=g.get_str("prefix", "el", ident=True),
+        status_interval_s=g.get_float("status_interval_s", 5.0, lo=0.1, hi=3600),
+    )
+
+    m = _Table(
+        top.table("mqtt"),
+        "mqtt",
+        {"host", "port", "username", "password_file", "client_id", "keepalive_s", "password"},
+    )
+    if m.has("password"):
+        raise ConfigError(
+            "mqtt.password: passwords are not accepted in the TOML file; "
+            "put it in a file readable only by the gateway (chmod 600) and set mqtt.password_file"
+        )
+    pw_file = m.opt_str("password_file")
+    mqtt = MQTTSection(
+        host=m.get_str("host", "127.0.0.1"),
+        port=m.get_int("port", 1883, lo=1, hi=65535),
+        username=m.opt_str("username"),
+        password_file=_path(base, pw_file) if pw_file else None,
+        client_id=m.opt_str("client_id"),
+        keepalive_s=m.get_int("keepalive_s", 30, lo=5, hi=3600),
+    )
+
+    i = _Table(top.table("ingest"), "ingest", {"queue_size", "batch_max", "block_timeout_ms", "data_qos"})
+    ingest = IngestSection(
+        queue_size=i.get_int("queue_size", 20000, lo=16, hi=10_000_000),
+        batch_max=i.get_int("batch_max", 2000, lo=1, hi=1_000_000),
+        block_timeout_ms=i.get_float("block_timeout_ms", 200.0, lo=0, hi=60_000),
+        data_qos=i.get_int("data_qos", 0, lo=0, hi=1),
+    )
+
+    r = _Table(top.table("rawlog"), "rawlog", {"max_bytes", "max_age_s"})
+    rawlog = RawLogSection(
+        max_bytes=r.get_int("max_bytes", 256 * 1024 * 1024, lo=4096, hi=1 << 44),
+        max_age_s=r.get_float("max_age_s", 7 * 24 * 3600.0, lo=1, hi=10 * 365 * 86400),
+    )
+
+    rg = _Table(
+        top.table("registry"),
+        "registry",
+        {"offline_after_s", "rebirth_interval_s", "pending_per_device"},
+    )
+    registry = RegistrySection(
+        offline_after_s=rg.get_float("offline_after_s", 120.0, lo=1, hi=86400 * 30),
+        rebirth_interval_s=rg.get_float("rebirth_interval_s", 5.0, lo=0, hi=3600),
+        pending_per_device=rg.get_int("pending_per_device", 256, lo=0, hi=100_000),
+    )
+
+    s = _Table(top.table("summary"), "summary", {"interval_s"})
+    summary = SummarySection(interval_s=s.get_float("interval_s", 60.0, lo=0.05, hi=86400))
+
+    rw = _Table(
+        top.table("raw"), "raw", {"alert_before_s", "alert_after_s", "alert_holdoff_s", "alerts", "max_samples"}
+    )
+    alerts_flag = rw.data.get("alerts", True)
+    if not isinstance(alerts_flag, bool):
+        raise ConfigError(f"raw.alerts: expected true or false, got {alerts_flag!r}")
+    raw = RawSection(
+        alert_before_s=rw.get_float("alert_before_s", 10.0, lo=0, hi=3600),
+        alert_after_s=rw.get_float("alert_after_s", 2.0, lo=0, hi=3600),
+        alert_holdoff_s=rw.get_float("alert_holdoff_s", 60.0, lo=0, hi=86400),
+        alerts=alerts_flag,
+        max_samples=rw.get_int("max_samples", 20_000, lo=1, hi=10_000_000),
+    )
+
+    pipelines = tuple(_pipelines(data.get("pipelines", []), base))
+    names = [p.name for p in pipelines]
+    rules = tuple(_rules(data.get("rules", []), set(names)))
+
+    fwd = data.get("forward")
+    if fwd is not None and not isinstance(fwd, dict):
+        raise ConfigError("forward: expected a table [forward]")
+
+    return Config(
+        gateway=gateway,
+        mqtt=mqtt,
+        ingest=ingest,
+        rawlog=rawlog,
+        registry=registry,
+        pipelines=pipelines,
+        rules=rules,
+        summary=summary,
+        raw=raw,
+        forward=fwd,
+    )
+
+
+def _array_of_tables(value: object, name: str) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{name}: expected an array of tables [[{name}]]")
+    return value
+
+
+def _pipelines(value: object, base: Path) -> list[PipelineSection]:
+    out: list[PipelineSection] = []
+    seen: set[str] = set()
+    for n, item in enumerate(_array_of_tables(value, "pipelines")):
+        t = _Table(item, f"pipelines[{n}]", {"name", "model", "devices", "channels", "threshold"})
+        name = t.get_str("name", ident=True)
+        if name in seen:
+            raise ConfigError(f"pipelines[{n}].name: {name!r} used twice (names must be unique)")
+        seen.add(name)
+        devices = t.str_list("devices", ("*",)) or ("*",)
+        out.append(
+            PipelineSection(
+                name=name,
+                model=_path(base, t.get_str("model")),
+                devices=devices,
+                channels=t.str_list("channels", None),
+                threshold=t.opt_float("threshold", lo=-1e30, hi=1e30),
+            )
+        )
+    return out
+
+
+def _rules(value: object, pipeline_names: set[str]) -> list[RuleSection]:
+    out: list[RuleSection] = []
+    for n, item in enumerate(_array_of_tables(value, "rules")):
+        t = _Table(
+            item,
+            f"rules[{n}]",
+            {
+                "name",
+                "on_alert_from",
+                "device",
+                "output",
+                "value",
+                "duration_s",
+                "cooldown_s",
+                "pipeline",
+            },
+        )
+        pipeline = t.opt_str("pipeline")
+        if pipeline is not None and pipeline not in pipeline_names:
+            raise ConfigError(
+                f"rules[{n}].pipeline: {pipeline!r} is not a configured pipeline "
+                f"(known: {', '.join(sorted(pipeline_names)) or 'none'})"
+            )
+        out.append(
+            RuleSection(
+                name=t.get_str("name", f"rule{n}"),
+                on_alert_from=t.get_str("on_alert_from"),
+                device=t.get_str("device", ident=True),
+                output=t.get_int("output", 0, lo=0, hi=255),
+                value=t.get_int("value", 1, lo=0, hi=255),
+                duration_s=t.get_float("duration_s", 5.0, lo=0, hi=(2**32 - 1) / 1000),
+                cooldown_s=t.get_float("cooldown_s", 0.0, lo=0, hi=86400),
+                pipeline=pipeline,
+            )
+        )
+    return out
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a gateway TOML file."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read configuration ({exc.strerror})") from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc})") from exc
+    cfg = from_dict(data, base_dir=p.resolve().parent)
+    return Config(
+        gateway=cfg.gateway,
+        mqtt=cfg.mqtt,
+        ingest=cfg.ingest,
+        rawlog=cfg.rawlog,
+        registry=cfg.registry,
+        pipelines=cfg.pipelines,
+        rules=cfg.rules,
+        summary=cfg.summary,
+        raw=cfg.raw,
+        forward=cfg.forward,
+        source=p,
+    )

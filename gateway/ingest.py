@@ -1,0 +1,229 @@
+"""Ingest: paho-mqtt's network loop hands raw frames to the pipeline in batches.
+
+The paho callback does one thing: append ``(topic, payload, received)`` to a
+bounded queue. All decoding happens on the processing thread, which takes
+whatever has accumulated as one batch. When the queue is full the callback
+waits (up to ``block_timeout_ms``, which back-pressures the TCP socket and so
+the broker) and then drops the frame, counting it. A dropped DATA frame is
+never ACKed, so the device keeps it and replays it later.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+log = logging.getLogger(__name__)
+
+DEVICE_KINDS = ("birth", "data", "event", "health", "death")
+
+
+class RawFrame(NamedTuple):
+    topic: str
+    payload: bytes
+    received: float  # time.time() when paho handed the message over
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    capacity: int
+    depth: int
+    high_water: int
+    enqueued: int
+    dropped: int
+    blocked_s: float
+    blocked_events: int
+
+
+class FrameQueue:
+    """Bounded FIFO between paho's network thread and the processing thread."""
+
+    def __init__(self, capacity: int, *, block_timeout_s: float = 0.2) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self.capacity = capacity
+        self.block_timeout_s = block_timeout_s
+        self._items: deque[RawFrame] = deque()
+        self._lock = threading.Lock()
+        self._not_empty = threading.Condition(self._lock)
+        self._not_full = threading.Condition(self._lock)
+        self._high_water = 0
+        self._enqueued = 0
+        self._dropped = 0
+        self._blocked_s = 0.0
+        self._blocked_events = 0
+        self._closed = False
+
+    def put(self, item: RawFrame) -> bool:
+        """Append; wait while full up to block_timeout_s, then drop and count."""
+        with self._lock:
+            items = self._items
+            if len(items) >= self.capacity:
+                t0 = time.perf_counter()
+                self._blocked_events += 1
+                deadline = t0 + self.block_timeout_s
+                while len(items) >= self.capacity and not self._closed:
+                    left = deadline - time.perf_counter()
+                    if left <= 0:
+                        break
+                    self._not_full.wait(left)
+                self._blocked_s += time.perf_counter() - t0
+                if len(items) >= self.capacity:
+                    self._dropped += 1
+                    return False
+            items.append(item)
+            self._enqueued += 1
+            n = len(items)
+            self._high_water = max(self._high_water, n)
+            self._not_empty.notify()
+            return True
+
+    def get_batch(self, max_items: int, timeout: float) -> list[RawFrame]:
+        """Everything queued (up to max_items); waits up to ``timeout`` for the first."""
+        with self._lock:
+            items = self._items
+            if not items and not self._closed:
+                self._not_empty.wait(timeout)
+            n = min(len(items), max_items)
+            if n == 0:
+                return []
+            if n == len(items):
+                batch = list(items)
+                items.clear()
+            else:
+                pop = items.popleft
+                batch = [pop() for _ in range(n)]
+            self._not_full.notify_all()
+            return batch
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._not_empty.notify_all()
+            self._not_full.notify_all()
+
+    def stats(self) -> QueueStats:
+        with self._lock:
+            return QueueStats(
+                capacity=self.capacity,
+                depth=len(self._items),
+                high_water=self._high_water,
+                enqueued=self._enqueued,
+                dropped=self._dropped,
+                blocked_s=self._blocked_s,
+                blocked_events=self._blocked_events,
+            )
+
+
+@dataclass(frozen=True)
+class MQTTSettings:
+    host: str
+    port: int
+    client_id: str
+    username: str | None = None
+    password: str | None = None
+    keepalive_s: int = 30
+
+
+class MQTTIngest:
+    """The gateway's single connection to the local broker.
+
+    Subscribes to the device -> gateway topics of one site, queues every
+    message as a RawFrame, and publishes (ACK, CMD, alerts) for the pipeline.
+    """
+
+    def __init__(
+        self,
+        settings: MQTTSettings,
+        queue: FrameQueue,
+        *,
+        prefix: str,
+        site: str,
+        will: tuple[str, bytes] | None = None,
+        data_qos: int = 0,
+    ) -> None:
+        self.settings = settings
+        self.queue = queue
+        # DATA at QoS 0 by default: the end-to-end ACK already makes devices replay anything
+        # the gateway did not store, and a QoS 1 subscription doubles paho's work per frame
+        # (a PUBACK each) and queues frames behind PUBACK round trips. Control frames
+        # (BIRTH, DEATH, HEALTH, EVENT) are rare and stay QoS 1.
+        self.subscriptions = [(f"{prefix}/{site}/+/{kind}", data_qos if kind == "data" else 1) for kind in DEVICE_KINDS]
+        self.connected = threading.Event()
+        self.connects = 0
+        self.disconnects = 0
+        self.last_connect_error: str | None = None
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=settings.client_id,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
+        if settings.username is not None:
+            client.username_pw_set(settings.username, settings.password)
+        if will is not None:
+            client.will_set(will[0], will[1], qos=1, retain=True)
+        client.max_queued_messages_set(0)
+        client.max_inflight_messages_set(100)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self.client = client
+
+    # paho callbacks (network thread): keep them tiny.
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self.queue.put(RawFrame(msg.topic, bytes(msg.payload), time.time()))
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Any,
+    ) -> None:
+        if reason_code.is_failure:
+            self.last_connect_error = str(reason_code)
+            log.error("MQTT connect to %s:%d refused: %s", self.settings.host, self.settings.port, reason_code)
+            return
+        self.connects += 1
+        client.subscribe(self.subscriptions)
+        self.connected.set()
+        log.info("connected to MQTT broker %s:%d", self.settings.host, self.settings.port)
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Any,
+    ) -> None:
+        self.connected.clear()
+        self.disconnects += 1
+        log.warning("disconnected from MQTT broker: %s", reason_code)
+
+    def start(self) -> None:
+        self.client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive_s)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        try:
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
+            self.queue.close()
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool:
+        """Queue a publish with paho; False when paho refused it (not connected)."""
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
