@@ -1,8 +1,8 @@
 """A small stand-in for the gateway's ingest + ACK role, for firmware tests.
 
 It subscribes to every device topic on a real Mosquitto with paho-mqtt, decodes each
-frame with shared_protocol, records it, and (when `ack` is on) answers DATA/EVENT
-frames with ACK frames listing the (boot, first_seq, last_seq) ranges it "persisted".
+frame with shared_protocol, records it, and (when `ack` is on) answers every sequenced
+frame (all but DEATH, as the real gateway does) with ACK frames listing the (boot, first_seq, last_seq) ranges it "persisted".
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class GatewayStub:
             self.frames.append(Received(kind, frame, bytes(msg.payload), bool(msg.retain)))
             if frame.type == BIRTH:
                 self.schemas[device] = schema_from_birth(frame)
-        if self.ack and frame.type in (DATA, EVENT):
+        if self.ack and frame.type in (DATA, EVENT, HEALTH, BIRTH):  # like the gateway: all but DEATH
             buf = bytearray(64)
             n = encode_ack(buf, 0, 0, 0, [(frame.boot, frame.seq, frame.seq)])
             client.publish(topic(self.prefix, self.site, device, "ack"), bytes(buf[:n]), qos=1)

@@ -80,7 +80,10 @@ def test_frames_decode_with_values_and_units(
     assert h["irq_overruns"] == 0 and h["dropped_frames"] == 0
     assert h["free_heap"] > 0 and h["rssi"] == -55
     assert h["uptime_s"] >= 2
-    assert h["jitter_us"] >= 0 and h["worst_latency_us"] > 0
+    assert h["jitter_us"] >= 0
+    # worst handler latency is per HEALTH interval (reset at each one): an interval while
+    # sampling reports a positive figure; one in the final drain, with no samples, reports 0
+    assert max(r.frame.fields["worst_latency_us"] for r in health) > 0
 
     # every frame of the run carries this boot and distinct sequence numbers
     seqs = [r.frame.seq for r in gateway.frames if r.frame.type != DEATH]

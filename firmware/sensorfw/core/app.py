@@ -246,7 +246,10 @@ class App:
             self.latency_max,
             self.sampler.jitter_max,
         )
-        self.transport.publish(self.t_health, self.out_mv[:n], True)  # retained: latest status
+        # HEALTH shares the sequence with DATA and EVENT, so it goes through the offline queue
+        # like them: a HEALTH whose publish fails is sent again later instead of leaving a gap
+        # that the gateway could not tell from a lost DATA frame.
+        self.queue.push(self.out_buf, n, True)
         self.sampler.jitter_max = 0
         self.latency_max = 0
         self.last_tx = now
@@ -260,7 +263,14 @@ class App:
             mv = q.next_frame()
             if mv is None:
                 return
-            tr.publish(self.t_data if mv[1] == 2 else self.t_event, mv)
+            kind = mv[1]
+            if kind == 2:
+                tr.publish(self.t_data, mv)
+            elif kind == 4:
+                # retained while live: the broker keeps the latest status for new subscribers
+                tr.publish(self.t_health, mv, not (mv[2] & 1))
+            else:
+                tr.publish(self.t_event, mv)
             q.sent()
             self.published += 1
             if q.in_flight_hint == 0:
