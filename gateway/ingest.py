@@ -11,6 +11,7 @@ never ACKed, so the device keeps it and replays it later.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections import deque
@@ -196,6 +197,11 @@ class MQTTIngest:
             log.error("MQTT connect to %s:%d refused: %s", self.settings.host, self.settings.port, reason_code)
             return
         self.connects += 1
+        # Alerts, CMDs and ACKs are small packets that must leave now: no Nagle delay
+        # (paho leaves TCP_NODELAY off).
+        sock = client.socket()
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.subscribe(self.subscriptions)
         self.connected.set()
         log.info("connected to MQTT broker %s:%d", self.settings.host, self.settings.port)
