@@ -9,6 +9,11 @@ simulation board plus its signal generators, so their footprint, measured in a f
 process, is added on top. The modules run from .mpy files made with mpy-cross, as the
 flash tool puts them on a board (source would be compiled in RAM first). The simulated
 clock runs as fast as the CPU allows.
+
+A literal `-X heapsize=64k` cannot work on this port: the firmware, shared_protocol and
+umqtt modules loaded from .mpy take ~75 KB of 64-bit heap before anything runs, and
+the simulated hardware ~36 KB more (MemoryError while importing core/app). Bisected
+with this scenario: 148k fails at boot, 152k runs (docs/firmware.md, "The 64 KB heap").
 """
 
 from __future__ import annotations

@@ -190,3 +190,76 @@ def test_ring_encoder_matches_protocol_encoder():
     n = fast.encode(1, 2, 3, 10000, mv, 4, 2)
     f = decode(bytes(fast.frame[:n]))
     assert f.fields["raw"] == list(vals[:24])
+
+
+def _imu_rig(rows):
+    board = simboard.SimBoard()
+    imu = MPU6050(board.make_i2c(0, -1, -1, 400000))
+    imu.init()
+    ring = SampleRing(rows, 6)
+    return board, imu, ring, Sampler(ring, [imu], board.clock, 100, False, None)
+
+
+def test_native_handler_matches_bytecode_handler():
+    # sampler_fast.py (viper emitter, lone MPU-6050 read directly) against the
+    # bytecode Sampler.on_tick it replaces: same rows, gaps, counters and jitter,
+    # across an overrun and the wrap of the clock's ticks; allocation-free.
+    assert hasattr(Sampler, "py_on_tick"), "viper handler not installed on the unix port"
+    mask = 0x3FFFFFFF  # the sim clock's ticks_us period is 2**30, as on a board
+    rigs = [_imu_rig(8), _imu_rig(8)]
+    handlers = [rigs[0][3].on_tick, rigs[1][3].py_on_tick]
+    assert rigs[0][3]._burst is not None
+    start = mask + 1 - 25000  # 2.5 periods before the wrap
+    offsets = (0, 10150, 19900, 30000, 40700, 50000, 250000, 260000, 270003, 280000, 290000, 300000)
+
+    def run(k):
+        board, _imu, ring, sampler = rigs[k]
+        clock = board.clock
+        clock.frozen = start
+        sampler.restart()
+        i = 0
+        while i < len(offsets):
+            clock.frozen = start + offsets[i] + 10000
+            for s in board.latches:
+                s.latch()
+            if i == 9:
+                ring.tail = ring.head  # the main loop drained the ring
+            handlers[k](None)
+            i += 1
+
+    run(0)
+    run(1)
+    a, b = rigs[0], rigs[1]
+    assert list(a[2].vals) == list(b[2].vals)
+    assert bytes(a[2].gap) == bytes(b[2].gap)
+    assert a[2].head == b[2].head and a[2].overruns == b[2].overruns > 0, (a[2].head, b[2].head, a[2].overruns)
+    assert a[3].samples == b[3].samples and a[3].slips == b[3].slips > 0, (a[3].samples, b[3].samples, a[3].slips)
+    assert a[3].jitter_max == b[3].jitter_max > 0, (a[3].jitter_max, b[3].jitter_max)
+    assert a[3]._due == b[3]._due
+    assert 12000 < a[2].vals[2] < 21000  # az ~ +1 g from the simulated registers
+    # the deferred read (hard-IRQ ports) stores the same row with the given stamp
+    for k in (0, 1):
+        rigs[k][2].tail = rigs[k][2].head
+        (rigs[k][3].capture if k == 0 else rigs[k][3].py_capture)(123456)
+    assert list(a[2].vals) == list(b[2].vals) and list(a[2].ticks) == list(b[2].ticks)
+    assert a[2].ticks[(a[2].head - 1) % 8] == 123456 and a[3].samples == b[3].samples
+    ring = a[2]
+    ring.tail = ring.head
+    tick = a[3].on_tick
+
+    def many():
+        i = 0
+        while i < 12:  # fills the ring (7 rows) and overruns
+            tick(None)
+            i += 1
+
+    _locked(many)
+    assert ring.count() == 7
+
+
+def test_native_handler_counts_i2c_errors():
+    _board, imu, ring, sampler = _imu_rig(8)
+    imu.addr = 0x69  # nothing answers there: ENODEV
+    sampler._burst = imu.burst()
+    _locked(lambda: sampler.on_tick(None))
+    assert imu.errors == 1 and ring.count() == 1

@@ -47,6 +47,14 @@ class Sampler:
         self.sched_overruns = 0
         self.slips = 0
         self.jitter_max = 0  # worst |actual - intended| tick in us since last reset
+        # ticks arithmetic inlined by the viper handler: period of the clock's ticks
+        self._tmask = clock.ticks_add(0, -1)
+        self._thalf = (self._tmask + 1) >> 1
+        # a lone register-burst reader (MPU6050.burst): (read_into, addr, reg, buf, skip),
+        # read and unpacked by the viper handler itself
+        self._burst = None
+        if self.nreaders == 1 and hasattr(self.readers[0], "burst"):
+            self._burst = self.readers[0].burst()
         self.set_rate(rate_hz)
 
     def set_rate(self, rate_hz):
@@ -155,3 +163,14 @@ class Sampler:
 
     def overruns(self):
         return self.ring.overruns + self.sched_overruns
+
+
+try:  # the viper copies of the handlers (sampler_fast.py)
+    from sensorfw.core import sampler_fast as _fast
+
+    Sampler.py_on_tick = Sampler.on_tick  # the bytecode versions, for the equivalence test
+    Sampler.py_capture = Sampler.capture
+    Sampler.on_tick = _fast.on_tick
+    Sampler.capture = _fast.capture
+except (ImportError, AttributeError, SyntaxError, ValueError):  # no viper emitter here
+    pass

@@ -111,6 +111,12 @@ class MPU6050:
                 j = 8  # skip TEMP_OUT_H/L
         return off
 
+    def burst(self):
+        """(read_into, addr, reg, buf, skip): the burst read as data, for the Sampler's
+        viper handler to do itself: read_into(addr, reg, buf), then buf holds
+        big-endian int16 words of which word `skip` (TEMP_OUT) is not a channel."""
+        return (self._read_into, self.addr, _ACCEL_XOUT_H, self.buf, 3)
+
     def channels(self, rate_hz, sample_type):
         a = 1.0 / ACCEL_RANGES[self.accel_range_g][1]
         g = 1.0 / GYRO_RANGES[self.gyro_range_dps][1]
