@@ -240,6 +240,7 @@ def _compute(windows: npt.ArrayLike, spec: FeatureSpec) -> FloatArray:
         sq = xd * xd
         m2 = np.add.reduce(sq, axis=2) * inv_len
         rms = np.sqrt(m2)
+    peak: FloatArray | None = None
     col = 0
     for name in spec.features:
         if name == "band_energy":
@@ -265,7 +266,8 @@ def _compute(windows: npt.ArrayLike, spec: FeatureSpec) -> FloatArray:
         elif name == "rms":
             dst[...] = rms
         elif name in {"peak", "crest"}:
-            peak = np.maximum(xd.max(axis=2), -xd.min(axis=2))
+            if peak is None:  # shared by peak and crest
+                peak = np.maximum(xd.max(axis=2), -xd.min(axis=2))
             if name == "peak":
                 dst[...] = peak
             else:

@@ -297,6 +297,7 @@ class Gateway:
         self._schemas: dict[str, Schema] = {}
         self._schema_cache: dict[tuple[Any, ...], Schema] = {}
         self._summary_blocks: list[tuple[str, tuple[str, ...], Any]] = []
+        self._later: list[tuple[list[LogRow], str, int, int, list[int], Any, list[float], list[bytes]]] = []
         self._topic_cache: dict[str, tuple[str, str] | None] = {}
         self._last_rebirth: dict[str, float] = {}
         self._pending: dict[str, deque[RawFrame]] = {}
@@ -401,17 +402,19 @@ class Gateway:
             self._data_frames(
                 device, dframes, decoded=decoded, errors=errors, rows=rows, acks=acks, accepted=accepted, now=now
             )
-        for device, seen in touched.items():
-            self.registry.touch(device, seen)
 
-        # Alert path first: windows -> scores -> decisions, before any disk I/O.
+        # Alert path first: windows -> scores -> decisions, before any disk I/O and before
+        # the bookkeeping below (raw-log rows, registry, reading statistics).
         if accepted:
             self._windows(accepted)
         for stage in self.stages:
             scored = stage.score_pending()
             if scored is not None:
                 self._decide(scored)
-        # Off the alert path: reading statistics for the summaries.
+        # Off the alert path.
+        self._build_rows()
+        for device, seen in touched.items():
+            self.registry.touch(device, seen)
         self._flush_summary_blocks()
 
         # Durability, then ACK: here, or on the writer thread while the next batch is decoded.
@@ -541,6 +544,17 @@ class Gateway:
             self.bad.add(device, exc.reason, message=str(exc), topic=frames[i].topic, payload=frames[i].payload, at=now)
         if accepted:
             self._windows(accepted)
+
+    def _build_rows(self) -> None:
+        """The raw-log rows of the DATA runs accepted in this batch (deferred by _data_run)."""
+        for rows, device, boot, flag, seq_list, wall, received, payloads in self._later:
+            rows.extend(
+                [
+                    LogRow(device, boot, q, DATA, flag, t, r, pl)
+                    for q, t, r, pl in zip(seq_list, wall.tolist(), received, payloads, strict=True)
+                ]
+            )
+        self._later.clear()
 
     def _flush_summary_blocks(self) -> None:
         for device, names, block in self._summary_blocks:
@@ -693,10 +707,8 @@ class Gateway:
             live=not flag & FLAG_HISTORICAL,
         )
         ack.extend((boot, q) for q in seq_list)
-        rows.extend(
-            LogRow(device, boot, q, DATA, flag, t, r, frames[o[0]].payload)
-            for q, t, r, o in zip(seq_list, wall.tolist(), received, order, strict=True)
-        )
+        # The raw-log rows are built after the alerts are out (process() runs _later).
+        self._later.append((rows, device, boot, flag, seq_list, wall, received, [frames[o[0]].payload for o in order]))
         c = self.counters
         c.data_frames += n
         c.readings += n * ns * b.values.shape[2]
