@@ -54,7 +54,8 @@ TYPE_NAMES = {
     _CMD: "cmd",
 }
 
-_HEALTH_NAMES = (
+# HEALTH field names in wire order (also the keyword names of encode.encode_health).
+HEALTH_FIELDS = (
     "uptime_s",
     "free_heap",
     "rssi",
@@ -161,8 +162,8 @@ def _decode_health(frame, n):
     vals = struct.unpack_from(_HEALTH_FMT, frame, HEADER_SIZE)
     fields = {}
     i = 0
-    while i < len(_HEALTH_NAMES):
-        fields[_HEALTH_NAMES[i]] = vals[i]
+    while i < len(HEALTH_FIELDS):
+        fields[HEALTH_FIELDS[i]] = vals[i]
         i += 1
     return fields
 

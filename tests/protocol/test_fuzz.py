@@ -16,7 +16,7 @@ from zlib import crc32
 import numpy as np
 
 from shared_protocol import BIRTH, CMD, DATA, DEATH, EVENT, FLAG_DELTA, HEALTH, ST_INT16
-from shared_protocol.decode import Frame, Schema, decode
+from shared_protocol.decode import HEALTH_FIELDS, Frame, Schema, decode
 from shared_protocol.encode import (
     DataEncoder,
     encode_ack,
@@ -62,7 +62,7 @@ def _reencode(f: Frame) -> bytes:
             len(ev),
         )
     elif f.type == HEALTH:
-        n = encode_health(buf, f.boot, f.seq, f.ticks, f.flags, *(x[k] for k in HEALTH_NAMES))
+        n = encode_health(buf, f.boot, f.seq, f.ticks, f.flags, *(x[k] for k in HEALTH_FIELDS))
     elif f.type == DEATH:
         n = encode_death(buf, f.boot, f.seq, f.ticks)
     elif f.type == CMD:
@@ -70,19 +70,6 @@ def _reencode(f: Frame) -> bytes:
     else:
         n = encode_ack(buf, f.boot, f.seq, f.ticks, x["ranges"])
     return bytes(buf[:n])
-
-
-HEALTH_NAMES = (
-    "uptime_s",
-    "free_heap",
-    "rssi",
-    "battery_mv",
-    "queue_depth",
-    "dropped_frames",
-    "irq_overruns",
-    "worst_latency_us",
-    "jitter_us",
-)
 
 
 def _seeds(schema: Schema) -> list[bytes]:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import shared_protocol as sp
 from shared_protocol import encode as enc_mod
-from shared_protocol.decode import Schema, decode, schema_from_birth
+from shared_protocol.decode import HEALTH_FIELDS, Schema, decode, schema_from_birth
 from shared_protocol.encode import (
     DataEncoder,
     cmd_arg,
@@ -201,24 +201,11 @@ def test_event_roundtrip(events: list[tuple[int, int, int]]) -> None:
     assert f.fields["events"] == events and f.flags == sp.FLAG_HISTORICAL
 
 
-HEALTH_NAMES = (
-    "uptime_s",
-    "free_heap",
-    "rssi",
-    "battery_mv",
-    "queue_depth",
-    "dropped_frames",
-    "irq_overruns",
-    "worst_latency_us",
-    "jitter_us",
-)
-
-
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.integers(-(2**40), 2**40), min_size=9, max_size=9))
 def test_health_roundtrip_saturates(values: list[int]) -> None:
     buf = bytearray(64)
-    kw = dict(zip(HEALTH_NAMES, values, strict=True))
+    kw = dict(zip(HEALTH_FIELDS, values, strict=True))
     n = encode_health(buf, 1, 2, 3, 0, **kw)
     f = decode(buf[:n])
     for name, v in kw.items():
