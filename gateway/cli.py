@@ -6,6 +6,7 @@ Commands (a table of name -> (handler, argument setup)):
   check-config  validate a configuration (and load its models) without running
   status        print the running gateway's status file and device registry
   add-device    add or update a device credential in a Mosquitto password file
+  broker-config write the local Mosquitto's configuration and ACL for this gateway
   raw           print a device's raw readings for a time span from the raw log
 """
 
@@ -31,6 +32,8 @@ from gateway.config import Config, ConfigError
 
 DEFAULT_CONFIG = "/etc/edgeline/gateway.toml"
 
+log = logging.getLogger(__name__)
+
 
 class CommandError(Exception):
     """A user-facing failure: the message says what failed and what to do."""
@@ -46,15 +49,38 @@ def _load(args: argparse.Namespace) -> Config:
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.runner import Runner
 
+    # Everything the gateway creates (registry, raw log, status, forward queue) is private,
+    # under systemd (its unit sets UMask=0077 too) or not.
+    os.umask(0o077)
     cfg = _load(args)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    private_data_dir(Path(cfg.gateway.data_dir))
     runner = Runner(cfg)
     runner.install_signal_handlers()
     runner.run()
     return 0
+
+
+def private_data_dir(path: Path) -> None:
+    """Create ``gateway.data_dir`` with mode 700, or take group and other access away from an
+    existing one and everything in it (files an earlier run left with the default umask)."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for top, dirs, files in os.walk(path.resolve()):  # follows no symlink below data_dir
+            for p in (Path(top), *(Path(top) / n for n in dirs + files)):
+                st = p.lstat()
+                mode = stat.S_IMODE(st.st_mode)
+                if mode & 0o077 and not stat.S_ISLNK(st.st_mode):
+                    os.chmod(p, mode & 0o700)
+                    log.warning("gateway.data_dir: %s had mode %04o; now %04o", p, mode, mode & 0o700)
+    except OSError as exc:
+        raise CommandError(
+            f"gateway.data_dir: cannot make {exc.filename or path} private ({exc.strerror}); "
+            f"as its owner run `chmod -R go= {path}`"
+        ) from exc
 
 
 # --------------------------------------------------------------------------- check-config
@@ -68,13 +94,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     g = cfg.gateway
     print(f"gateway {g.id}: site {g.site}, data in {g.data_dir}, topics {g.prefix}/{g.site}/<device>/<kind>")
     print(f"mqtt {cfg.mqtt.host}:{cfg.mqtt.port} user {cfg.mqtt.username or '(anonymous)'}")
-    if cfg.mqtt.password_file is not None:
-        pw = cfg.mqtt.password_file
-        if not pw.exists():
-            raise CommandError(f"mqtt.password_file: {pw} does not exist")
-        mode = stat.S_IMODE(pw.stat().st_mode)
-        if mode & 0o077:
-            raise CommandError(f"mqtt.password_file: {pw} has mode {mode:o}; run `chmod 600 {pw}`")
+    cfg.mqtt.read_password()  # the same check as `run`: exists, mode 600, not empty
     models = load_models(cfg) if not args.skip_models else {}
     for p in cfg.pipelines:
         if p.name in models:
@@ -159,7 +179,7 @@ def cmd_add_device(args: argparse.Namespace) -> int:
     tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
     if not Path(tool).exists():
         raise CommandError("mosquitto_passwd not found: install the mosquitto package (apt install mosquitto)")
-    pw_file = Path(args.password_file)
+    pw_file = _broker_password_file(args)
     generated = False
     if args.generate:
         password = secrets.token_urlsafe(18)
@@ -205,6 +225,45 @@ def cmd_add_device(args: argparse.Namespace) -> int:
     return 0
 
 
+def _broker_password_file(args: argparse.Namespace) -> Path:
+    """--password-file, else broker.password_file of the configuration (-c, or the default
+    configuration when it exists), else that key's default."""
+    if args.password_file:
+        return Path(args.password_file)
+    path = args.config or os.environ.get("EDGELINE_GATEWAY_CONFIG", DEFAULT_CONFIG)
+    if args.config is None and not Path(path).exists():
+        return config_mod.BrokerSection().password_file
+    return config_mod.load(path).broker.password_file
+
+
+# --------------------------------------------------------------------------- broker-config
+
+
+def cmd_broker_config(args: argparse.Namespace) -> int:
+    """Write edgeline.conf and edgeline.acl for this gateway's site into --out-dir."""
+    from gateway import brokerconf
+
+    cfg = _load(args)
+    files = brokerconf.generate(cfg)
+    out_dir = Path(args.out_dir)
+    try:
+        conf, acl = brokerconf.write(files, out_dir)
+    except OSError as exc:
+        raise CommandError(f"--out-dir: cannot write into {out_dir} ({exc.strerror})") from exc
+    b, g = cfg.broker, cfg.gateway
+    devices_on = b.device_address or f"interface {b.device_interface}"
+    print(f"wrote {conf} and {acl} (mode 600) for site {g.site}, topics {g.prefix}/{g.site}/<device>/<kind>")
+    print(
+        f"listeners: gateway and local tools {cfg.mqtt.host}:{cfg.mqtt.port}, devices {devices_on} port {b.device_port}"
+    )
+    print("install them (then restart Mosquitto: listeners change only on a restart):")
+    print(f"  sudo install -m 644 {conf} {brokerconf.CONF_INSTALL_PATH}")
+    if acl.resolve() != b.acl_file.resolve():
+        print(f"  sudo install -o mosquitto -g mosquitto -m 600 {acl} {b.acl_file}")
+    print("  sudo systemctl restart mosquitto")
+    return 0
+
+
 # --------------------------------------------------------------------------- raw
 
 
@@ -246,9 +305,19 @@ def _setup_status(p: argparse.ArgumentParser) -> None:
 
 def _setup_add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("device", help="device id (its MQTT username)")
-    p.add_argument("--password-file", default="/etc/mosquitto/edgeline.passwd")
+    p.add_argument(
+        "-c",
+        "--config",
+        help=f"take the password file from broker.password_file of this file (default {DEFAULT_CONFIG} if it exists)",
+    )
+    p.add_argument("--password-file", help="Mosquitto password file (default: broker.password_file)")
     p.add_argument("--generate", action="store_true", help="generate a random password")
     p.add_argument("--secret-out", help="also write the password to this file (mode 600), e.g. for provisioning")
+
+
+def _setup_broker_config(p: argparse.ArgumentParser) -> None:
+    _config_arg(p)
+    p.add_argument("--out-dir", required=True, help="directory for edgeline.conf and edgeline.acl")
 
 
 def _setup_raw(p: argparse.ArgumentParser) -> None:
@@ -264,6 +333,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argpars
     "check-config": (cmd_check_config, _setup_check, "validate a configuration file"),
     "status": (cmd_status, _setup_status, "show the running gateway's status and devices"),
     "add-device": (cmd_add_device, _setup_add_device, "add a device credential to the Mosquitto password file"),
+    "broker-config": (cmd_broker_config, _setup_broker_config, "write the Mosquitto configuration and ACL"),
     "raw": (cmd_raw, _setup_raw, "print raw readings of a device from the raw log (CSV)"),
 }
 

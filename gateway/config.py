@@ -7,10 +7,12 @@ as a dict to the forwarder (gateway/forward/), which validates it itself.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import stat
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +45,56 @@ class MQTTSection:
         """Password from ``password_file`` (first line), never from the TOML itself."""
         if self.password_file is None:
             return None
-        try:
-            return self.password_file.read_text(encoding="utf-8").splitlines()[0].strip()
-        except (OSError, IndexError) as exc:
-            raise ConfigError(f"mqtt.password_file: cannot read a password from {self.password_file} ({exc})") from exc
+        return read_secret_file("mqtt.password_file", self.password_file)
+
+
+def check_secret_file(key: str, path: Path) -> None:
+    """Refuse a secret file that is missing or that other users may access.
+
+    The one check behind every secret file the gateway reads: ``check-config`` and ``run``
+    both refuse with the same message (the key, the file, its mode and the fix).
+    """
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path} ({exc.strerror})") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{key}: {path} is not a regular file")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        raise ConfigError(f"{key}: {path} has mode {mode:04o}, open to other users; run `chmod 600 {path}`")
+
+
+def read_secret_file(key: str, path: Path) -> str:
+    """The first line of a secret file checked by ``check_secret_file``; never echoed in errors."""
+    check_secret_file(key, path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path} ({exc.strerror})") from exc
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key}: {path} is not UTF-8 text") from None
+    secret = lines[0].strip() if lines else ""
+    if not secret:
+        raise ConfigError(f"{key}: {path} is empty (its first line must hold the password)")
+    return secret
+
+
+@dataclass(frozen=True)
+class BrokerSection:
+    """The local Mosquitto as ``edgeline-gateway broker-config`` generates it (gateway/brokerconf.py).
+
+    Devices connect to a listener bound to ``device_address`` or to the addresses of
+    ``device_interface`` (one of the two); the gateway and local tools to 127.0.0.1.
+    """
+
+    device_address: str | None = None
+    device_interface: str | None = None
+    device_port: int = 1883
+    password_file: Path = Path("/etc/mosquitto/edgeline.passwd")
+    acl_file: Path = Path("/etc/mosquitto/edgeline.acl")
+    monitor_users: tuple[str, ...] = ("monitor",)
+    max_queued_messages: int = 20000
 
 
 @dataclass(frozen=True)
@@ -65,9 +113,38 @@ class RawLogSection:
 
 @dataclass(frozen=True)
 class RegistrySection:
+    """Known devices, and who may become one (admission: docs/gateway.md).
+
+    max_devices: devices the gateway keeps state for; a new id beyond it is quarantined.
+    devices_file: when set, only ids listed there (a Mosquitto password file, or one id
+    per line) or already in the registry are admitted; it is re-read when it changes.
+    quarantine_size: distinct unknown ids whose frames are counted (the oldest is forgotten).
+    """
+
     offline_after_s: float = 120.0
     rebirth_interval_s: float = 5.0
     pending_per_device: int = 256
+    max_devices: int = 2000
+    devices_file: Path | None = None
+    quarantine_size: int = 256
+
+
+@dataclass(frozen=True)
+class SequenceSection:
+    """Sequence sanity and end-to-end gap repair (docs/gateway.md, "Nothing lost").
+
+    A frame more than max_jump numbers above the highest seen is suspect until
+    jump_confirm frames in a row continue it. A missing range is asked for with
+    CMD_RESEND once it has been missing resend_after_s, again every resend_interval_s
+    while the device is online; after resend_attempts requests without progress the
+    gateway gives up and counts the frames lost (unanswered).
+    """
+
+    max_jump: int = 100_000
+    jump_confirm: int = 3
+    resend_after_s: float = 5.0
+    resend_interval_s: float = 10.0
+    resend_attempts: int = 6
 
 
 @dataclass(frozen=True)
@@ -120,9 +197,11 @@ class RawSection:
 class Config:
     gateway: GatewaySection
     mqtt: MQTTSection = field(default_factory=MQTTSection)
+    broker: BrokerSection = field(default_factory=BrokerSection)
     ingest: IngestSection = field(default_factory=IngestSection)
     rawlog: RawLogSection = field(default_factory=RawLogSection)
     registry: RegistrySection = field(default_factory=RegistrySection)
+    sequence: SequenceSection = field(default_factory=SequenceSection)
     pipelines: tuple[PipelineSection, ...] = ()
     rules: tuple[RuleSection, ...] = ()
     summary: SummarySection = field(default_factory=SummarySection)
@@ -216,9 +295,11 @@ def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
         {
             "gateway",
             "mqtt",
+            "broker",
             "ingest",
             "rawlog",
             "registry",
+            "sequence",
             "pipelines",
             "rules",
             "summary",
@@ -258,6 +339,8 @@ def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
         keepalive_s=m.get_int("keepalive_s", 30, lo=5, hi=3600),
     )
 
+    broker = _broker(_Table(top.table("broker"), "broker", {f.name for f in fields(BrokerSection)}), base)
+
     i = _Table(top.table("ingest"), "ingest", {"queue_size", "batch_max", "block_timeout_ms", "data_qos"})
     ingest = IngestSection(
         queue_size=i.get_int("queue_size", 20000, lo=16, hi=10_000_000),
@@ -275,12 +358,24 @@ def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
     rg = _Table(
         top.table("registry"),
         "registry",
-        {"offline_after_s", "rebirth_interval_s", "pending_per_device"},
+        {f.name for f in fields(RegistrySection)},
     )
+    devices_file = rg.opt_str("devices_file")
     registry = RegistrySection(
         offline_after_s=rg.get_float("offline_after_s", 120.0, lo=1, hi=86400 * 30),
         rebirth_interval_s=rg.get_float("rebirth_interval_s", 5.0, lo=0, hi=3600),
         pending_per_device=rg.get_int("pending_per_device", 256, lo=0, hi=100_000),
+        max_devices=rg.get_int("max_devices", 2000, lo=1, hi=1_000_000),
+        devices_file=_path(base, devices_file) if devices_file else None,
+        quarantine_size=rg.get_int("quarantine_size", 256, lo=1, hi=1_000_000),
+    )
+    sq = _Table(top.table("sequence"), "sequence", {f.name for f in fields(SequenceSection)})
+    sequence = SequenceSection(
+        max_jump=sq.get_int("max_jump", 100_000, lo=1, hi=1 << 32),
+        jump_confirm=sq.get_int("jump_confirm", 3, lo=1, hi=1000),
+        resend_after_s=sq.get_float("resend_after_s", 5.0, lo=0, hi=86400),
+        resend_interval_s=sq.get_float("resend_interval_s", 10.0, lo=0.1, hi=86400),
+        resend_attempts=sq.get_int("resend_attempts", 6, lo=1, hi=10_000),
     )
 
     s = _Table(top.table("summary"), "summary", {"interval_s"})
@@ -311,14 +406,64 @@ def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
     return Config(
         gateway=gateway,
         mqtt=mqtt,
+        broker=broker,
         ingest=ingest,
         rawlog=rawlog,
         registry=registry,
+        sequence=sequence,
         pipelines=pipelines,
         rules=rules,
         summary=summary,
         raw=raw,
         forward=fwd,
+    )
+
+
+_IFACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+_PATH_RE = re.compile(r"^[^\s#]+$")  # one token on a Mosquitto configuration line
+
+
+def _broker(b: _Table, base: Path) -> BrokerSection:
+    address = b.opt_str("device_address")
+    interface = b.opt_str("device_interface")
+    if address is not None and interface is not None:
+        raise ConfigError("broker.device_interface: set broker.device_address or broker.device_interface, not both")
+    if address is not None:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            raise ConfigError(
+                f"broker.device_address: expected the IP address of the device network, got {address!r}"
+            ) from None
+        if ip.is_unspecified:
+            raise ConfigError(
+                f"broker.device_address: {address} would listen on every interface; "
+                "give the address of the device network (e.g. 192.168.4.1)"
+            )
+    if interface is not None and not _IFACE_RE.match(interface):
+        raise ConfigError(
+            f"broker.device_interface: expected a network interface name such as wlan0, got {interface!r}"
+        )
+    paths: dict[str, Path] = {}
+    for key in ("password_file", "acl_file"):
+        value = b.get_str(key, str(getattr(BrokerSection, key)))
+        if not _PATH_RE.match(value):
+            raise ConfigError(f"broker.{key}: {value!r} must not contain spaces or '#' (Mosquitto reads one token)")
+        paths[key] = _path(base, value)
+    monitors = b.str_list("monitor_users", ("monitor",)) or ("monitor",)
+    for name in monitors:
+        if not _ID_RE.match(name):
+            raise ConfigError(
+                f"broker.monitor_users: {name!r} is not a valid user (1-32 characters from A-Z a-z 0-9 _ -)"
+            )
+    return BrokerSection(
+        device_address=address,
+        device_interface=interface,
+        device_port=b.get_int("device_port", 1883, lo=1, hi=65535),
+        password_file=paths["password_file"],
+        acl_file=paths["acl_file"],
+        monitor_users=monitors,
+        max_queued_messages=b.get_int("max_queued_messages", 20000, lo=1, hi=10_000_000),
     )
 
 
@@ -403,6 +548,7 @@ def load(path: str | os.PathLike[str]) -> Config:
     return Config(
         gateway=cfg.gateway,
         mqtt=cfg.mqtt,
+        broker=cfg.broker,
         ingest=cfg.ingest,
         rawlog=cfg.rawlog,
         registry=cfg.registry,

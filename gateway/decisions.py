@@ -227,6 +227,11 @@ class Summaries:
     def add_duplicate(self, device: str) -> None:
         self._duplicates[device] = self._duplicates.get(device, 0) + 1
 
+    @property
+    def start(self) -> float:
+        """Start of the interval in progress."""
+        return self._start
+
     def due(self, now: float) -> bool:
         return now - self._start >= self.interval_s
 

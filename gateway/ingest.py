@@ -22,9 +22,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-log = logging.getLogger(__name__)
+from shared_protocol.topics import DEVICE_KINDS
 
-DEVICE_KINDS = ("birth", "data", "event", "health", "death")
+log = logging.getLogger(__name__)
 
 
 class RawFrame(NamedTuple):
@@ -153,12 +153,14 @@ class MQTTIngest:
     ) -> None:
         self.settings = settings
         self.queue = queue
-        # DATA at QoS 0 by default: the end-to-end ACK already makes devices replay anything
-        # the gateway did not store, and a QoS 1 subscription doubles paho's work per frame
-        # (a PUBACK each) and queues frames behind PUBACK round trips. Control frames
-        # (BIRTH, DEATH, HEALTH, EVENT) are rare and stay QoS 1.
+        # DATA at QoS 0 by default: a QoS 1 subscription costs paho a PUBACK per frame and
+        # queues frames behind PUBACK round trips (alert latency). Nothing is lost for it: the
+        # broker does not keep QoS 0 DATA while the gateway is away, but the devices keep every
+        # frame until the gateway ACKs it and send what it is missing when it asks (gap repair,
+        # gateway/repair.py). Control frames (BIRTH, DEATH, HEALTH, EVENT, LOSS) stay QoS 1.
         self.subscriptions = [(f"{prefix}/{site}/+/{kind}", data_qos if kind == "data" else 1) for kind in DEVICE_KINDS]
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # the broker granted the subscriptions (SUBACK)
         self.connects = 0
         self.disconnects = 0
         self.last_connect_error: str | None = None
@@ -178,6 +180,7 @@ class MQTTIngest:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self.client = client
 
     # paho callbacks (network thread): keep them tiny.
@@ -206,6 +209,14 @@ class MQTTIngest:
         self.connected.set()
         log.info("connected to MQTT broker %s:%d", self.settings.host, self.settings.port)
 
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: list[ReasonCode], properties: Any
+    ) -> None:
+        if any(rc.is_failure for rc in reason_codes):
+            log.error("MQTT subscription refused: %s", [str(rc) for rc in reason_codes])
+            return
+        self.subscribed.set()
+
     def _on_disconnect(
         self,
         client: mqtt.Client,
@@ -215,6 +226,7 @@ class MQTTIngest:
         properties: Any,
     ) -> None:
         self.connected.clear()
+        self.subscribed.clear()
         self.disconnects += 1
         log.warning("disconnected from MQTT broker: %s", reason_code)
 

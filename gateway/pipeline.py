@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 import queue
 import re
 import struct
@@ -29,6 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from gateway.admission import Admission
 from gateway.config import Config, ConfigError
 from gateway.decisions import Alert, Command, Decider, Summaries
 from gateway.ingest import RawFrame
@@ -46,39 +46,41 @@ from gateway.protocol import (
     protocol_error,
     unpack_header,
 )
-from gateway.rawlog import LogRow, RawLog
+from gateway.rawlog import LogRow, RawLog, SeqStates
 from gateway.rawrequests import RawRequests
 from gateway.registry import Registry
+from gateway.repair import GapRepair
 from gateway.scoring import ModelLike, ModelSpec, Scored, ScoringStage
-from gateway.sequence import DUP, FILL, SequenceTracker
+from gateway.sequence import DUP, FILL, LOST_REASONS, SUSPECT, SequenceTracker
+from gateway.summary_recovery import WATERMARK, rebuild
 from gateway.timebase import DeviceClocks
 from shared_protocol import (
     BIRTH,
     CMD_REBIRTH,
+    CMD_RESEND,
     CMD_SET_OUTPUT,
     DATA,
     DEATH,
     EVENT,
     FLAG_HISTORICAL,
     HEALTH,
+    LOSS,
 )
+from shared_protocol.repair import resend_arg
 
 log = logging.getLogger(__name__)
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-_TYPE_OF_KIND = {"birth": BIRTH, "data": DATA, "event": EVENT, "health": HEALTH, "death": DEATH}
-
-STALL_ENV = "EDGELINE_GATEWAY_TEST_STALL_BEFORE_COMMIT"
-"""Test hook: path of a marker file; when set, the pipeline writes the marker
-and stalls forever just before committing a batch that holds DATA (so a test
-can kill -9 the gateway between receive and commit)."""
+_TYPE_OF_KIND = {"birth": BIRTH, "data": DATA, "event": EVENT, "health": HEALTH, "death": DEATH, "loss": LOSS}
+MAX_BAD_DEVICES = 4096  # devices counted apart in BadFrames; the rest count under "?"
 
 
 class Publisher(Protocol):
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool: ...
 
 
-Submit = Callable[[str, dict[str, Any]], None]
+Submit = Callable[[str, dict[str, Any]], int | None]
+"""Hands a record to the forwarder; returns a ticket for ``committed`` (or None)."""
 
 
 @dataclass
@@ -92,7 +94,9 @@ class BadFrames:
     def add(self, device: str, reason: str, *, message: str, topic: str, payload: bytes, at: float) -> None:
         per = self.counts.get(device)
         if per is None:
-            per = self.counts[device] = {}
+            if len(self.counts) >= MAX_BAD_DEVICES:
+                device = "?"  # a flood of invented ids must not grow this table
+            per = self.counts.setdefault(device, {})
         per[reason] = per.get(reason, 0) + 1
         self.total += 1
         self.sample.append(
@@ -125,6 +129,8 @@ class Counters:
     summaries: int = 0
     pending_dropped: int = 0
     empty: int = 0  # zero-length messages (retained-message clears), ignored
+    loss_frames: int = 0  # LOSS frames received (answers to CMD_RESEND)
+    summaries_rebuilt: int = 0  # summary records rebuilt from the raw log at start-up
     alert_latency_ms_max: float = 0.0
 
 
@@ -154,11 +160,30 @@ class _Run:
 
 
 @dataclass
+class _Ctl:
+    """A control frame (BIRTH, EVENT, HEALTH) whose effects are applied, waiting to be sequenced."""
+
+    frame: Any  # shared_protocol.decode.Frame
+    fr: RawFrame
+    birth: dict[str, Any] | None = None  # BIRTH: the registry record to forward when it is new
+
+
+@dataclass
+class _RawData:
+    """A DATA frame stored without decoding (no usable schema yet), waiting to be sequenced."""
+
+    boot: int
+    seq: int
+    flags: int
+    fr: RawFrame
+
+
+@dataclass
 class Commit:
     """What one batch must make durable before its ACKs go out (plain data)."""
 
     rows: list[LogRow]
-    seq_states: dict[str, tuple[int | None, list[tuple[int, int, int, list[tuple[int, int]]]]]]
+    seq_states: SeqStates
     registry_ops: list[tuple[str, tuple[Any, ...]]]
     acks: dict[str, list[tuple[int, int]]]
     now: float
@@ -167,7 +192,7 @@ class Commit:
 def merge_commits(items: list[Commit]) -> Commit:
     """Several batches as one commit, in order (later sequence state wins)."""
     rows: list[LogRow] = []
-    seq_states: dict[str, tuple[int | None, list[tuple[int, int, int, list[tuple[int, int]]]]]] = {}
+    seq_states: SeqStates = {}
     ops: list[tuple[str, tuple[Any, ...]]] = []
     acks: dict[str, list[tuple[int, int]]] = {}
     for c in items:
@@ -253,10 +278,16 @@ class Gateway:
         submit: Submit | None = None,
         models: dict[str, ModelLike] | None = None,
         clock: Callable[[], float] = time.time,
+        rawlog: RawLog | None = None,
+        committed: Callable[[int], bool] | None = None,
     ) -> None:
+        """submit / committed: the forwarder's ``submit`` and ``committed`` (a ticket is durable).
+        rawlog: the raw frame log to use (default: data_dir/rawlog.sqlite); fault tests pass
+        one whose writes fail or stall."""
         self.config = config
         self.publisher = publisher
         self.submit = submit
+        self.committed = committed
         self.clock = clock
         g = config.gateway
         self.site = g.site
@@ -264,12 +295,29 @@ class Gateway:
         data_dir = Path(g.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(data_dir / "registry.sqlite")
-        self.rawlog = RawLog(
+        self.rawlog = rawlog or RawLog(
             data_dir / "rawlog.sqlite", max_bytes=config.rawlog.max_bytes, max_age_s=config.rawlog.max_age_s
         )
-        self.sequence = SequenceTracker()
+        sq = config.sequence
+        self.sequence = SequenceTracker(max_jump=sq.max_jump, jump_confirm=sq.jump_confirm)
         for device, (current, streams) in self.rawlog.load_seq_states().items():
             self.sequence.restore(device, streams, current)
+        rg = config.registry
+        self.admission = Admission(
+            set(self.registry.devices) | set(self.sequence.devices()),
+            max_devices=rg.max_devices,
+            devices_file=rg.devices_file,
+            quarantine_size=rg.quarantine_size,
+        )
+        self.repair = GapRepair(
+            self.sequence,
+            self._send_resend,
+            self._online,
+            after_s=sq.resend_after_s,
+            interval_s=sq.resend_interval_s,
+            attempts=sq.resend_attempts,
+        )
+        self._seq_dirty: set[str] = set()  # sequence state changed outside a batch's ACKs
         self.clocks = DeviceClocks()
         self.bad = BadFrames()
         self.counters = Counters()
@@ -301,7 +349,6 @@ class Gateway:
         self._topic_cache: dict[str, tuple[str, str] | None] = {}
         self._last_rebirth: dict[str, float] = {}
         self._pending: dict[str, deque[RawFrame]] = {}
-        self._stall = os.environ.get(STALL_ENV)
         self.stages: list[ScoringStage] = []
         models = models or {}
         for p in config.pipelines:
@@ -316,6 +363,12 @@ class Gateway:
         for device, info in self.registry.devices.items():
             if info.channels:
                 self._learn_schema(device, info.channels)
+        # (end of interval, ticket of its last record): the watermark moves once it is durable
+        self._summary_marks: deque[tuple[float, int | None]] = deque()
+        # Latest receive time of a frame already processed: a flush covers everything received
+        # up to it, so it is the watermark (frames are processed in receive order).
+        self._last_received = now
+        self._recover_summaries(now)
 
     # ------------------------------------------------------------------ helpers
     def topic(self, device: str, kind: str) -> str:
@@ -335,13 +388,61 @@ class Gateway:
         self._publish(self.topic(device, "cmd"), bytes(self._buf[:n]))
         return self._cmd_id
 
-    def _forward(self, lane: str, record: dict[str, Any]) -> None:
+    def _forward(self, lane: str, record: dict[str, Any]) -> int | None:
         if self.submit is not None:
-            self.submit(lane, record)
-        elif lane == "summary":
+            return self.submit(lane, record)
+        if lane == "summary":
             self._publish(
                 f"{self.prefix}/{self.site}/_gateway/summary", json.dumps(record, separators=(",", ":")).encode()
             )
+        return None
+
+    # ------------------------------------------------------------------ summaries
+    def flush_summaries(self, now: float) -> None:
+        """Send the summaries of the interval in progress (each interval, and at a clean stop)."""
+        ticket = None
+        for rec in self.summaries.flush(now):
+            rec["site"] = self.site
+            self.counters.summaries += 1
+            ticket = self._forward("summary", rec)
+        self._summary_marks.append((self._last_received, ticket))
+        self._settle_summaries()
+
+    def _settle_summaries(self) -> None:
+        """Move the summary watermark over every interval whose records are durable."""
+        end = None
+        marks = self._summary_marks
+        while marks:
+            t, ticket = marks[0]
+            if ticket is not None and self.committed is not None and not self.committed(ticket):
+                break
+            end = t
+            marks.popleft()
+        if end is not None:
+            self.registry.set_meta(WATERMARK, repr(end))
+
+    def _recover_summaries(self, now: float) -> None:
+        """Summaries of what the raw log received after the watermark (docs: summary_recovery)."""
+        since = self.registry.get_meta(WATERMARK)
+        if since is not None and self.submit is not None and float(since) < now:
+            records = rebuild(
+                self.rawlog, self._schemas, interval_s=self.config.summary.interval_s, since=float(since), until=now
+            )
+            ticket = None
+            for rec in records:
+                rec["site"] = self.site
+                if rec.get("event") == "summary_missing":
+                    log.warning("summaries %.0f..%.0f cannot be rebuilt: %s", rec["start"], rec["end"], rec["reason"])
+                    ticket = self._forward("registry", rec)
+                else:
+                    self.counters.summaries_rebuilt += 1
+                    ticket = self._forward("summary", rec)
+            if records:
+                log.info("rebuilt %d summary record(s) after the last run's watermark", len(records))
+            self._summary_marks.append((now, ticket))
+            self._settle_summaries()
+        else:
+            self.registry.set_meta(WATERMARK, repr(now))
 
     def _learn_schema(self, device: str, channels: Any) -> None:
         key = tuple(tuple(c) for c in channels)
@@ -356,6 +457,14 @@ class Gateway:
         rate = rates.pop() if len(rates) == 1 else None
         for stage in self.stages:
             stage.bind(device, schema.channels, rate)
+
+    def _send_resend(self, device: str, ranges: list[tuple[int, int, int]]) -> None:
+        self._send_cmd(device, CMD_RESEND, resend_arg(ranges))
+        log.info("device %s: asked to resend %s", device, ranges)
+
+    def _online(self, device: str) -> bool:
+        info = self.registry.devices.get(device)
+        return info is not None and info.online
 
     def _request_rebirth(self, device: str, now: float) -> None:
         last = self._last_rebirth.get(device)
@@ -373,11 +482,16 @@ class Gateway:
         c.batches += 1
         c.frames += len(frames)
         now = self.clock()
+        if frames:
+            self._last_received = max(self._last_received, frames[-1].received)
         rows: list[LogRow] = []
         acks: dict[str, list[tuple[int, int]]] = {}
         data_by_device: dict[str, list[RawFrame]] = {}
+        ctls: dict[str, list[_Ctl]] = {}
+        losses: dict[str, list[Any]] = {}
         touched: dict[str, float] = {}
         cache = self._topic_cache
+        admit = self.admission.admit
         for fr in frames:
             if not fr.payload:
                 # A zero-length retained message clears a retained BIRTH/DEATH: not a frame.
@@ -387,6 +501,10 @@ class Gateway:
             if parsed is None:
                 continue
             device, kind = parsed
+            if not admit(device, now):
+                continue  # counted in quarantine: nothing stored, ACKed or asked
+            if fr.topic not in cache and len(cache) < 100_000:
+                cache[fr.topic] = parsed
             if kind == "data":
                 lst = data_by_device.get(device)
                 if lst is None:
@@ -394,14 +512,35 @@ class Gateway:
                 else:
                     lst.append(fr)
             else:
-                self._control_frame(device, kind=kind, fr=fr, rows=rows, acks=acks, now=now)
+                # Effects now (a BIRTH's schema is needed to decode the DATA after it); the
+                # sequence number is taken in order with the DATA frames below.
+                item = self._control_frame(device, kind=kind, fr=fr, now=now)
+                if item is not None:
+                    (losses if kind == "loss" else ctls).setdefault(device, []).append(item)
             if kind != "death" and touched.get(device, 0.0) < fr.received:
                 touched[device] = fr.received
         accepted: list[_Run] = []
-        for device, dframes, decoded, errors in self._decode_data(data_by_device, rows, acks, now):
-            self._data_frames(
-                device, dframes, decoded=decoded, errors=errors, rows=rows, acks=acks, accepted=accepted, now=now
+        raws: dict[str, list[_RawData]] = {}
+        decoded_by_device = {
+            device: (dframes, decoded, errors)
+            for device, dframes, decoded, errors in self._decode_data(data_by_device, raws, now)
+        }
+        for device in decoded_by_device.keys() | ctls.keys() | raws.keys():
+            dframes, decoded, errors = decoded_by_device.get(device, ([], [], []))
+            self._sequence_device(
+                device,
+                dframes,
+                decoded=decoded,
+                errors=errors,
+                ctls=ctls.get(device, []),
+                raws=raws.setdefault(device, []),
+                rows=rows,
+                acks=acks,
+                accepted=accepted,
+                now=now,
             )
+        for device, items in losses.items():
+            self._apply_losses(device, items, now)
 
         # Alert path first: windows -> scores -> decisions, before any disk I/O and before
         # the bookkeeping below (raw-log rows, registry, reading statistics).
@@ -420,7 +559,7 @@ class Gateway:
         # Durability, then ACK: here, or on the writer thread while the next batch is decoded.
         commit = Commit(
             rows=rows,
-            seq_states={d: (self.sequence.current_boot(d), self.sequence.export(d)) for d in acks},
+            seq_states=self._take_seq_states(acks.keys()),
             registry_ops=self.registry.take_pending(),
             acks=acks,
             now=now,
@@ -432,10 +571,6 @@ class Gateway:
 
     def commit(self, commit: Commit) -> None:
         """Make a batch durable (registry, raw log + sequence state), then ACK it per device."""
-        if commit.rows and self._stall and any(r.type == DATA for r in commit.rows):
-            Path(self._stall).write_text(str(os.getpid()))
-            while True:  # the test kills us here
-                time.sleep(3600)
         self.registry.write(commit.registry_ops)
         self.rawlog.commit_batch(commit.rows, commit.seq_states, now=commit.now)
         for device, seqs in commit.acks.items():
@@ -450,7 +585,7 @@ class Gateway:
             who = parts[2] if len(parts) == 4 and _ID_RE.match(parts[2]) else "?"
             self.bad.add(who, exc.reason, message=str(exc), topic=fr.topic, payload=fr.payload, at=now)
             return None
-        if prefix != self.prefix or site != self.site or kind not in ("birth", "data", "event", "health", "death"):
+        if prefix != self.prefix or site != self.site or kind not in _TYPE_OF_KIND:
             self.bad.add(
                 device,
                 "topic",
@@ -460,21 +595,13 @@ class Gateway:
                 at=now,
             )
             return None
-        result = (device, kind)
-        if len(self._topic_cache) < 100_000:
-            self._topic_cache[fr.topic] = result
-        return result
+        return device, kind
 
-    def _control_frame(
-        self,
-        device: str,
-        *,
-        kind: str,
-        fr: RawFrame,
-        rows: list[LogRow],
-        acks: dict[str, list[tuple[int, int]]],
-        now: float,
-    ) -> None:
+    def _control_frame(self, device: str, *, kind: str, fr: RawFrame, now: float) -> Any:
+        """Decode a non-DATA frame and apply what must happen at once (schema, registry).
+
+        Returns the item to sequence (_Ctl), the decoded LOSS frame, or None (DEATH, rejected).
+        """
         c = self.counters
         try:
             frame = decode_frame(fr.payload)
@@ -482,18 +609,16 @@ class Gateway:
                 raise protocol_error(f"frame type {frame.type} published on a {kind!r} topic", "kind")
         except ProtocolError as exc:
             self.bad.add(device, exc.reason, message=str(exc), topic=fr.topic, payload=fr.payload, at=now)
-            return
+            return None
         c.by_kind[kind] = c.by_kind.get(kind, 0) + 1
         if frame.type == DEATH:
             # The broker's copy of the device's last will: not sequenced, not ACKed.
             if self.registry.on_death(device, at=fr.received):
                 self._forward("registry", {"event": "offline", "reason": "death", "device": device, "at": fr.received})
-            return
-        verdict, _ = self.sequence.observe(device, frame.boot, frame.seq)
-        ack = acks.get(device)
-        if ack is None:
-            ack = acks[device] = []
-        ack.append((frame.boot, frame.seq))
+            return None
+        if frame.type == LOSS:
+            return frame  # not sequenced, not ACKed: applied after this batch's frames
+        item = _Ctl(frame, fr)
         if frame.type == BIRTH:
             f = frame.fields
             self.clocks.set_tick_bits(device, int(f.get("tick_bits", 30)))
@@ -504,20 +629,74 @@ class Gateway:
                 device, boot=frame.boot, fw_version=f["fw_version"], channels=f["channels"], at=fr.received
             )
             self._learn_schema(device, info.channels)
-            if changed or verdict != DUP:
-                self._forward("registry", {"event": "birth", "at": fr.received, **info.as_dict()})
+            item.birth = {"event": "birth", "at": fr.received, "changed": changed, **info.as_dict()}
             pending = self._pending.pop(device, None)
             if pending:
                 # DATA that arrived before this BIRTH: decode it now.
                 self._replay_pending(device, list(pending), now)
         elif frame.type == HEALTH:
             self.registry.on_health(device, boot=frame.boot, fields=frame.fields, at=fr.received)
+        return item
+
+    def _control_seq(self, device: str, item: _Ctl, *, rows: list[LogRow], ack: list[tuple[int, int]]) -> None:
+        """Sequence a control frame (in order with the DATA of its batch), ACK and store it."""
+        frame, fr = item.frame, item.fr
+        verdict, _ = self.sequence.observe(device, frame.boot, frame.seq)
+        if verdict == SUSPECT:
+            self._suspect(device, fr)
+            return
+        ack.append((frame.boot, frame.seq))
+        if item.birth is not None:
+            rec = dict(item.birth)
+            if rec.pop("changed") or verdict != DUP:
+                self._forward("registry", rec)
         if verdict == DUP:
             return
         _dev_s, t = self.clocks.frame_times(
             device, frame.boot, frame.ticks, fr.received, live=not frame.flags & FLAG_HISTORICAL
         )
         rows.append(LogRow(device, frame.boot, frame.seq, frame.type, frame.flags, t, fr.received, fr.payload))
+
+    def _suspect(self, device: str, fr: RawFrame) -> None:
+        """A frame with an absurd sequence jump: counted, neither stored nor ACKed."""
+        self.bad.add(
+            device,
+            "seq_jump",
+            message="sequence number jumps too far ahead; held back until frames that follow confirm it",
+            topic=fr.topic,
+            payload=fr.payload,
+            at=fr.received,
+        )
+
+    def _apply_losses(self, device: str, frames: list[Any], now: float) -> None:
+        """LOSS frames: the device cannot send these ranges again; count them, report upward."""
+        seq = self.sequence
+        for frame in frames:
+            self.counters.loss_frames += 1
+            counted: dict[str, int] = {}
+            for boot, first, last, reason in frame.fields["ranges"]:
+                n = seq.mark_lost(device, boot, first, last, reason)
+                if n:
+                    key = LOST_REASONS.get(reason, str(reason))
+                    counted[key] = counted.get(key, 0) + n
+            self._seq_dirty.add(device)
+            if counted:
+                log.warning("device %s reports frames it cannot send again: %s", device, counted)
+                self._forward(
+                    "registry",
+                    {
+                        "event": "loss",
+                        "device": device,
+                        "at": now,
+                        "lost": counted,
+                        "ranges": [list(r) for r in frame.fields["ranges"]],
+                    },
+                )
+
+    def _take_seq_states(self, devices: Any) -> SeqStates:
+        wanted = set(devices) | self._seq_dirty
+        self._seq_dirty = set()
+        return {d: (self.sequence.current_boot(d), self.sequence.export(d)) for d in wanted}
 
     def _replay_pending(self, device: str, frames: list[RawFrame], now: float) -> None:
         # The frames are already in the raw log and ACKed; only decode/window them.
@@ -564,19 +743,20 @@ class Gateway:
     def _decode_data(
         self,
         data_by_device: dict[str, list[RawFrame]],
-        rows: list[LogRow],
-        acks: dict[str, list[tuple[int, int]]],
+        raws: dict[str, list[_RawData]],
         now: float,
     ) -> list[tuple[str, list[RawFrame], list[tuple[int, DataBatch, int]], list[tuple[int, ProtocolError]]]]:
         """Decode every device's DATA, one vectorised call per schema (devices sharing a schema share it).
 
         Returns per device: its frames, [(frame index, batch, row)] in arrival order, and rejections.
+        DATA of a device without a known schema goes to ``raws`` (stored undecoded).
         """
         groups: dict[int, tuple[Schema, list[str]]] = {}
         for device, dframes in data_by_device.items():
             schema = self._schemas.get(device)
             if schema is None:
-                self._data_without_schema(device, dframes, rows, acks, now)
+                self._request_rebirth(device, now)
+                raws.setdefault(device, []).extend(self._raw_items(device, dframes, now))
                 continue
             g = groups.get(id(schema))
             if g is None:
@@ -608,31 +788,88 @@ class Gateway:
                 out.append((device, data_by_device[device], decoded[k], errs[k]))
         return out
 
-    def _data_frames(
+    def _sequence_device(
         self,
         device: str,
         frames: list[RawFrame],
         *,
         decoded: list[tuple[int, DataBatch, int]],
         errors: list[tuple[int, ProtocolError]],
+        ctls: list[_Ctl],
+        raws: list[_RawData],
         rows: list[LogRow],
         acks: dict[str, list[tuple[int, int]]],
         accepted: list[_Run],
         now: float,
     ) -> None:
-        c = self.counters
-        stale_schema = False
+        """Take the sequence numbers of one device's frames of this batch in (boot, seq) order.
+
+        Control frames and DATA interleave in sequence; taking a HEALTH before the DATA
+        that precede it would make those DATA "late" (stored, never scored) and report a
+        false gap. The common case, DATA only, keeps the vectorised path.
+        """
+        stale = False
         for i, exc in errors:
-            self.bad.add(device, exc.reason, message=str(exc), topic=frames[i].topic, payload=frames[i].payload, at=now)
-            stale_schema = stale_schema or exc.reason == "schema"
-        if stale_schema:
+            fr = frames[i]
+            self.bad.add(device, exc.reason, message=str(exc), topic=fr.topic, payload=fr.payload, at=now)
+            if exc.reason == "schema":
+                # Another schema than the gateway holds (a BIRTH it missed, or frames of a
+                # rate change replayed late): store it undecoded and ACK it like DATA
+                # without a schema, so the device does not re-send it forever.
+                stale = True
+                raws.extend(self._raw_items(device, [fr], now))
+        if stale:
             self._request_rebirth(device, now)
-        order = decoded
         ack = acks.get(device)
         if ack is None:
             ack = acks[device] = []
+        if decoded:
+            self.counters.by_kind["data"] = self.counters.by_kind.get("data", 0) + len(decoded)
+        if not ctls and not raws:
+            self._data_group(device, frames, decoded, rows=rows, ack=ack, accepted=accepted)
+            return
+        ref = self.sequence.current_boot(device)
+        items: list[tuple[int, int, int, Any]] = []
+        for d in decoded:
+            b, j = d[1], d[2]
+            items.append((int(b.boot[j]), int(b.seq[j]), 0, d))
+        items.extend((r.boot, r.seq, 1, r) for r in raws)
+        items.extend((c.frame.boot, c.frame.seq, 2, c) for c in ctls)
+        if ref is None:
+            ref = items[0][0]
+        # Older boots first (serial-number order around the device's current boot), then seq.
+        items.sort(key=lambda t: (((t[0] - ref + 0x8000) & 0xFFFF), t[1]))
+        run: list[tuple[int, DataBatch, int]] = []
+        for _boot, _seq, kind, obj in items:
+            if kind == 0:
+                run.append(obj)
+                continue
+            if run:
+                self._data_group(device, frames, run, rows=rows, ack=ack, accepted=accepted)
+                run = []
+            if kind == 1:
+                self._raw_seq(device, obj, rows=rows, ack=ack)
+            else:
+                self._control_seq(device, obj, rows=rows, ack=ack)
+        if run:
+            self._data_group(device, frames, run, rows=rows, ack=ack, accepted=accepted)
+
+    def _data_group(
+        self,
+        device: str,
+        frames: list[RawFrame],
+        order: list[tuple[int, DataBatch, int]],
+        *,
+        rows: list[LogRow],
+        ack: list[tuple[int, int]],
+        accepted: list[_Run],
+    ) -> None:
+        """Sequence, ACK and store decoded DATA frames of one device (in sequence order)."""
+        if not order:
+            return
         if len(order) > 1 and self._data_run(device, frames, order, rows=rows, ack=ack, accepted=accepted):
             return
+        c = self.counters
         seq_obs = self.sequence.observe
         clocks = self.clocks
         for idx, b, j in order:
@@ -640,6 +877,9 @@ class Gateway:
             seq = int(b.seq[j])
             fr = frames[idx]
             verdict, skipped = seq_obs(device, boot, seq)
+            if verdict == SUSPECT:
+                self._suspect(device, fr)
+                continue
             ack.append((boot, seq))
             if verdict == DUP:
                 self.summaries.add_duplicate(device)
@@ -658,7 +898,6 @@ class Gateway:
             c.data_frames += 1
             c.readings += ns * b.values.shape[2]
             accepted.append(_Run(device, b, [j], verdict, skipped * ns if skipped else 0, [fr.received], dev_s, t))
-        c.by_kind["data"] = c.by_kind.get("data", 0) + len(order)
 
     def _data_run(
         self,
@@ -712,24 +951,12 @@ class Gateway:
         c = self.counters
         c.data_frames += n
         c.readings += n * ns * b.values.shape[2]
-        c.by_kind["data"] = c.by_kind.get("data", 0) + n
         accepted.append(_Run(device, b, js, "new", skipped * ns, received, float(dev_s[0]), float(wall[0])))
         return True
 
-    def _data_without_schema(
-        self,
-        device: str,
-        frames: list[RawFrame],
-        rows: list[LogRow],
-        acks: dict[str, list[tuple[int, int]]],
-        now: float,
-    ) -> None:
-        """No BIRTH seen: store (and ACK) valid frames raw, keep a few for later, ask to rebirth."""
-        self._request_rebirth(device, now)
-        pending = self._pending.get(device)
-        if pending is None:
-            pending = self._pending[device] = deque()
-        cap = self.config.registry.pending_per_device
+    def _raw_items(self, device: str, frames: list[RawFrame], now: float) -> list[_RawData]:
+        """DATA frames to store undecoded: header and CRC checked, the rest counted bad."""
+        out: list[_RawData] = []
         for fr in frames:
             try:
                 _v, ftype, flags, boot, seq, _ticks = unpack_header(fr.payload)
@@ -738,17 +965,30 @@ class Gateway:
             except ProtocolError as exc:
                 self.bad.add(device, exc.reason, message=str(exc), topic=fr.topic, payload=fr.payload, at=now)
                 continue
-            self.counters.no_schema += 1
-            verdict, _ = self.sequence.observe(device, boot, seq)
-            acks.setdefault(device, []).append((boot, seq))
-            if verdict == DUP:
-                continue
-            rows.append(LogRow(device, boot, seq, DATA, flags, fr.received, fr.received, fr.payload))
-            if cap:
-                if len(pending) >= cap:
-                    pending.popleft()
-                    self.counters.pending_dropped += 1
-                pending.append(fr)
+            out.append(_RawData(boot, seq, flags, fr))
+        return out
+
+    def _raw_seq(self, device: str, item: _RawData, *, rows: list[LogRow], ack: list[tuple[int, int]]) -> None:
+        """No usable schema: store (and ACK) the frame raw, keep a few to decode after the BIRTH."""
+        fr = item.fr
+        verdict, _ = self.sequence.observe(device, item.boot, item.seq)
+        if verdict == SUSPECT:
+            self._suspect(device, fr)
+            return
+        self.counters.no_schema += 1
+        ack.append((item.boot, item.seq))
+        if verdict == DUP:
+            return
+        rows.append(LogRow(device, item.boot, item.seq, DATA, item.flags, fr.received, fr.received, fr.payload))
+        cap = self.config.registry.pending_per_device
+        if cap:
+            pending = self._pending.get(device)
+            if pending is None:
+                pending = self._pending[device] = deque()
+            if len(pending) >= cap:
+                pending.popleft()
+                self.counters.pending_dropped += 1
+            pending.append(fr)
 
     # ------------------------------------------------------------------ windows, scores
     def _windows(self, accepted: list[_Run]) -> None:
@@ -873,15 +1113,33 @@ class Gateway:
         for info in self.registry.check_silence(now, self.config.registry.offline_after_s):
             self._forward("registry", {"event": "offline", "reason": "silence", "device": info.device, "at": now})
         if self.summaries.due(now):
-            for rec in self.summaries.flush(now):
-                rec["site"] = self.site
-                self.counters.summaries += 1
-                self._forward("summary", rec)
+            self.flush_summaries(now)
+        elif self._summary_marks:
+            self._settle_summaries()
         if self.raw_requests is not None:
             self.raw_requests.serve(now)
+        for gave_up in self.repair.tick(now):
+            self._seq_dirty.add(gave_up.device)
+            log.warning(
+                "device %s never answered CMD_RESEND: %d frame(s) counted lost, %d older boot(s) closed",
+                gave_up.device,
+                gave_up.frames,
+                gave_up.tails,
+            )
+            self._forward(
+                "registry",
+                {
+                    "event": "loss",
+                    "device": gave_up.device,
+                    "at": now,
+                    "lost": {"unanswered": gave_up.frames},
+                    "boots_closed": gave_up.tails,
+                },
+            )
         ops = self.registry.take_pending()
-        if ops:
-            commit = Commit(rows=[], seq_states={}, registry_ops=ops, acks={}, now=now)
+        seq_states = self._take_seq_states(()) if self._seq_dirty else {}
+        if ops or seq_states:
+            commit = Commit(rows=[], seq_states=seq_states, registry_ops=ops, acks={}, now=now)
             if self.writer is None:
                 self.commit(commit)
             else:
@@ -900,6 +1158,7 @@ class Gateway:
             self.writer = Writer(self.commit, depth=depth)
 
     def close(self) -> None:
+        self._settle_summaries()
         if self.writer is not None:
             self.writer.close()
             self.writer = None
@@ -929,6 +1188,13 @@ class Gateway:
                 "sample": list(self.bad.sample)[-10:],
             },
             "sequence": {d: vars(s) for d, s in sorted(self.sequence.counters.items())},
+            "repair": {
+                "resend_requests": self.repair.requests,
+                "devices_waiting": self.repair.pending(),
+                "given_up": self.repair.given_up,
+                "loss_frames": c.loss_frames,
+            },
+            "admission": self.admission.stats(),
             "acks": {"sent": c.acks_sent, "ranges": c.ack_ranges},
             "rebirth_requests": c.rebirth_requests,
             "raw_requests": self.raw_requests.stats() if self.raw_requests is not None else None,
@@ -938,6 +1204,7 @@ class Gateway:
             "rules": self.decider.rule_stats(),
             "publish_failures": c.publish_failures,
             "summaries": c.summaries,
+            "summaries_rebuilt": c.summaries_rebuilt,
             "pipelines": {
                 s.name: {
                     "model_version": s.spec.version,

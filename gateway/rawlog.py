@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     frames BLOB NOT NULL          -- n x (record header + frame)
 );
 CREATE INDEX IF NOT EXISTS chunks_device_t ON chunks (device, t_last);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS seq_state (
     device TEXT PRIMARY KEY,
     current_boot INTEGER,
@@ -52,7 +53,10 @@ CREATE TABLE IF NOT EXISTS seq_state (
 # Record header before each frame in a chunk: length, type, flags, seq, t, received.
 _REC = struct.Struct("<HBBIdd")
 
-SeqStates = dict[str, tuple[int | None, list[tuple[int, int, int, list[tuple[int, int]]]]]]
+# Per device: (current boot, [(boot, lowest, highest, missing, lost, end)]), see gateway/sequence.py.
+SeqStates = dict[
+    str, tuple[int | None, list[tuple[int, int, int, list[tuple[int, int]], list[tuple[int, int, int]], int | None]]]
+]
 
 
 class LogRow(NamedTuple):
@@ -228,10 +232,18 @@ class RawLog:
 
     def _delete(self, where: str, args: tuple[object, ...]) -> tuple[int, int]:
         """Delete chunks; returns (frames, bytes) removed."""
-        cur = self.db.execute(f"DELETE FROM chunks WHERE {where} RETURNING n, LENGTH(frames)", args)
+        cur = self.db.execute(f"DELETE FROM chunks WHERE {where} RETURNING n, LENGTH(frames), received", args)
         gone = cur.fetchall()
         frames = sum(r[0] for r in gone)
         size = sum(r[1] for r in gone)
+        if gone:
+            # Remember how far the log was cut: summary recovery must not take "no frames"
+            # for "no readings" there (same transaction as the delete).
+            self.db.execute(
+                "INSERT INTO meta (key, value) VALUES ('evicted_through', ?) ON CONFLICT(key) DO UPDATE SET"
+                " value = MAX(CAST(value AS REAL), CAST(excluded.value AS REAL))",
+                (repr(max(r[2] for r in gone)),),
+            )
         self._chunks -= len(gone)
         self._frames -= frames
         self._bytes -= size
@@ -264,7 +276,15 @@ class RawLog:
         out: SeqStates = {}
         for device, cb, streams in self.db.execute("SELECT device, current_boot, streams FROM seq_state"):
             parsed = [
-                (int(b), int(lo), int(h), [(int(x), int(y)) for x, y in m]) for b, lo, h, m in json.loads(streams)
+                (
+                    int(st[0]),
+                    int(st[1]),
+                    int(st[2]),
+                    [(int(x), int(y)) for x, y in st[3]],
+                    [(int(x), int(y), int(r)) for x, y, r in (st[4] if len(st) > 4 else [])],
+                    int(st[5]) if len(st) > 5 and st[5] is not None else None,
+                )
+                for st in json.loads(streams)
             ]
             out[device] = (cb, parsed)
         return out
@@ -280,6 +300,28 @@ class RawLog:
     ) -> list[LogRow]:
         """Frames of one device whose rebuilt time lies in [t_from, t_to], in time order."""
         return _query(self.db, device, t_from, t_to, types=types, limit=limit)
+
+    def received_between(self, t_from: float, t_to: float, *, types: tuple[int, ...] = ()) -> list[LogRow]:
+        """Frames of every device received in (t_from, t_to), in receive order (summary recovery).
+
+        Chunks are appended in receive order, so the scan starts at the first chunk whose
+        latest receive time reaches t_from (the rowid order is the receive order)."""
+        out: list[LogRow] = []
+        for device, boot, blob in self.db.execute(
+            "SELECT device, boot, frames FROM chunks WHERE id >= COALESCE("
+            "(SELECT MIN(id) FROM chunks WHERE received >= ?), 1 << 62) ORDER BY id",
+            (t_from,),
+        ):
+            out.extend(
+                r for r in _unpack(device, boot, blob) if t_from < r.received < t_to and (not types or r.type in types)
+            )
+        out.sort(key=lambda r: r.received)
+        return out
+
+    def evicted_through(self) -> float | None:
+        """Latest receive time of a frame removed by the size or age limit (None: nothing removed)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'evicted_through'").fetchone()
+        return None if row is None else float(row[0])
 
     def around(self, device: str, t: float, *, before_s: float, after_s: float) -> list[LogRow]:
         """The frames around an instant (e.g. an alert's window time)."""

@@ -42,7 +42,7 @@ class RawRequests:
     def __init__(
         self,
         data_dir: Path,
-        submit: Callable[[str, dict[str, Any]], None],
+        submit: Callable[[str, dict[str, Any]], object],
         *,
         before_s: float = 10.0,
         after_s: float = 2.0,

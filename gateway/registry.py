@@ -256,6 +256,15 @@ class Registry:
             ).fetchall()
         return [(r[0], r[1], json.loads(r[2])) for r in reversed(rows)]
 
+    def get_meta(self, key: str) -> str | None:
+        with self._write_lock:
+            row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Written with the next batch of registry writes (take_pending)."""
+        self._pending.append(("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)))
+
     def next_gateway_boot(self) -> int:
         """The gateway's own boot counter (u16), for the frames it sends."""
         row = self.db.execute("SELECT value FROM meta WHERE key = 'gateway_boot'").fetchone()

@@ -20,6 +20,7 @@ from typing import Any
 from gateway.config import Config, ConfigError
 from gateway.ingest import FrameQueue, MQTTIngest, MQTTSettings
 from gateway.pipeline import Gateway
+from gateway.rawlog import RawLog
 from gateway.scoring import ModelLike
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,9 @@ def load_models(config: Config) -> dict[str, ModelLike]:
 
 
 def mqtt_settings(config: Config) -> MQTTSettings:
+    """Connection settings; raises ConfigError (as `check-config` does) for a password file
+    that other users may read, so the gateway never connects with a leaked secret."""
     m = config.mqtt
-    if m.password_file is not None and m.password_file.exists() and m.password_file.stat().st_mode & 0o077:
-        log.warning("mqtt.password_file %s is readable by others: chmod 600 it", m.password_file)
     return MQTTSettings(
         host=m.host,
         port=m.port,
@@ -62,7 +63,10 @@ def mqtt_settings(config: Config) -> MQTTSettings:
 class Runner:
     """The running gateway process (``edgeline-gateway run``)."""
 
-    def __init__(self, config: Config, *, models: dict[str, ModelLike] | None = None) -> None:
+    def __init__(
+        self, config: Config, *, models: dict[str, ModelLike] | None = None, rawlog: RawLog | None = None
+    ) -> None:
+        """models and rawlog default to what the configuration names; tests inject their own."""
         self.config = config
         self.stop_event = threading.Event()
         ing = config.ingest
@@ -94,6 +98,8 @@ class Runner:
             self.mqtt,
             submit=submit,
             models=load_models(config) if models is None else models,
+            rawlog=rawlog,
+            committed=self.forwarder.committed if self.forwarder is not None else None,
         )
         self.gateway.start_writer()
         self.status_path = Path(g.data_dir) / STATUS_FILE
@@ -110,6 +116,7 @@ class Runner:
         q = self.queue.stats()
         st["ingest"] = {
             "connected": self.mqtt.connected.is_set(),
+            "subscribed": self.mqtt.subscribed.is_set(),
             "connects": self.mqtt.connects,
             "disconnects": self.mqtt.disconnects,
             "last_connect_error": self.mqtt.last_connect_error,
@@ -176,6 +183,7 @@ class Runner:
     def shutdown(self) -> None:
         try:
             self.gateway.tick()
+            self.gateway.flush_summaries(time.time())  # the interval in progress, with its scores
             self.write_status()
             self.mqtt.publish(self.status_topic, b'{"online":false}', retain=True)
         finally:

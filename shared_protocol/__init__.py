@@ -14,6 +14,7 @@ HEALTH = 4
 DEATH = 5
 ACK = 6
 CMD = 7
+LOSS = 8  # device -> gateway: frames it cannot send again (answer to CMD_RESEND)
 
 # Header flags (header byte 2).
 FLAG_HISTORICAL = 0x01  # replayed from the device's offline queue
@@ -32,3 +33,10 @@ CMD_RAW_BURST = 4  # arg: u16 seconds
 CMD_SET_OUTPUT = 5  # arg: u8 output index, u8 value, u32 duration_ms
 CMD_REBIRTH = 6  # no arg: publish BIRTH again
 CMD_CONFIG = 7  # arg: UTF-8 JSON object
+CMD_RESEND = 8  # arg: u8 count, count x (u16 boot, u32 first, u32 last): send these frames again
+
+# LOSS range reasons (why the device cannot send those frames again).
+LOSS_GONE = 1  # the frames existed and are gone (dropped when the queue was full, or lost at a reset)
+LOSS_UNSAVED = 2  # after a power loss: the range ends at the reserved sequence bound, so it may
+#                   also hold numbers the device never used (the count is an upper bound)
+LOSS_UNUSED = 3  # numbers an earlier boot never used: that boot ended before them (not a loss)

@@ -34,6 +34,7 @@ _CMD_CONFIG = const(7)
 _CMD_RAW_BURST = const(4)
 _CMD_REBIRTH = const(6)
 _CMD_REBOOT = const(3)
+_CMD_RESEND = const(8)
 _CMD_SET_BATCH = const(2)
 _CMD_SET_OUTPUT = const(5)
 _CMD_SET_RATE = const(1)
@@ -43,6 +44,7 @@ _EVENT = const(3)
 _FLAGS_KNOWN = const(3)
 _FLAG_DELTA = const(2)
 _HEALTH = const(4)
+_LOSS = const(8)
 
 TYPE_NAMES = {
     _BIRTH: "birth",
@@ -52,6 +54,7 @@ TYPE_NAMES = {
     _DEATH: "death",
     _ACK: "ack",
     _CMD: "cmd",
+    _LOSS: "loss",
 }
 
 # HEALTH field names in wire order (also the keyword names of encode.encode_health).
@@ -204,6 +207,11 @@ def _decode_cmd(frame, n):
             raise BadField("_CMD_CONFIG argument must be a JSON object")
         fields["config"] = cfg
         return fields
+    if op == _CMD_RESEND:
+        from shared_protocol.repair import resend_ranges
+
+        fields["ranges"] = resend_ranges(arg)
+        return fields
     spec = _CMD_ARGS.get(op)
     if spec is None:
         raise BadField("unknown _CMD op %d" % op)
@@ -234,7 +242,7 @@ def decode(frame, schema=None):
     if flags & _FLAG_DELTA and ftype != _DATA:
         raise BadFlags("_FLAG_DELTA set on a %s frame" % TYPE_NAMES[ftype])
     if flags and ftype >= _DEATH:
-        # _DEATH (the last will), _ACK and _CMD are never replayed: no flag applies
+        # _DEATH (the last will), _ACK, _CMD and _LOSS are never replayed: no flag applies
         raise BadFlags("flags %02x set on a %s frame" % (flags, TYPE_NAMES[ftype]))
     if ftype <= _EVENT:
         # _BIRTH, _DATA, _EVENT: only the gateway decodes these; a board never loads them
@@ -253,8 +261,12 @@ def decode(frame, schema=None):
         fields = {}
     elif ftype == _ACK:
         fields = _decode_ack(frame, n)
-    else:
+    elif ftype == _CMD:
         fields = _decode_cmd(frame, n)
+    else:
+        from shared_protocol.repair import decode_loss_fields
+
+        fields = decode_loss_fields(frame, n)
     return Frame(version, ftype, flags, boot, seq, ticks, fields)
 
 

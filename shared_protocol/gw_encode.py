@@ -13,6 +13,7 @@ from shared_protocol import (
     CMD_RAW_BURST,
     CMD_REBIRTH,
     CMD_REBOOT,
+    CMD_RESEND,
     CMD_SET_BATCH,
     CMD_SET_OUTPUT,
     CMD_SET_RATE,
@@ -25,7 +26,7 @@ _CRC = 4
 _U32 = 0xFFFFFFFF
 MAX_RANGES = 255
 
-# Exact argument length of each CMD op (None: any length, CMD_CONFIG).
+# Exact argument length of each CMD op (None: variable, CMD_CONFIG and CMD_RESEND).
 CMD_ARG_SIZES = {
     CMD_SET_RATE: 4,
     CMD_SET_BATCH: 2,
@@ -34,6 +35,7 @@ CMD_ARG_SIZES = {
     CMD_SET_OUTPUT: 6,
     CMD_REBIRTH: 0,
     CMD_CONFIG: None,
+    CMD_RESEND: None,
 }
 _CMD_ARG_FMT = {
     CMD_SET_RATE: "<I",
@@ -75,6 +77,12 @@ def cmd_arg(op, *values):
             raise BadField("CMD_CONFIG takes one argument: JSON text or bytes")
         v = values[0]
         return v.encode("utf-8") if isinstance(v, str) else bytes(v)
+    if op == CMD_RESEND:
+        if len(values) != 1:
+            raise BadField("CMD_RESEND takes one argument: a list of (boot, first, last) ranges")
+        from shared_protocol.repair import resend_arg
+
+        return resend_arg(values[0])
     fmt = _CMD_ARG_FMT.get(op)
     if fmt is None:
         if values:
@@ -94,6 +102,10 @@ def encode_cmd(buf, boot, seq, ticks, cmd_id, op, arg=b""):  # noqa: PLR0917
     want = CMD_ARG_SIZES[op]
     if want is not None and len(arg) != want:
         raise BadField("CMD op %d needs a %d-byte argument, got %d" % (op, want, len(arg)))
+    if op == CMD_RESEND:
+        from shared_protocol.repair import resend_ranges
+
+        resend_ranges(arg)  # raises BadField for a malformed range list
     if not 0 <= cmd_id <= _U32:
         raise BadField("cmd_id must be a u32, got %r" % cmd_id)
     if len(arg) > 0xFFFF:

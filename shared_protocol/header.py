@@ -4,7 +4,7 @@ Layout, little-endian (docs/protocol.md, "Header"):
 
   offset size field
   0      1    version   protocol version (1)
-  1      1    type      frame type (BIRTH=1 ... CMD=7)
+  1      1    type      frame type (BIRTH=1 ... CMD=7, LOSS=8)
   2      1    flags     FLAG_HISTORICAL=0x01, FLAG_DELTA=0x02
   3      2    boot      u16 boot counter
   5      4    seq       u32 sequence number within the boot
@@ -40,7 +40,7 @@ HEADER_FMT = "<BBBHII"
 HEADER_SIZE = 13
 CRC_SIZE = 4
 MIN_FRAME = 17  # HEADER_SIZE + CRC_SIZE
-_MAX_TYPE = const(7)
+_MAX_TYPE = const(8)
 
 
 def pack_header(buf, ftype, flags, boot, seq, ticks):  # noqa: PLR0917
@@ -79,7 +79,7 @@ def check_frame(frame):
         )
     ftype = frame[1]
     if ftype < 1 or ftype > _MAX_TYPE:
-        raise UnknownFrameType("unknown frame type %d (v1 knows 1..7)" % ftype)
+        raise UnknownFrameType("unknown frame type %d (v1 knows 1..8)" % ftype)
     return n
 
 

@@ -5,12 +5,12 @@ Each of prefix, site and device is 1..32 characters of [A-Za-z0-9_-] (no
 topics). See docs/protocol.md "MQTT topics" for QoS and retain per kind.
 """
 
-from shared_protocol import ACK, BIRTH, CMD, DATA, DEATH, EVENT, HEALTH
+from shared_protocol import ACK, BIRTH, CMD, DATA, DEATH, EVENT, HEALTH, LOSS
 from shared_protocol.errors import BadTopic
 
 DEFAULT_PREFIX = "el"
 MAX_ID = 32
-DEVICE_KINDS = ("birth", "data", "event", "health", "death")  # device -> gateway
+DEVICE_KINDS = ("birth", "data", "event", "health", "death", "loss")  # device -> gateway
 GATEWAY_KINDS = ("ack", "cmd")  # gateway -> device
 KINDS = DEVICE_KINDS + GATEWAY_KINDS
 
@@ -22,6 +22,7 @@ KIND_OF_TYPE = {
     DEATH: "death",
     ACK: "ack",
     CMD: "cmd",
+    LOSS: "loss",
 }
 TYPE_OF_KIND = {
     "birth": BIRTH,
@@ -31,6 +32,7 @@ TYPE_OF_KIND = {
     "death": DEATH,
     "ack": ACK,
     "cmd": CMD,
+    "loss": LOSS,
 }
 
 # (qos, retain) per kind; the reasons are in docs/protocol.md.
@@ -42,6 +44,7 @@ PUBLISH_OPTIONS = {
     "death": (1, True),
     "ack": (1, False),
     "cmd": (1, False),
+    "loss": (1, False),
 }
 
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"

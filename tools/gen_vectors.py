@@ -26,11 +26,14 @@ from shared_protocol import (
     CMD_RAW_BURST,
     CMD_REBIRTH,
     CMD_REBOOT,
+    CMD_RESEND,
     CMD_SET_BATCH,
     CMD_SET_OUTPUT,
     CMD_SET_RATE,
     FLAG_DELTA,
     FLAG_HISTORICAL,
+    LOSS_GONE,
+    LOSS_UNSAVED,
     ST_INT16,
     ST_INT32,
 )
@@ -46,6 +49,7 @@ from shared_protocol.encode import (
     encode_health,
     schema_id,
 )
+from shared_protocol.repair import encode_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 VECTOR_DIR = ROOT / "tests" / "vectors"
@@ -207,11 +211,17 @@ def build_frames() -> list[dict[str, Any]]:
         ("cmd_set_output", CMD_SET_OUTPUT, cmd_arg(CMD_SET_OUTPUT, 2, 1, 1500)),
         ("cmd_rebirth", CMD_REBIRTH, b""),
         ("cmd_config", CMD_CONFIG, cmd_arg(CMD_CONFIG, '{"batch": 32, "rate_hz": 50}')),
+        ("cmd_resend", CMD_RESEND, cmd_arg(CMD_RESEND, [(7, 42, 44), (6, 101, 130)])),
     ]
     for i, (name, op, arg) in enumerate(cmds):
         n = encode_cmd(buf, 3, 60 + i, 200000 + i, 1000 + i, op, arg)
         a = {"boot": 3, "seq": 60 + i, "ticks": 200000 + i, "cmd_id": 1000 + i, "op": op, "arg": {"hex": arg.hex()}}
         cases.append(_frame_case(name, "cmd", a, bytes(buf[:n]), None))
+    losses = [[7, 43, 43, LOSS_GONE], [6, 120, 135, LOSS_UNSAVED]]
+    n = encode_loss(buf, 8, 12, 4321, [(r[0], r[1], r[2], r[3]) for r in losses])
+    cases.append(
+        _frame_case("loss_2", "loss", {"boot": 8, "seq": 12, "ticks": 4321, "ranges": losses}, bytes(buf[:n]), None)
+    )
     return cases
 
 
@@ -285,6 +295,24 @@ def build_rejects(frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ("cmd_bad_json", _reseal(by["cmd_reboot"][:17] + b"\x07\x03\x00{x}"), "field", False),
         ("cmd_json_not_object", _reseal(by["cmd_reboot"][:17] + b"\x07\x02\x00[]"), "field", False),
         ("cmd_arg_len_past_end", _reseal(by["cmd_reboot"][:17] + b"\x03\x09\x00"), "truncated", False),
+        ("cmd_resend_no_ranges", _reseal(by["cmd_reboot"][:17] + b"\x08\x01\x00\x00"), "field", False),
+        (
+            "cmd_resend_count_mismatch",
+            _reseal(by["cmd_resend"][:20] + b"\x03" + by["cmd_resend"][21:-4]),
+            "field",
+            False,
+        ),
+        ("loss_zero", _reseal(by["loss_2"][:13] + b"\x00"), "field", False),
+        ("loss_count_mismatch", _reseal(by["loss_2"][:13] + b"\x03" + by["loss_2"][14:-4]), "truncated", False),
+        ("loss_long", _reseal(by["loss_2"][:-4] + b"\x00"), "length", False),
+        ("loss_bad_reason", _reseal(by["loss_2"][:-5] + b"\x09"), "field", False),
+        (
+            "loss_reversed_range",
+            _reseal(by["loss_2"][:16] + struct.pack("<II", 50, 43) + by["loss_2"][24:-4]),
+            "field",
+            False,
+        ),
+        ("historical_flag_on_loss", _reseal(by["loss_2"][:2] + b"\x01" + by["loss_2"][3:-4]), "flags", False),
     ]
     rejects = []
     for name, frame, reason, needs_schema in out:
@@ -318,7 +346,7 @@ class _Cursor:
         return raw.decode()
 
 
-TYPE_NAMES = {1: "BIRTH", 2: "DATA", 3: "EVENT", 4: "HEALTH", 5: "DEATH", 6: "ACK", 7: "CMD"}
+TYPE_NAMES = {1: "BIRTH", 2: "DATA", 3: "EVENT", 4: "HEALTH", 5: "DEATH", 6: "ACK", 7: "CMD", 8: "LOSS"}
 
 
 def annotate(frame: bytes) -> list[tuple[int, str, str, str]]:
@@ -381,6 +409,10 @@ def annotate(frame: bytes) -> list[tuple[int, str, str, str]]:
         n = c.take("<B", "count")
         for i in range(n):
             c.take("<HII", f"range {i}: boot, first_seq, last_seq", lambda v: ", ".join(map(str, v)))
+    elif ftype == 8:
+        n = c.take("<B", "count")
+        for i in range(n):
+            c.take("<HIIB", f"range {i}: boot, first, last, reason", lambda v: ", ".join(map(str, v)))
     elif ftype == 7:
         c.take("<I", "cmd_id")
         c.take("<B", "op")
@@ -403,6 +435,8 @@ DOC_EXAMPLES = (
     ("death", "DEATH (the MQTT last will)"),
     ("ack_2", "ACK: two persisted ranges"),
     ("cmd_set_rate", "CMD: CMD_SET_RATE 100 Hz"),
+    ("cmd_resend", "CMD: CMD_RESEND of two ranges"),
+    ("loss_2", "LOSS: two ranges the device cannot send again"),
 )
 DOC_BEGIN = "<!-- BEGIN GENERATED EXAMPLES (python -m tools.gen_vectors) -->"
 DOC_END = "<!-- END GENERATED EXAMPLES -->"

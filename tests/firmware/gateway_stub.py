@@ -44,6 +44,7 @@ class GatewayStub:
         self.frames: list[Received] = []
         self.errors: list[str] = []
         self.schemas: dict[str, Schema] = {}
+        self.lose_once: set[int] = set()  # seqs whose first copy is "lost": not recorded, not ACKed
         self._cmd_id = 0
         # persistent: a durable session, so the broker queues what arrives while the
         # stub is away (broker restarts); the real gateway does the same
@@ -89,6 +90,9 @@ class GatewayStub:
                 self.errors.append(f"{msg.topic}: {e}")
             return
         with self.lock:
+            if frame.seq in self.lose_once and frame.type != BIRTH:
+                self.lose_once.discard(frame.seq)
+                return
             self.frames.append(Received(kind, frame, bytes(msg.payload), bool(msg.retain)))
             if frame.type == BIRTH:
                 self.schemas[device] = schema_from_birth(frame)

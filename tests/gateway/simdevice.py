@@ -70,6 +70,13 @@ class SimDevice:
         n = encode_health(self.buf, self.boot, self._next(), self.ticks, 0, **args)
         return bytes(self.buf[:n])
 
+    def loss(self, ranges: list[tuple[int, int, int, int]]) -> bytes:
+        """A LOSS frame (boot, first, last, reason): not sequenced, seq is the next one."""
+        from shared_protocol.repair import encode_loss
+
+        n = encode_loss(self.buf, self.boot, self.seq + 1, self.ticks, ranges)
+        return bytes(self.buf[:n])
+
     def death(self) -> bytes:
         n = encode_death(self.buf, self.boot, self._next(), self.ticks)
         return bytes(self.buf[:n])

@@ -1,9 +1,9 @@
-"""ACK only after the raw frame is committed: kill -9 between receive and commit, replay, ACK.
+"""ACK only after the raw frame is committed.
 
-The gateway runs as a real process (`python -m gateway run`). A test hook
-(EDGELINE_GATEWAY_TEST_STALL_BEFORE_COMMIT) makes it write a marker file and
-stall just before committing a batch holding DATA; the test then kills it
-with SIGKILL, as a power cut would.
+Deterministic checks of the order inside the gateway's commit (a raw-log write held
+back or failing: no ACK may leave), and a real process killed with SIGKILL between
+receive and commit, then restarted: the device's replay is stored and ACKed. Faults
+are injected through constructors (Gateway/Runner take a RawLog), not test hooks.
 """
 
 from __future__ import annotations
@@ -11,18 +11,101 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from gateway.pipeline import STALL_ENV
-from gateway.rawlog import read_all
+import pytest
+
+from gateway.config import from_dict
+from gateway.ingest import RawFrame
+from gateway.pipeline import Gateway
+from gateway.rawlog import LogRow, RawLog, SeqStates, read_all
+from shared_protocol import DATA
 from shared_protocol.decode import decode
 from tests.gateway.mqtt_util import Client
-from tests.gateway.simdevice import SimDevice, historical
+from tests.gateway.simdevice import Published, SimDevice, historical
 from tests.support.upy import ROOT
+from tests.support.waiting import wait_until
+
+
+class HeldRawLog(RawLog):
+    """A raw log whose commits with DATA wait for `gate` (or fail when `fail` is set)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, max_bytes=1 << 30, max_age_s=1e9)
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.fail = False
+
+    def commit_batch(self, rows: list[LogRow], seq_states: SeqStates | None = None, *, now: float | None = None) -> int:
+        if any(r.type == DATA for r in rows):
+            self.entered.set()
+            if self.fail:
+                raise sqlite3.OperationalError("disk I/O error")
+            assert self.gate.wait(30)
+        return super().commit_batch(rows, seq_states, now=now)
+
+
+def _gateway(tmp_path: Path) -> tuple[Gateway, Published, HeldRawLog]:
+    cfg = from_dict({"gateway": {"id": "gw1", "site": "s1", "data_dir": str(tmp_path / "data")}})
+    (tmp_path / "data").mkdir(parents=True, exist_ok=True)
+    rawlog = HeldRawLog(tmp_path / "data" / "rawlog.sqlite")
+    pub = Published()
+    return Gateway(cfg, pub, rawlog=rawlog), pub, rawlog
+
+
+def _acked(pub: Published) -> set[int]:
+    out: set[int] = set()
+    for _topic, payload, _qos in pub.kind("ack"):
+        for _b, first, last in decode(payload).fields["ranges"]:
+            out.update(range(first, last + 1))
+    return out
+
+
+def test_no_ack_leaves_while_the_raw_log_write_is_in_progress(tmp_path: Path) -> None:
+    gw, pub, rawlog = _gateway(tmp_path)
+    gw.start_writer()
+    dev = SimDevice("pump-1")
+    now = time.time()
+    gw.process([RawFrame(dev.topic("birth"), dev.birth(), now), RawFrame(dev.topic("data"), dev.data(), now)])
+    assert rawlog.entered.wait(10)
+    # The writer thread is inside the raw-log write of BIRTH seq 1 + DATA seq 2: nothing of
+    # that batch may be ACKed yet (an ACK sent before the write returns is a lie on a crash).
+    assert _acked(pub) == set()
+    rawlog.gate.set()
+    gw.close()
+    assert _acked(pub) == {1, 2}
+    assert {r.seq for r in read_all(rawlog.path, "pump-1")} == {1, 2}
+
+
+def test_no_ack_ever_when_the_raw_log_write_fails(tmp_path: Path) -> None:
+    gw, pub, rawlog = _gateway(tmp_path)
+    rawlog.fail = True
+    dev = SimDevice("pump-1")
+    with pytest.raises(sqlite3.OperationalError):
+        gw.process([RawFrame(dev.topic("birth"), dev.birth(), 1.0), RawFrame(dev.topic("data"), dev.data(), 1.1)])
+    assert _acked(pub) == set()
+    # On the writer thread the failure is fatal: later batches are refused, never ACKed.
+    gw2, pub2, rawlog2 = _gateway(tmp_path / "second")
+    rawlog2.fail = True
+    gw2.start_writer()
+    gw2.process([RawFrame(dev.topic("data"), dev.data(), 1.2)])
+    assert rawlog2.entered.wait(10)
+    writer = gw2.writer
+    assert writer is not None
+    wait_until(lambda: writer.error is not None, what="the writer to record the failed commit")
+    with pytest.raises(RuntimeError, match="raw log commit failed"):
+        gw2.process([RawFrame(dev.topic("data"), dev.data(), 1.3)])
+    gw2.close()
+    assert _acked(pub2) == set()
+
+
+# --------------------------------------------------------------------------- a real process, kill -9
 
 
 def write_config(tmp_path: Path, broker: Any) -> Path:
@@ -43,32 +126,34 @@ port = {broker.port}
     return cfg
 
 
-def start_gateway(cfg: Path, tmp_path: Path, env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if k != STALL_ENV}
-    env.update(env_extra)
+def start_gateway(cfg: Path, tmp_path: Path, *, stall_marker: Path | None = None) -> subprocess.Popen[bytes]:
+    if stall_marker is None:
+        args = [sys.executable, "-m", "gateway", "run", "-c", str(cfg), "--log-level", "debug"]
+    else:
+        args = [sys.executable, "-m", "tests.support.stalling_gateway", str(cfg), str(stall_marker)]
     with open(tmp_path / "gateway.log", "ab") as log:  # the child keeps its own copy
-        return subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "-c", str(cfg), "--log-level", "debug"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        return subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
 
-def wait_status(tmp_path: Path, pid: int, timeout: float = 15.0) -> dict[str, Any]:
-    """The status file of gateway process `pid` once it is connected."""
-    path = tmp_path / "data" / "status.json"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            st = json.loads(path.read_text())
-            if st["pid"] == pid and st["ingest"]["connected"]:
-                return st  # type: ignore[no-any-return]
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
-            pass
-        time.sleep(0.05)
-    raise TimeoutError("gateway did not report connected: " + (tmp_path / "gateway.log").read_text())
+def read_status(tmp_path: Path, pid: int) -> dict[str, Any] | None:
+    try:
+        st = json.loads((tmp_path / "data" / "status.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return st if st.get("pid") == pid else None  # type: ignore[no-any-return]
+
+
+def wait_subscribed(tmp_path: Path, pid: int) -> dict[str, Any]:
+    """The status file of gateway process `pid` once the broker granted its subscriptions."""
+
+    def check() -> dict[str, Any] | None:
+        st = read_status(tmp_path, pid)
+        return st if st and st["ingest"]["subscribed"] else None
+
+    try:
+        return wait_until(check, what="the gateway's SUBACK")
+    except TimeoutError:
+        raise TimeoutError("gateway did not subscribe: " + (tmp_path / "gateway.log").read_text()) from None
 
 
 def stored(tmp_path: Path, device: str) -> set[int]:
@@ -91,19 +176,15 @@ def test_kill_between_receive_and_commit_then_replay_is_acked(tmp_path: Path, mo
     c = Client(mosquitto.host, mosquitto.port, client_id="pump-1")
     c.subscribe(dev.topic("ack"))
 
-    gw = start_gateway(cfg, tmp_path, {STALL_ENV: str(marker)})
+    gw = start_gateway(cfg, tmp_path, stall_marker=marker)
     try:
-        wait_status(tmp_path, gw.pid)
-        time.sleep(0.3)  # its SUBACK
+        wait_subscribed(tmp_path, gw.pid)
         c.publish(dev.topic("birth"), dev.birth())  # no DATA: committed and ACKed normally
         c.wait_for(lambda t, p: t.endswith("/ack"))
         unacked = [dev.data() for _ in range(3)]  # seq 2, 3, 4
         for f in unacked:
             c.publish(dev.topic("data"), f)
-        deadline = time.monotonic() + 15
-        while not marker.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert marker.exists(), "gateway never reached the commit with DATA"
+        wait_until(marker.exists, what="the gateway to reach the commit holding DATA")
         # Received, not committed: nothing of it on disk, no ACK for it.
         assert stored(tmp_path, "pump-1") == {1}
         assert not acked_seqs(c.drain(0.3)) & {2, 3, 4}
@@ -115,26 +196,26 @@ def test_kill_between_receive_and_commit_then_replay_is_acked(tmp_path: Path, mo
             gw.wait()
     assert stored(tmp_path, "pump-1") == {1}
 
-    # Restart without the hook; the device replays what was never ACKed, flagged historical.
-    gw2 = start_gateway(cfg, tmp_path, {})
+    # Restart normally; the device replays what was never ACKed, flagged historical.
+    gw2 = start_gateway(cfg, tmp_path)
     try:
-        wait_status(tmp_path, gw2.pid)
-        time.sleep(0.3)
+        wait_subscribed(tmp_path, gw2.pid)
         for f in unacked:
             c.publish(dev.topic("data"), historical(f))
         c.publish(dev.topic("data"), dev.data())  # and carries on live (seq 5)
         got: set[int] = set()
-        deadline = time.monotonic() + 15
-        while not {2, 3, 4, 5} <= got and time.monotonic() < deadline:
-            got |= acked_seqs([c.wait_for(lambda t, p: t.endswith("/ack"), timeout=15)])
-        assert {2, 3, 4, 5} <= got
+
+        def all_acked() -> bool:
+            got.update(acked_seqs([c.wait_for(lambda t, p: t.endswith("/ack"), timeout=15)]))
+            return {2, 3, 4, 5} <= got
+
+        wait_until(all_acked, what="ACKs of seq 2..5")
         assert stored(tmp_path, "pump-1") == {1, 2, 3, 4, 5}
         # The schema came back from the registry: no rebirth needed, every reading decoded.
-        st = wait_status(tmp_path, gw2.pid)
-        deadline = time.monotonic() + 5
-        while st["frames"]["readings"] < 4 * 96 and time.monotonic() < deadline:
-            time.sleep(0.1)
-            st = wait_status(tmp_path, gw2.pid)
+        st = wait_until(
+            lambda: (s := read_status(tmp_path, gw2.pid)) and s["frames"]["readings"] >= 4 * 96 and s,
+            what="all readings decoded",
+        )
         assert st["frames"]["readings"] == 4 * 96 and st["rebirth_requests"] == 0
     finally:
         gw2.send_signal(signal.SIGTERM)

@@ -15,7 +15,7 @@ from zlib import crc32
 
 import numpy as np
 
-from shared_protocol import BIRTH, CMD, DATA, DEATH, EVENT, FLAG_DELTA, HEALTH, ST_INT16
+from shared_protocol import ACK, BIRTH, CMD, DATA, DEATH, EVENT, FLAG_DELTA, HEALTH, ST_INT16
 from shared_protocol.decode import HEALTH_FIELDS, Frame, Schema, decode
 from shared_protocol.encode import (
     DataEncoder,
@@ -28,6 +28,7 @@ from shared_protocol.encode import (
 )
 from shared_protocol.errors import REASONS, ProtocolError
 from shared_protocol.np_decode import decode_data, decode_data_many
+from shared_protocol.repair import encode_loss
 
 ROOT = Path(__file__).resolve().parents[2]
 TOTAL = 100_000
@@ -67,8 +68,10 @@ def _reencode(f: Frame) -> bytes:
         n = encode_death(buf, f.boot, f.seq, f.ticks)
     elif f.type == CMD:
         n = encode_cmd(buf, f.boot, f.seq, f.ticks, x["cmd_id"], x["op"], x["arg"])
-    else:
+    elif f.type == ACK:
         n = encode_ack(buf, f.boot, f.seq, f.ticks, x["ranges"])
+    else:
+        n = encode_loss(buf, f.boot, f.seq, f.ticks, x["ranges"])
     return bytes(buf[:n])
 
 
@@ -106,7 +109,7 @@ def _mutate(rng: random.Random, seeds: list[bytes]) -> bytes:
     elif op == 5:  # pure random bytes
         base = bytearray(rng.randbytes(rng.randrange(0, 600)))
     elif op == 6:  # random payload behind a plausible header, valid CRC
-        hdr = struct.pack("<BBBHII", 1, rng.randint(0, 8), rng.choice([0, 0, 1, 2, 3, 4]), 7, 1, 2)
+        hdr = struct.pack("<BBBHII", 1, rng.randint(0, 9), rng.choice([0, 0, 1, 2, 3, 4]), 7, 1, 2)
         return _seal(hdr + rng.randbytes(rng.randrange(0, 400)))
     body = bytes(base[:-4]) if len(base) >= 4 else bytes(base)
     if op in (7, 8) or rng.random() < 0.5:  # mutate the body, then give it a correct CRC

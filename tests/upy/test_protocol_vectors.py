@@ -16,6 +16,7 @@ from shared_protocol.encode import (
     encode_health,
 )
 from shared_protocol.errors import ProtocolError
+from shared_protocol.repair import encode_loss
 
 RUNTIMES = ("micropython", "cpython")
 
@@ -91,6 +92,8 @@ def _encode(case):
         n = encode_ack(buf, a["boot"], a["seq"], a["ticks"], [tuple(r) for r in a["ranges"]])
     elif enc == "cmd":
         n = encode_cmd(buf, a["boot"], a["seq"], a["ticks"], a["cmd_id"], a["op"], _arg(a["arg"]))
+    elif enc == "loss":
+        n = encode_loss(buf, a["boot"], a["seq"], a["ticks"], [tuple(r) for r in a["ranges"]])
     else:
         raise ValueError("unknown encoder " + enc)
     return buf[:n]
@@ -127,7 +130,7 @@ def _same(got, want, where):
 def test_every_frame_type_has_vectors():
     doc = _load("frames.json")
     kinds = set(c["encoder"] for c in doc["frames"])
-    for k in ("birth", "data", "event", "health", "death", "ack", "cmd"):
+    for k in ("birth", "data", "event", "health", "death", "ack", "cmd", "loss"):
         assert k in kinds, k
     assert len(_load("rejects.json")["rejects"]) >= 30
 

@@ -20,8 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from shared_protocol import DATA, FLAG_HISTORICAL
 from shared_protocol.decode import decode
 from shared_protocol.errors import ProtocolError
-
-DEVICE_KINDS = ("birth", "data", "event", "health", "death")
+from shared_protocol.topics import DEVICE_KINDS
 
 
 def publish_packet_size(topic: str, payload_len: int, qos: int = 1) -> int:

@@ -1,8 +1,9 @@
 """Copy a build to a board, skipping files whose content is already there.
 
 The board keeps ``edgeline-manifest.json`` (path -> sha256 of what this tool wrote). A file is
-skipped when the manifest has its hash and the board has a file of that size; ``verify``
-hashes every file on the board instead of trusting the manifest. Before anything changes,
+skipped when the manifest has its hash and the board has a file of that size (a size alone
+proves nothing); ``verify`` hashes every file on the board instead of trusting the manifest,
+and corrects the manifest's claims from what it found. Before anything changes,
 the manifest is rewritten without the entries about to change, so an interrupted deploy
 leaves no claim about half-written files and the next run rewrites them. Copy order is
 sorted by path, so two runs do the same thing in the same order.
@@ -178,8 +179,11 @@ def deploy(
         board.remove(path)
         report.removed.append(path)
         say(f"      remove    {path} (would shadow {path[:-3]}.mpy)")
-    if changing or not recorded:
-        kept = {p: h for p, h in recorded.items() if p.startswith(LIB_PREFIX) and p not in wanted and p in listing}
-        _write_manifest(board, arch, {**kept, **wanted})
+    kept = {p: h for p, h in recorded.items() if p.startswith(LIB_PREFIX) and p not in wanted and p in listing}
+    claims = {**kept, **wanted}
+    # Rewritten also when nothing was written but a claim was wrong (--verify found a file
+    # right that the manifest described otherwise): later deploys and `status` trust it.
+    if changing or not recorded or claims != recorded:
+        _write_manifest(board, arch, claims)
     say(f"deploy: {len(report.written)} written, {len(report.unchanged)} unchanged, {len(report.removed)} removed")
     return report

@@ -11,6 +11,7 @@ from sensorfw.core.link import Link
 from sensorfw.core.offline_queue import OfflineQueue
 from sensorfw.core.ring import EventRing, SampleRing
 from sensorfw.core.sampler import Sampler
+from sensorfw.core.seqlease import SeqLease
 from shared_protocol import ACK, ST_INT16
 from shared_protocol.encode import encode_birth, encode_death, encode_health, schema_id
 
@@ -69,7 +70,7 @@ class App:
         self.clock = clock
         from sensorfw.core import state
 
-        self.boot, self.seq, self.woke = state.restore(board, board.flash_dir)
+        self.boot, self.seq, self.woke, ends = state.restore(board, board.flash_dir)
         del state
         unload("sensorfw.core.state")
         sc = cfg["sample"]
@@ -95,6 +96,10 @@ class App:
             qc["block_bytes"],
             qc["segment_blocks"],
         )
+        self.lease = SeqLease(board.flash_dir + "/seq.dat", self.boot, qc["seq_lease"])
+        # How earlier boots ended, for CMD_RESEND answers: (boot, end, exact, highest seq
+        # of that boot kept on flash, -1 if none). Above that, a power cut took the frames.
+        self.boot_ends = [(b, end, exact, self.queue.highest_of(b)) for b, end, exact in ends]
         # BIRTH: header + fw version + per channel (name, unit, 25 bytes); HEALTH: 48
         self.out_buf = bytearray(64 + 76 * width)
         self.out_mv = memoryview(self.out_buf)
@@ -109,6 +114,7 @@ class App:
         self.t_death = topic(prefix, site, dev, "death").encode()
         self.t_ack = topic(prefix, site, dev, "ack").encode()
         self.t_cmd = topic(prefix, site, dev, "cmd").encode()
+        self.t_loss = topic(prefix, site, dev, "loss").encode()
         del topic
         unload("shared_protocol.topics")
         bc = cfg["broker"]
@@ -131,7 +137,8 @@ class App:
         self.t0 = now
         self.next_health = now
         self.last_tx = now
-        self.last_ack = now
+        self.last_ack = now  # when the oldest frame in flight last changed (or an ACK came)
+        self.ack_head = None  # (boot, seq) of the oldest frame in flight at that time
         self.burst_until = None
         self.latency_max = 0
         self.published = 0
@@ -142,6 +149,8 @@ class App:
         self.inbox_dropped = 0
         self.recent_cmds = [-1] * 8
         self.births = 0
+        self.loss_reported = 0  # frames reported in LOSS frames (answers to CMD_RESEND)
+        self.resend_requests = 0
         self.min_free = -1
         self.timer = None
         self.wdt = None
@@ -158,6 +167,8 @@ class App:
     # ------------------------------------------------------------------ frame sink (Batcher)
     def next_seq(self):
         s = self.seq
+        if s >= self.lease.bound:
+            self.lease.reserve(s)  # one small flash write every queue.seq_lease frames
         self.seq = (s + 1) & 0xFFFFFFFF
         return s
 
@@ -274,7 +285,9 @@ class App:
             q.sent()
             self.published += 1
             if q.in_flight_hint == 0:
+                # the first frame in flight: the ACK timeout runs from now
                 self.last_ack = self.clock.ticks_ms()
+                self.ack_head = None
             q.in_flight_hint += 1
             budget -= 1
         self.last_tx = self.clock.ticks_ms()
@@ -300,10 +313,12 @@ class App:
             return
         q = self.queue
         if q.in_flight_hint and self.clock.ticks_diff(now, self.last_ack) > self.ack_timeout_ms:
-            # gateway silent: send everything unACKed again (historical)
+            # the oldest frame in flight waited too long for its ACK: send everything
+            # unACKed again (historical)
             q.rewind()
             q.in_flight_hint = 0
             self.last_ack = now
+            self.ack_head = None
 
     # ------------------------------------------------------------------ incoming
     def _on_message(self, topic_b, msg):
@@ -329,7 +344,14 @@ class App:
                     q.ack(b, first, last)
                 q.in_flight_hint = q.in_flight()
                 self.acks += 1
-                self.last_ack = self.clock.ticks_ms()
+                # The ACK timeout measures how long the oldest frame in flight has waited:
+                # ACKs of newer frames must not reset it, or a frame lost on the way would
+                # never be sent again while the device keeps publishing (the gateway also
+                # asks for it with CMD_RESEND; this is the fallback when it cannot).
+                head = q.in_flight_head()
+                if head != self.ack_head:
+                    self.ack_head = head
+                    self.last_ack = self.clock.ticks_ms()
                 continue
             cmd_id = payload[0]
             if cmd_id in self.recent_cmds:
@@ -343,6 +365,11 @@ class App:
         from sensorfw.core.commands import run
 
         run(self, cmd_id, op, arg)
+
+    def publish_loss(self, frame, n):
+        """Publish a LOSS frame (not queued: it is idempotent, the gateway asks again)."""
+        self.transport.publish(self.t_loss, memoryview(frame)[:n])
+        self.last_tx = self.clock.ticks_ms()
 
     def _set_output(self, i, value):
         on = bool(value)
@@ -395,12 +422,14 @@ class App:
         run_sleep_cycle(self)
 
     def shutdown(self):
-        """Stop capture, keep every unACKed frame on flash."""
+        """Stop capture, keep every unACKed frame on flash, record the exact end of
+        this boot's numbering (seq.dat)."""
         if self.timer is not None:
             self.board.stop_timer(self.timer)
         self.batcher.drain(True)
         self.batcher.drain_events()
         self.queue.sync()
+        self.lease.close(self.seq)
 
     def finish(self):
         """End of a bounded (simulated) run: drain what the link allows, then sync."""

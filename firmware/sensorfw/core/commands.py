@@ -9,6 +9,7 @@ from shared_protocol import (
     CMD_RAW_BURST,
     CMD_REBIRTH,
     CMD_REBOOT,
+    CMD_RESEND,
     CMD_SET_BATCH,
     CMD_SET_OUTPUT,
     CMD_SET_RATE,
@@ -53,6 +54,13 @@ def run(app, cmd_id, op, arg):
         app.rebirth()
     elif op == CMD_CONFIG:
         new_config(app, arg)
+    elif op == CMD_RESEND:
+        from sensorfw.core.resend import answer
+
+        try:
+            answer(app, arg)
+        except ValueError as e:  # a malformed range list (BadField)
+            log("CMD_RESEND refused: %s" % e)
     else:
         log("unknown command op %d ignored" % op)
 

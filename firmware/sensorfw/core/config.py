@@ -227,6 +227,7 @@ def validate(raw, base_dir=".", needs_wifi=False):
         "segment_blocks": _int(q, "queue.segment_blocks", 4, 1, 64),
         "ack_timeout_s": _int(q, "queue.ack_timeout_s", 30, 1, 86400),
         "publish_per_loop": _int(q, "queue.publish_per_loop", 4, 1, 256),
+        "seq_lease": _int(q, "queue.seq_lease", 16, 1, 65535),
     }
     c["health_s"] = _int(raw, "health_s", 30, 1, 86400)
     bo = _obj(raw, "backoff")

@@ -36,6 +36,7 @@ def finish(app):
     app.batcher.drain_events()
     board.drain(app)
     app.queue.sync()
+    app.lease.close(app.seq)
     app.transport.close()
     board.report(app)
 
@@ -59,6 +60,9 @@ def stats(app):
         "connects": app.link.connects,
         "losses": app.link.losses,
         "births": app.births,
+        "resend_requests": app.resend_requests,
+        "loss_reported": app.loss_reported,
+        "lease_writes": app.lease.writes,
         "commands": app.commands,
         "bad_frames": app.bad_frames,
         "rate_hz": app.rate_hz,

@@ -12,7 +12,7 @@ UP = 1
 
 
 class Link:
-    def __init__(self, transport, net, clock, min_ms=1000, max_ms=60000):
+    def __init__(self, transport, net, clock, min_ms=1000, max_ms=60000, *, getrandbits=None):
         self.transport = transport
         self.net = net
         self.clock = clock
@@ -24,6 +24,9 @@ class Link:
         self.losses = 0
         self.next_try = clock.ticks_ms()
         self.last_error = None
+        # Source of the jitter: getrandbits(n) -> n random bits. Passed in by tests that
+        # need the delays to be reproducible; random.getrandbits otherwise.
+        self._getrandbits = random.getrandbits if getrandbits is None else getrandbits
 
     def up(self):
         return self.state == UP
@@ -36,7 +39,7 @@ class Link:
             n -= 1
         d = min(d, self.max_ms)
         half = d // 2
-        return half + (random.getrandbits(16) * (d - half) >> 16)
+        return half + (self._getrandbits(16) * (d - half) >> 16)
 
     def try_connect(self, open_session):
         """Attempt a session when the backoff allows it. open_session() does the

@@ -341,6 +341,61 @@ class OfflineQueue:
             k += 1
         return n
 
+    def _key_at(self, k):
+        """(boot, seq) of the record at logical index k."""
+        fc = self.f_count
+        if k < fc:
+            i = self.f_tail + k
+            if i >= self.F:
+                i -= self.F
+            return self.f_boot[i], self.f_seq[i]
+        i = self.r_tail + k - fc
+        if i >= self.R:
+            i -= self.R
+        return self.r_boot[i], self.r_seq[i]
+
+    def in_flight_head(self):
+        """(boot, seq) of the oldest frame sent and not yet ACKed, or None."""
+        total = self.f_count + self.r_count
+        k = 0
+        while k < total:
+            states, i = self._state_at(k)
+            if states[i] & (_SENT | _ACKED) == _SENT:
+                return self._key_at(k)
+            k += 1
+        return None
+
+    def highest_of(self, boot):
+        """Highest seq of `boot` held in the queue, or -1."""
+        top = -1
+        total = self.f_count + self.r_count
+        k = 0
+        while k < total:
+            b, seq = self._key_at(k)
+            if b == boot and seq > top:
+                top = seq
+            k += 1
+        return top
+
+    def requeue(self, boot, first, last):
+        """CMD_RESEND: every held frame of `boot` with first <= seq <= last that was
+        sent and not ACKed goes out again (historical). Returns the held seqs of the
+        range, ascending (frames of one boot are queued in sequence order)."""
+        held = []
+        total = self.f_count + self.r_count
+        k = 0
+        while k < total:
+            b, seq = self._key_at(k)
+            if b == boot and first <= seq <= last:
+                held.append(seq)
+                states, i = self._state_at(k)
+                st = states[i]
+                if st & (_SENT | _ACKED) == _SENT:
+                    states[i] = (st & ~_SENT) | _HIST
+                    self.cursor = min(self.cursor, k)
+            k += 1
+        return held
+
     def in_flight(self):
         """Sent but not yet ACKed frames."""
         n = 0

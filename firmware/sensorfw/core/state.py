@@ -3,6 +3,9 @@
 # - Power-on / reset: boot counter + 1 (kept in flash, boot.dat), sequence from 0.
 # - Wake from deep sleep: same boot, sequence continues. Both are kept in RTC
 #   memory where the port has it (ESP32), else in flash (sleep.dat, Pico W).
+# - boot.dat also remembers how the last few boots ended (from seq.dat, see
+#   seqlease.py), so the device can answer the gateway's CMD_RESEND about an older
+#   boot: which numbers it used, and whether that end is exact or a bound.
 # Records carry a magic and a CRC so stale or torn data is never trusted.
 # Plain functions: the module is dropped from RAM after start-up.
 
@@ -10,7 +13,11 @@ import os
 import struct
 from binascii import crc32
 
-_MAGIC = 0x454C  # "EL"
+from sensorfw.core import seqlease
+
+_MAGIC = 0x454C  # "EL": the sleep record, and boot.dat before boot ends were kept
+_MAGIC_BOOT = 0x4245  # "EB": boot.dat with the ends of earlier boots
+KEEP_ENDS = 4  # earlier boots whose end is remembered (the gateway tracks as many)
 
 
 def _pack(boot, seq):
@@ -27,20 +34,39 @@ def _unpack(data):
     return boot, seq
 
 
-def _read(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
+def _pack_boot(boot, ends):
+    body = bytearray(struct.pack("<HHB", _MAGIC_BOOT, boot, len(ends)))
+    for b, end, exact in ends:
+        body.extend(struct.pack("<HIB", b, end, 1 if exact else 0))
+    return bytes(body) + struct.pack("<I", crc32(body) & 0xFFFFFFFF)
+
+
+def _unpack_boot(data):
+    """(boot, [(boot, end, exact), ...]) from boot.dat (either format), or None."""
+    old = _unpack(data)
+    if old is not None:
+        return old[0], []
+    if data is None or len(data) < 9:
         return None
+    magic, boot, n = struct.unpack_from("<HHB", data, 0)
+    size = 5 + 7 * n
+    if magic != _MAGIC_BOOT or len(data) < size + 4:
+        return None
+    if crc32(bytes(data[:size])) & 0xFFFFFFFF != struct.unpack_from("<I", data, size)[0]:
+        return None
+    ends = []
+    o = 5
+    i = 0
+    while i < n:
+        b, end, exact = struct.unpack_from("<HIB", data, o)
+        ends.append((b, end, bool(exact)))
+        o += 7
+        i += 1
+    return boot, ends
 
 
-def _write(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    _remove(path)
-    os.rename(tmp, path)
+_read = seqlease.read_file
+_write = seqlease.write_file
 
 
 def _remove(path):
@@ -51,21 +77,28 @@ def _remove(path):
 
 
 def restore(board, directory):
-    """(boot, seq, woke): the state to run with after this reset."""
+    """(boot, seq, woke, ends): the state to run with after this reset, and how
+    earlier boots ended: [(boot, end, exact)], newest first."""
     sleep_path = directory + "/sleep.dat"
+    boot_path = directory + "/boot.dat"
     kept = None
     if board.woke_from_deepsleep():
         kept = _unpack(board.rtc_memory_read())
         if kept is None:
             kept = _unpack(_read(sleep_path))
     _remove(sleep_path)
+    last = _unpack_boot(_read(boot_path))
+    ends = last[1] if last else []
     if kept is not None:
-        return kept[0], kept[1], True
-    boot_path = directory + "/boot.dat"
-    last = _unpack(_read(boot_path))
-    boot = ((last[0] if last else 0) + 1) & 0xFFFF
-    _write(boot_path, _pack(boot, 0))
-    return boot, 0, False
+        return kept[0], kept[1], True, ends
+    prev = last[0] if last else 0
+    lease = seqlease.read(directory + "/seq.dat")
+    if last is not None and lease is not None and lease[0] == prev:
+        ends = [lease] + ends
+        ends = ends[:KEEP_ENDS]
+    boot = (prev + 1) & 0xFFFF
+    _write(boot_path, _pack_boot(boot, ends))
+    return boot, 0, False, ends
 
 
 def save_for_sleep(board, directory, boot, seq):
