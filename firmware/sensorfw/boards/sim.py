@@ -12,6 +12,7 @@
 #   EDGELINE_SIM_SPEED      "max" (skip idle time) or a factor (default 1 = real time)
 #   EDGELINE_SIM_DURATION_S stop after this much simulated time
 #   EDGELINE_SIM_SAMPLES    stop after this many sample rows
+#   EDGELINE_SIM_STOP_FILE  stop (as at the end of a bounded run) once this file exists
 #   EDGELINE_SIM_DRAIN_S    at the stop, keep the link up to this many real seconds
 #                           until the queue is empty (default 0)
 #   EDGELINE_SIM_FAULTS     "bearing@30:0.8,imbalance@60,none@90" (kind@t_s[:severity])
@@ -34,6 +35,8 @@ from sensorfw.boards import sim_signals
 EXIT_DEEPSLEEP = 3
 EXIT_RESET = 4
 _MASK30 = 0x3FFFFFFF
+_PERIOD30 = 0x40000000
+_HALF30 = 0x20000000
 
 NAME = "sim"
 HARD_TIMER_IRQ = False  # timers fire from the main loop, like soft IRQs
@@ -89,11 +92,14 @@ class SimClock:
     def ticks_ms(self):
         return (self.now_us() // 1000) & _MASK30
 
+    # The ticks wrap at 2**30 as on the boards (the unix port's own time.ticks_* wrap at
+    # 2**62 on 64 bits): arithmetic modulo 2**30, a difference in [-2**29, 2**29).
     def ticks_diff(self, a, b):
-        return time.ticks_diff(a, b)
+        d = (a - b) & _MASK30
+        return d - _PERIOD30 if d >= _HALF30 else d
 
     def ticks_add(self, a, b):
-        return time.ticks_add(a, b)
+        return (a + b) & _MASK30
 
     def sleep_ms(self, ms):
         if self.max:
@@ -161,6 +167,8 @@ class SimBoard:
         self.start_us = 0
         self.duration_us = int(float(_env("EDGELINE_SIM_DURATION_S", "0")) * 1000000)
         self.max_samples = int(_env("EDGELINE_SIM_SAMPLES", "0"))
+        self.stop_file = _env("EDGELINE_SIM_STOP_FILE")
+        self._stop_check_us = 0
         self.drain_s = float(_env("EDGELINE_SIM_DRAIN_S", "0"))
         self.seed = int(_env("EDGELINE_SIM_SEED", "1"))
         from sensorfw.boards import sim_extras
@@ -347,7 +355,15 @@ class SimBoard:
     def should_stop(self, app):
         if self.max_samples and app.sampler.samples >= self.max_samples:
             return True
-        return bool(self.duration_us and self.clock.now_us() >= self.duration_us)
+        now = self.clock.now_us()
+        if self.stop_file and now >= self._stop_check_us:
+            self._stop_check_us = now + 100000  # a stat every 0.1 s of simulated time
+            try:
+                os.stat(self.stop_file)
+                return True
+            except OSError:
+                pass
+        return bool(self.duration_us and now >= self.duration_us)
 
     def drain(self, app):
         from sensorfw.boards.sim_extras import drain
