@@ -127,22 +127,30 @@ class SequenceTracker:
             return st
         c = self.counters_for(device)
         cur = self._current_boot.get(device)
-        if cur is None or _boot_newer(boot, cur):
-            if cur is not None:
-                c.boots += 1
-                # Boots in between that the gateway never heard of: their frames may still
-                # come (replayed), or be reported lost; the whole boot is wanted.
-                step = (boot - cur) & 0xFFFF
-                if 1 < step <= self.max_old_boots:
-                    for k in range(1, step):
-                        b = (cur + k) & 0xFFFF
-                        boots.setdefault(b, StreamState(boot=b, highest=-1, lowest=0))
+        self.changed.add(device)
+        if cur is not None and _boot_newer(boot, cur):
+            c.boots += 1
+            # Boots in between that the gateway never heard of: their frames may still
+            # come (replayed), or be reported lost; the whole boot is wanted.
+            step = (boot - cur) & 0xFFFF
+            if 1 < step <= self.max_old_boots:
+                for k in range(1, step):
+                    b = (cur + k) & 0xFFFF
+                    boots.setdefault(b, StreamState(boot=b, highest=-1, lowest=0))
+            self._current_boot[device] = boot
+            # A reboot of a device the gateway knows: its numbering starts at 0 (the BIRTH),
+            # so whatever comes first, the numbers before it are wanted.
+            st = boots[boot] = StreamState(boot=boot, highest=-1, lowest=0)
+            self._trim_boots(device, boots)
+            return st
+        if cur is None:
             self._current_boot[device] = boot
         else:
             c.stale_boot += 1
+        # The first boot the gateway sees of a device (or an older one): what came before
+        # the first frame is history from before it listened, not a gap.
         boots[boot] = StreamState(boot=boot, highest=seq, lowest=seq)
         self._trim_boots(device, boots)
-        self.changed.add(device)
         return None
 
     def observe(self, device: str, boot: int, seq: int) -> tuple[str, int]:
@@ -300,14 +308,19 @@ class SequenceTracker:
         if st is None:
             if reason == LOSS_UNUSED:
                 return 0
-            st = boots[boot] = StreamState(boot=boot, highest=-1, lowest=first)
+            st = boots[boot] = StreamState(boot=boot, highest=-1, lowest=0)
             self._trim_boots(device, boots)
             if boot not in boots:
                 return 0
         c = self.counters_for(device)
         self.changed.add(device)
+        if first > st.highest + 1:
+            # The numbers between the highest seen and this range: the device holds them (it
+            # does not report them), so they are on their way again: wanted until they arrive.
+            self._add_missing(st, (st.highest + 1, first - 1), c)
+            st.highest = first - 1
         if reason == LOSS_UNUSED:
-            if first > st.highest and boot != self._current_boot.get(device):
+            if boot != self._current_boot.get(device):
                 st.end = first
             return 0
         # The numbers to count: inside the missing ranges, or above the highest seen.

@@ -112,8 +112,9 @@ class SimDevice:
             self.sample_index += self.nsamples
 
     def reboot(self) -> None:
+        """A new boot numbers its frames from 0, as firmware does (its BIRTH is seq 0)."""
         self.boot += 1
-        self.seq = 0
+        self.seq = -1
         self.ticks = 5
 
 

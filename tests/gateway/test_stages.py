@@ -41,7 +41,8 @@ def test_sequence_new_dup_gap_fill() -> None:
 def test_sequence_boots_are_separate_and_old_boot_is_stale() -> None:
     st = SequenceTracker()
     st.observe("d", 7, 100)
-    assert st.observe("d", 8, 1) == (NEW, 0)  # reboot: sequence restarts, no gap
+    assert st.observe("d", 8, 0) == (NEW, 0)  # reboot: sequence restarts at the BIRTH, no gap
+    assert st.observe("d", 8, 1) == (NEW, 0)
     assert st.current_boot("d") == 8
     assert st.observe("d", 7, 101) == (NEW, 0)  # a late frame of the old boot is still new...
     assert st.counters["d"].stale_boot == 0  # ...its stream exists already
@@ -72,6 +73,35 @@ def test_sequence_export_restore_roundtrip() -> None:
     assert st2.observe("d", 3, 2) == (DUP, 0)
     assert st2.observe("d", 3, 4) == (FILL, 0)
     assert st2.observe("d", 3, 6) == (NEW, 0)
+
+
+def test_sequence_loss_answers_close_gaps_and_old_boots() -> None:
+    from shared_protocol import LOSS_GONE, LOSS_UNSAVED, LOSS_UNUSED
+
+    st = SequenceTracker()
+    for s in (0, 1, 2, 6):
+        st.observe("d", 1, s)
+    assert st.wanted("d") == [(1, 3, 5)]
+    assert st.mark_lost("d", 1, 4, 4, LOSS_GONE) == 1
+    assert st.missing("d", 1) == [(3, 3), (5, 5)]
+    assert st.mark_lost("d", 1, 4, 4, LOSS_GONE) == 0  # a repeated answer counts nothing
+    st.observe("d", 2, 0)  # a reboot: boot 1's end is wanted too
+    assert st.wanted("d") == [(1, 3, 3), (1, 5, 5), (1, 7, 0xFFFFFFFF)]
+    # The device still holds 3, 5 and 7..9 (sent again), lost 10..12 with the power, used
+    # nothing from 13 on. Its answer may come before the frames it re-sends.
+    assert st.mark_lost("d", 1, 10, 12, LOSS_UNSAVED) == 3
+    assert st.mark_lost("d", 1, 13, 0xFFFFFFFF, LOSS_UNUSED) == 0
+    assert st.end("d", 1) == 13
+    assert st.wanted("d") == [(1, 3, 3), (1, 5, 5), (1, 7, 9)]
+    for s in (3, 5, 7, 8, 9):
+        assert st.observe("d", 1, s) == (FILL, 0)
+    assert st.wanted("d") == []
+    assert st.lost("d", 1) == [(4, 4, LOSS_GONE), (10, 12, LOSS_UNSAVED)]
+    # A frame reported lost that still arrives is stored and no longer counted.
+    assert st.observe("d", 1, 11) == (FILL, 0)
+    c = st.counters["d"]
+    assert (c.lost_gone, c.lost_unsaved) == (1, 2)
+    assert st.lost("d", 1) == [(4, 4, LOSS_GONE), (10, 10, LOSS_UNSAVED), (12, 12, LOSS_UNSAVED)]
 
 
 # --------------------------------------------------------------------------- windows
