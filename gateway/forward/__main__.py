@@ -2,7 +2,8 @@
 
 Reads JSON lines from standard input and answers on standard output (one JSON object a line):
 
-    {"lane": "alert", "record": {...}}   submit a record (no answer)
+    {"lane": "alert", "record": {...}}   submit a record (no answer; with "ticket": true -> {"ticket": n})
+    {"op": "committed", "ticket": n}     -> {"committed": true|false}   (Forwarder.committed)
     {"op": "flush"}                      -> {"flushed": true}   once everything read so far is committed
     {"op": "status"}                     -> {"status": {...}}
     {"op": "drain", "timeout": 30}       -> {"drained": true|false}
@@ -76,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
                     raise ValueError("expected a JSON object")
                 op = msg.get("op")
                 if op is None:
-                    forwarder.submit(str(msg["lane"]), msg["record"])
+                    ticket = forwarder.submit(str(msg["lane"]), msg["record"])
+                    if msg.get("ticket"):
+                        _emit({"ticket": ticket})
+                elif op == "committed":
+                    _emit({"committed": forwarder.committed(int(msg["ticket"]))})
                 elif op == "flush":
                     _emit({"flushed": forwarder.flush(float(msg.get("timeout", 30)))})
                 elif op == "status":
@@ -86,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 elif op == "stop":
                     break
                 else:
-                    raise ValueError(f"unknown op {op!r}: expected flush, status, drain or stop")
+                    raise ValueError(f"unknown op {op!r}: expected committed, flush, status, drain or stop")
             except (ValueError, KeyError, ForwardError) as exc:
                 _emit({"error": f"{type(exc).__name__}: {exc}", "line": line[:200]})
     finally:

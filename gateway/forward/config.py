@@ -8,6 +8,8 @@ to a default (e.g. a misspelt ``disk_budget_mb`` would otherwise give a 256 MB q
 from __future__ import annotations
 
 import importlib.util
+import os
+import stat
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -136,6 +138,29 @@ class ForwardConfig:
             compaction_factor=_int(d, "compaction_factor", 4, lo=2, hi=1024),
             compaction_max_level=_int(d, "compaction_max_level", 4, lo=0, hi=32),
         )
+
+
+def check_private_files(config: ForwardConfig) -> None:
+    """Refuse secrets that others can read: ``forward.password_file`` and ``forward.tls.key_file``
+    must be readable by their owner only (like ssh does for private keys).
+
+    Raises :class:`ForwardConfigError` naming the key, the file and the fix (``chmod 600``).
+    """
+    secrets = [("forward.password_file", config.password_file)]
+    if config.tls is not None:
+        secrets.append(("forward.tls.key_file", config.tls.key_file))
+    for key, path in secrets:
+        if path is None:
+            continue
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            raise ForwardConfigError(f"{key}: cannot read {path} ({exc.strerror})") from exc
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ForwardConfigError(
+                f"{key}: {path} is accessible by group or others (mode {stat.S_IMODE(mode):04o}); it holds a"
+                f" secret: make it private with `chmod 600 {path}` (owned by the user the gateway runs as)"
+            )
 
 
 def _tls(value: Any) -> TLSConfig:

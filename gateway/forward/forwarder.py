@@ -13,6 +13,7 @@ Threads (the caller's threads only ever touch an in-memory buffer):
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
 import logging
@@ -31,7 +32,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.forward.config import ForwardConfig
+from gateway.forward.config import ForwardConfig, check_private_files
 from gateway.forward.errors import QueueError, RecordError
 from gateway.forward.payload import (
     command_topic_filter,
@@ -43,6 +44,7 @@ from gateway.forward.queue import (
     LANE_INDEX,
     LANES,
     REGISTRY,
+    ROW_OVERHEAD,
     BudgetResult,
     DiskFullError,
     ForwardQueue,
@@ -101,6 +103,11 @@ class Forwarder:
         self._urgent = False
         self._accepted_total = 0  # records accepted into the buffer
         self._settled_total = 0  # records committed (or counted lost) out of the buffer
+        # Tickets of submit(): every ticket <= _settled_ticket is committed or counted lost.
+        self._last_ticket = 0
+        self._settled_ticket = 0
+        # Sorted [first, last] ranges of tickets above _settled_ticket that were lost before a commit.
+        self._lost_tickets: list[list[int]] = []
         self._acks: deque[int] = deque()
         self._ack_batch = max(1, min(16, config.max_inflight // 4))
         self._store_thread: threading.Thread | None = None
@@ -136,9 +143,13 @@ class Forwarder:
 
     # -- public API ------------------------------------------------------------------------
     def start(self) -> None:
-        """Open (and if needed recover) the queue, then start the store and network threads."""
+        """Open (and if needed recover) the queue, then start the store and network threads.
+
+        Raises :class:`ForwardConfigError` (nothing started) when the password file or the TLS
+        private key is readable by others than the owner."""
         if self._started:
             raise RuntimeError("Forwarder.start() called twice")
+        check_private_files(self.config)
         self.recovery = self._queue.open()
         with self._lock:  # depth is right from the start, before the store thread runs
             self._stat_depth = list(self._queue.counts)
@@ -171,11 +182,13 @@ class Forwarder:
         self._started = False
         self._set_conn_state("stopped")
 
-    def submit(self, lane: str, record: dict[str, Any]) -> None:
+    def submit(self, lane: str, record: dict[str, Any]) -> int:
         """Queue ``record`` on ``lane`` ("alert", "registry", "summary", "raw").  Thread-safe, never blocks
         on disk or network.  Raises :class:`RecordError` (and counts it) for a bad lane or a record
         that is not JSON-serialisable; a full memory buffer (the disk is failing) counts the record
-        as lost and reports it upward instead of blocking."""
+        as lost and reports it upward instead of blocking.
+
+        Returns a ticket (1, 2, 3 ... in submission order) for :meth:`committed`."""
         index = LANE_INDEX.get(lane)
         if index is None:
             raise RecordError(f"lane {lane!r}: expected one of {', '.join(LANES)}")
@@ -189,29 +202,64 @@ class Forwarder:
             raise RecordError(
                 f"record for lane {lane!r} is not JSON-serialisable ({exc}); use numbers, strings, lists, dicts; no NaN"
             ) from exc
-        item = Pending(index, time.time(), body, summary_level(index, record))
+        created, level = time.time(), summary_level(index, record)
         with self._lock:
+            self._last_ticket += 1
+            ticket = self._last_ticket
             wake = index == ALERT or not self._buffer
             if len(self._buffer) >= self.config.memory_buffer_max:
                 self._stat_overflow[index] += 1
                 self._urgent = wake = True
+                self._ticket_lost(ticket)
             else:
-                self._buffer.append(item)
+                self._buffer.append(Pending(index, created, body, level, ticket))
                 self._accepted_total += 1
                 self._stat_submitted[index] += 1
                 if index == ALERT:
                     self._urgent = True
         if wake:
             self._wake.set()
+        return ticket
+
+    def committed(self, ticket: int) -> bool:
+        """True once the record of ``ticket`` (from :meth:`submit`) is committed to the queue file,
+        so it survives a crash or kill -9 of the process (a power cut may still take the last
+        commits: synchronous=NORMAL), or once it was counted lost before it could be committed
+        (memory buffer full, or larger than the budget allows: see ``status()["losses"]``).
+        Tickets are settled in order: ``committed(t)`` implies ``committed(s)`` for every s < t."""
+        with self._lock:
+            return ticket <= self._settled_ticket
+
+    def _ticket_lost(self, ticket: int) -> None:
+        """Lock held: ``ticket`` will never be committed (counted lost instead)."""
+        lost = self._lost_tickets
+        i = bisect.bisect_left(lost, [ticket, ticket])
+        if i > 0 and lost[i - 1][1] == ticket - 1:
+            i -= 1
+            lost[i][1] = ticket
+        else:
+            lost.insert(i, [ticket, ticket])
+        if i + 1 < len(lost) and lost[i + 1][0] == ticket + 1:
+            lost[i][1] = lost.pop(i + 1)[1]
+        self._settle_tickets(self._settled_ticket)
+
+    def _settle_tickets(self, through: int) -> None:
+        """Lock held: every ticket <= ``through`` is settled; so are lost ones right after."""
+        self._settled_ticket = max(self._settled_ticket, through)
+        lost = self._lost_tickets
+        while lost and lost[0][0] <= self._settled_ticket + 1:
+            self._settled_ticket = max(self._settled_ticket, lost.pop(0)[1])
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted so far is committed to the queue file (or counted lost)."""
         deadline = time.monotonic() + timeout
         with self._committed:
-            target = self._accepted_total
+            # Every record submitted so far (by ticket), and as many records as were accepted by
+            # now (internal reports included, which jump ahead of submitted records).
+            target, ticket = self._accepted_total, self._last_ticket
             self._urgent = True
             self._wake.set()
-            while self._settled_total < target:
+            while self._settled_total < target or self._settled_ticket < ticket:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -506,16 +554,18 @@ class _StoreLoop:
         self.q = fwd._queue
         self.cfg = fwd.config
         n = len(LANES)
-        self.inflight: dict[int, tuple[int, int]] = {}
+        self.inflight: dict[int, tuple[int, int, int]] = {}  # mid -> (lane, id, bytes in the file, at most)
         self.lane_inflight: list[deque[int]] = [deque() for _ in range(n)]
         self.lane_acked: list[set[int]] = [set() for _ in range(n)]
-        self.acked_through: dict[int, int] = {}
-        self.acked_pending = 0
+        self.sizes: dict[int, int] = {}  # id -> bytes in the file (at most), while in flight
+        # Per lane, in order: (id, bytes) of acknowledged records not deleted yet.
+        self.to_delete: list[deque[tuple[int, int]]] = [deque() for _ in range(n)]
         self.prefetch: list[deque[QueuedRecord]] = [deque() for _ in range(n)]
         self.cursor = [lane_lo(i) - 1 for i in range(n)]
         self.last_sent = [lane_lo(i) - 1 for i in range(n)]
         self.exhausted = [False] * n
         self.first_pending: float | None = None
+        self.peak_bytes = 0  # largest database + WAL + WAL index seen after a write
         self.last_delete = time.monotonic()
         self.retry_at = 0.0
         self.small_batches_until = 0.0
@@ -555,7 +605,7 @@ class _StoreLoop:
                 or pending >= _MAX_BATCH
                 or now - (self.first_pending or now) >= self.cfg.commit_interval_ms / 1000.0
             )
-            delete_due = bool(self.acked_through) and (
+            delete_due = self._deletes_pending() and (
                 stopping or commit_due or now - self.last_delete >= self.cfg.delete_interval_ms / 1000.0
             )
             if (commit_due or delete_due) and (now >= self.retry_at or stopping):
@@ -575,7 +625,7 @@ class _StoreLoop:
             if pending:
                 left = self.cfg.commit_interval_ms / 1000.0 - (time.monotonic() - (self.first_pending or now))
                 timeout = min(timeout, max(left, 0.0005))
-            if self.acked_through:
+            if self._deletes_pending():
                 left = self.cfg.delete_interval_ms / 1000.0 - (time.monotonic() - self.last_delete)
                 timeout = min(timeout, max(left, 0.0005))
             if self.inflight and connected:
@@ -593,15 +643,16 @@ class _StoreLoop:
             entry = self.inflight.pop(mid, None)
             if entry is None:
                 continue
-            lane, rid = entry
+            lane, rid, size = entry
             done = self.lane_acked[lane]
             done.add(rid)
+            self.sizes[rid] = size
             order = self.lane_inflight[lane]
             # In-order delete: a record is deleted only when every record before it in its lane is acked.
             while order and order[0] in done:
                 head = order.popleft()
                 done.discard(head)
-                self.acked_through[lane] = head
+                self.to_delete[lane].append((head, self.sizes.pop(head)))
                 acked[lane] += 1
         if any(acked):
             total = sum(acked)
@@ -613,78 +664,158 @@ class _StoreLoop:
                 self.fwd._drain_marks.append((time.monotonic(), total))
 
     # -- commits ---------------------------------------------------------------------------
+    def _take_batch(self) -> list[Pending]:
+        """The oldest buffered records, at most one transaction's worth (count and bytes)."""
+        fwd = self.fwd
+        # After "disk full": commit in small pieces so what fits gets in.
+        limit = _SMALL_BATCH if self.small_batches_until > time.monotonic() else _MAX_BATCH
+        room = self.q.max_commit_bytes
+        items: list[Pending] = []
+        with fwd._lock:
+            buffer = fwd._buffer
+            while buffer and len(items) < limit:
+                size = self.q.estimate_bytes(buffer[0])
+                if items and size > room:
+                    break
+                room -= size
+                items.append(buffer.popleft())
+            fwd._urgent = bool(buffer)
+        return items
+
+    def _deletes_pending(self) -> bool:
+        return any(self.to_delete)
+
+    def _delete_batch(self, room: int) -> tuple[dict[int, int], int, list[int]]:
+        """Deletes for the next commit, about ``room`` bytes of rows at most (one row at least when
+        ``room`` is the whole transaction): lane -> delete through this id, their bytes, rows per lane.
+
+        Deleting rows rewrites the pages they are on: bounded so that one transaction never outgrows
+        the WAL allowance (after a long drain, the deletes take several commits)."""
+        through: dict[int, int] = {}
+        taken = [0] * len(LANES)
+        total = 0
+        for lane, rows in enumerate(self.to_delete):
+            for rid, size in rows:
+                if total + size > room and (total or room < self.q.max_txn_bytes):
+                    return through, total, taken
+                through[lane] = rid
+                taken[lane] += 1
+                total += size
+        return through, total, taken
+
     def _commit(self) -> None:
         fwd = self.fwd
-        with fwd._lock:
-            if self.small_batches_until > time.monotonic():
-                # After "disk full": commit in small pieces so what fits gets in.
-                items = [fwd._buffer.popleft() for _ in range(min(_SMALL_BATCH, len(fwd._buffer)))]
-            else:
-                items = list(fwd._buffer)
-                fwd._buffer.clear()
-            fwd._urgent = bool(fwd._buffer)
+        items: list[Pending] = []
+        too_large: list[Pending] = []
+        for item in self._take_batch():
+            (too_large if self.q.stored_bytes(item) > self.q.max_record_bytes else items).append(item)
+        incoming = sum(self.q.estimate_bytes(item) for item in items)
+        if items and self.q.needs_room(incoming):
+            self._enforce(force=False, incoming=incoming)
+        through, delete_bytes, taken = self._delete_batch(self.q.max_txn_bytes - incoming)
         try:
-            new, _deleted = self.q.commit(items, self.acked_through)
+            new, _deleted = self.q.commit(items, through, delete_bytes=delete_bytes)
         except QueueError as exc:
             with fwd._lock:
                 fwd._buffer.extendleft(reversed(items))
                 fwd._last_write_error = str(exc)
+            if too_large:
+                self._settle(too_large, lost=True)
             self._on_write_error(exc)
             return
         self.first_pending = None
-        self.acked_through = {}
-        self.last_delete = time.monotonic()
+        for lane, n in enumerate(taken):
+            for _ in range(n):
+                self.to_delete[lane].popleft()
+        if not self._deletes_pending():  # else the rest goes with the next commit, at once
+            self.last_delete = time.monotonic()
         for record in new:
             lane = record.lane
             if self.exhausted[lane] and record.id > self.cursor[lane]:
                 self.prefetch[lane].append(record)
                 self.cursor[lane] = record.id
-        if items and self.q.over_budget():
-            self._enforce(force=False)
         self._report_overflow()
         self._refresh_status()
+        self._settle(too_large, lost=True)
+        self._settle(items)
+
+    def _settle(self, items: list[Pending], *, lost: bool = False) -> None:
+        """``items`` are committed (or, with ``lost``, counted lost: too large for the budget)."""
+        if not items:
+            return
+        fwd = self.fwd
+        if lost:
+            counts: dict[str, int] = {}
+            for item in items:
+                name = LANES[item.lane]
+                log.error(
+                    "forward: a %s record of %d bytes is larger than the disk budget allows", name, len(item.body)
+                )
+                self.q.bump(f"lost.{name}")
+                counts[name] = counts.get(name, 0) + 1
+            report = {"type": "loss_report", "reason": "record_too_large", "lost_before_commit": counts}
+            self._push_internal(
+                REGISTRY, {**report, "max_record_bytes": self.q.max_record_bytes, "epoch": self.q.epoch}
+            )
         with fwd._committed:
             fwd._settled_total += len(items)
+            if lost:
+                for item in items:
+                    if item.ticket:
+                        fwd._ticket_lost(item.ticket)
+            else:
+                # Submitted records commit in ticket order (the buffer is FIFO for them).
+                fwd._settle_tickets(max(item.ticket for item in items))
             fwd._committed.notify_all()
 
     def _final_commit(self) -> None:
-        for _ in range(3):
+        failures = 0
+        while failures < 3:
             with self.fwd._lock:
                 pending = len(self.fwd._buffer)
-            if not pending and not self.acked_through:
+            if not pending and not self._deletes_pending():
                 break
             self.retry_at = 0.0
+            written = self.q.commits
             self._commit()
+            if self.q.commits == written:
+                failures += 1
         with contextlib.suppress(QueueError):
             self.q.save_counters()
 
     def _on_write_error(self, exc: QueueError) -> None:
-        name = "disk_full" if isinstance(exc, DiskFullError) else "write_errors"
+        if isinstance(exc, DiskFullError):
+            # "budget_full": the queue's own page cap stopped a commit that the estimate let through.
+            name, reason = ("disk_full" if exc.reason == "disk_full" else "budget_full"), exc.reason
+        else:
+            name = reason = "write_errors"
         self.q.bump(f"events.{name}")
         log.error("forward queue write failed: %s", exc)
         self.retry_at = time.monotonic() + _RETRY_AFTER_WRITE_ERROR_S
         if isinstance(exc, DiskFullError):
-            # The disk is smaller than the budget: free space the same way the budget does.
+            # The disk is smaller than the budget (or the estimate was short): free space the same way
+            # the budget does.
             self.small_batches_until = time.monotonic() + 10.0
-            try:
-                if self._enforce(force=True):
-                    self.retry_at = time.monotonic()
-            except QueueError as again:
-                log.error("forward queue: could not free space after disk full: %s", again)
-        self._report_overflow(reason=name)
+            if self._enforce(force=True, reason=exc.reason):
+                self.retry_at = time.monotonic()
+        self._report_overflow(reason=reason)
         self._refresh_status()
 
-    def _enforce(self, *, force: bool) -> bool:
+    def _enforce(self, *, force: bool, incoming: int = 0, reason: str = "disk_budget") -> bool:
         # Records sent by this process (in flight or acked) are never compacted or dropped.
         protect = {lane: self.last_sent[lane] for lane in range(len(LANES))}
-        result = self.q.enforce_budget(protect, force=force)
+        result = BudgetResult()
+        try:
+            result = self.q.enforce_budget(protect, incoming=incoming, force=force, result=result)
+        except QueueError as exc:  # what was done before the error is committed and reported below
+            log.error("forward queue: could not free space (%s): %s", reason, exc)
         if not result:
             return False
         for lane in result.touched:
             self.prefetch[lane].clear()
             self.exhausted[lane] = False
             self.cursor[lane] = self.last_sent[lane]
-        self._loss_report(result, reason="disk_budget" if not force else "disk_full")
+        self._loss_report(result, reason=reason)
         return True
 
     def _loss_report(self, result: BudgetResult, reason: str) -> None:
@@ -730,8 +861,17 @@ class _StoreLoop:
 
     def _refresh_status(self) -> None:
         oldest = [self.q.oldest_created(i) if self.q.counts[i] else None for i in range(len(LANES))]
-        db_bytes, wal_bytes = self.q.file_bytes()
-        disk = {"used_bytes": self.q.used_bytes(), "db_file_bytes": db_bytes, "wal_file_bytes": wal_bytes}
+        db_bytes, wal_bytes, shm_bytes = self.q.file_bytes()
+        on_disk = db_bytes + wal_bytes + shm_bytes
+        self.peak_bytes = max(self.peak_bytes, on_disk)
+        disk = {
+            "used_bytes": on_disk,
+            "peak_bytes": self.peak_bytes,
+            "db_file_bytes": db_bytes,
+            "wal_file_bytes": wal_bytes,
+            "shm_file_bytes": shm_bytes,
+            "records_bytes": self.q.used_bytes(),
+        }
         with self.fwd._lock:
             for i in range(len(LANES)):
                 self.fwd._stat_depth[i] = self.q.counts[i]
@@ -787,7 +927,8 @@ class _StoreLoop:
             if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
                 break  # e.g. queue full: try again on the next wake
             self.prefetch[record.lane].popleft()
-            self.inflight[info.mid] = (record.lane, record.id)
+            size = min(len(record.body), self.q.max_record_bytes) + ROW_OVERHEAD
+            self.inflight[info.mid] = (record.lane, record.id, size)
             self.lane_inflight[record.lane].append(record.id)
             self.last_sent[record.lane] = record.id
             sent[record.lane] += 1

@@ -6,9 +6,10 @@ JSON (default), topic ``<topic_prefix>/<gateway_id>/<lane>``::
      "seq": 17, "created": 1700000000.123, "record": {...the submitted record...}}
 
 ``key`` is the idempotency key: the same record always carries the same key, however often it is
-sent (after a reconnect, a crash or a restart).  ``seq`` increases by one per record within a lane
-(a compacted summary gets a new ``seq``; it lists the ones it replaces under
-``record.compaction.replaces``).  ``epoch`` is the forwarder run that committed the record: a new
+sent (after a reconnect, a crash or a restart).  ``seq`` increases within a lane and is never
+reused in the queue file, also after a kill -9 (it may then jump ahead: see ``queue.py``); a
+compacted summary gets a new ``seq`` and lists the ones it replaces under
+``record.compaction.replaces``.  ``epoch`` is the forwarder run that committed the record: a new
 one on every start, so a sequence number reused after a power cut never makes a key reused.
 
 Sparkplug B is in ``gateway/forward/sparkplug.py`` (imported only when configured).

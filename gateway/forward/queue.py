@@ -8,6 +8,19 @@ Durability: ``synchronous=NORMAL`` in WAL mode.  A commit is atomic; a power cut
 last commits (the WAL frames not yet synced) but never corrupts committed data.  The forwarder
 commits in batches every few milliseconds, so there is no fsync per record.
 
+Sequence numbers: ``seq`` increases per lane and is never reused after a crash, even when every
+row of the lane was acknowledged and deleted.  The ``lanes`` table holds, per lane, a limit that
+every seq (and position) used so far is below: a commit that reaches the limit raises it by
+:data:`SEQ_BLOCK` in the same transaction (one small write per 1024 records of a lane, not one per
+commit), and a start continues from the limit.  So after a crash or kill -9 ``seq`` may jump ahead
+(by less than 1024); after a clean stop it continues without a gap (the exact next values are saved).
+
+Disk budget, on the files as they are on disk: the database file is capped with
+``max_page_count`` (free pages included, SQLite enforces it), the WAL gets an allowance of its own
+that no write transaction can push it past (transactions are bounded in size, and the WAL is
+checkpointed and emptied first when the next one might not fit), and the WAL index (``-shm``)
+is counted too.  Budget enforcement (compaction, drops) works on the pages in use.
+
 Only one thread touches a ``ForwardQueue`` (the forwarder's store thread).
 """
 
@@ -55,6 +68,17 @@ CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 # Drop / compaction work is done in chunks of this many rows, re-measuring the file in between.
 _CHUNK = 256
+# Sequence numbers (and positions) reserved per write of the lanes table (see the module docstring).
+SEQ_BLOCK = 1024
+# The WAL index (-shm) beside a WAL of up to ~4000 frames; counted in the budget.
+SHM_BYTES = 32 * 1024
+# Pages a write transaction may touch beyond the pages its rows fill: per lane touched a partly
+# filled leaf and its interior pages, page 1, a freelist trunk page, the lanes and counters tables.
+_TXN_OVERHEAD_PAGES = 16
+# Bytes of a row beyond its stored body (cell header, seq, epoch, created, level, crc, enc): 45 measured.
+ROW_OVERHEAD = 64
+_WAL_FRAME_HEADER = 24
+_WAL_HEADER = 32
 
 
 def lane_lo(lane: int) -> int:
@@ -75,12 +99,13 @@ class QueuedRecord(NamedTuple):
 
 
 class Pending(NamedTuple):
-    """A record accepted by ``submit`` and not committed yet."""
+    """A record accepted by ``submit`` and not committed yet (``ticket`` 0: an internal record)."""
 
     lane: int
     created: float
     body: str
     level: int
+    ticket: int = 0
 
 
 @dataclass
@@ -121,7 +146,15 @@ class BudgetResult:
 
 
 class DiskFullError(QueueError):
-    """SQLite reported "database or disk is full"; the transaction was rolled back."""
+    """SQLite reported "database or disk is full"; the transaction was rolled back.
+
+    ``reason`` is ``"disk_budget"`` when the queue's own page cap (the budget) stopped the write
+    while the file system still had room, else ``"disk_full"``.
+    """
+
+    def __init__(self, message: str, reason: str = "disk_full") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ForwardQueue:
@@ -139,9 +172,19 @@ class ForwardQueue:
     ) -> None:
         self.path = Path(path)
         self.budget_bytes = int(budget_bytes)
-        # The WAL lives beside the database: reserve part of the budget for it and cap it.
-        self.wal_limit_bytes = int(min(4 * 1024 * 1024, max(64 * 1024, self.budget_bytes // 8)))
-        self.db_budget_bytes = self.budget_bytes - self.wal_limit_bytes
+        # The files on disk: database (capped), WAL (its own allowance), WAL index (fixed size).
+        self.wal_limit_bytes = int(min(4 * 1024 * 1024, max(128 * 1024, self.budget_bytes // 8)))
+        self.db_budget_bytes = self.budget_bytes - self.wal_limit_bytes - SHM_BYTES
+        if self.db_budget_bytes < 64 * 1024:
+            raise QueueError(
+                f"forward queue: a disk budget of {self.budget_bytes} bytes leaves {self.db_budget_bytes} bytes for"
+                f" the database after the WAL allowance ({self.wal_limit_bytes}) and its index ({SHM_BYTES});"
+                " use at least 256 KB (disk_budget_mb = 0.25)"
+            )
+        # Bytes of new rows (bodies + ROW_OVERHEAD) per commit: a quarter of the WAL allowance, so
+        # it fits beside what the WAL holds, and a small share of the database budget, so the 15%
+        # headroom left by budget enforcement takes several commits.
+        self.max_commit_bytes = max(4096, min(self.wal_limit_bytes // 4, self.db_budget_bytes // 32))
         self.compaction_factor = compaction_factor
         self.compaction_max_level = compaction_max_level
         self.max_page_count = max_page_count
@@ -151,9 +194,38 @@ class ForwardQueue:
         self.counters: dict[str, int] = {}
         self._next_seq = [1] * len(LANES)
         self._next_pos = [0] * len(LANES)
+        # What the lanes table holds: every seq / position used so far is below these.
+        self._seq_limit = [1] * len(LANES)
+        self._pos_limit = [0] * len(LANES)
+        self.commits = 0  # successful commit() calls
         self._conn: sqlite3.Connection | None = None
         self._counters_dirty = False
         self._page_size = 4096
+        self._budget_pages = self.db_budget_bytes // self._page_size
+
+    @property
+    def max_txn_bytes(self) -> int:
+        """Bytes of rows one write transaction may touch (insert, update or delete) so that its pages,
+        written into an emptied WAL, stay within the WAL allowance."""
+        frames = (self.wal_limit_bytes - _WAL_HEADER) // (self._page_size + _WAL_FRAME_HEADER)
+        return (frames - 1 - _TXN_OVERHEAD_PAGES) * (self._page_size - 8)
+
+    @property
+    def max_record_bytes(self) -> int:
+        """Largest stored size (deflated body + row overhead) of one record: its transaction must fit
+        the WAL allowance, and it may take at most a quarter of the database budget.  Larger
+        records are refused (counted lost) instead of breaking the budget."""
+        return min(self.max_txn_bytes, self.db_budget_bytes // 4)
+
+    def stored_bytes(self, item: Pending) -> int:
+        """What ``item`` takes in the file (body as stored + row overhead); deflates only long records."""
+        if len(item.body) + ROW_OVERHEAD <= self.max_record_bytes:
+            return len(item.body) + ROW_OVERHEAD  # an upper bound: a stored body is never longer than its JSON
+        return len(encode_body(item.body)[1]) + ROW_OVERHEAD
+
+    def estimate_bytes(self, item: Pending) -> int:
+        """Upper bound of what a record that fits (see :attr:`max_record_bytes`) takes in the file."""
+        return min(len(item.body) + ROW_OVERHEAD, self.max_record_bytes)
 
     # -- open / recovery -------------------------------------------------------------------
     def open(self) -> RecoveryReport:
@@ -164,23 +236,35 @@ class ForwardQueue:
             problem = self._check_file()
             if problem is not None:
                 report = self._salvage(problem)
-        conn = self._connect(self.path)
+        conn = self._connect(self.path, capped=True)
         conn.executescript(_SCHEMA)
         self._conn = conn
         self._load_state(report)
         return report
 
-    def _connect(self, path: Path) -> sqlite3.Connection:
+    def _connect(self, path: Path, *, capped: bool) -> sqlite3.Connection:
         # Only this connection writes; a short busy timeout turns a foreign lock into a quick,
         # retried QueueError instead of a stalled store thread.
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=1.0)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        # Deleted rows are zeroed inside the pages written anyway, but freed pages are not zeroed
+        # and written to the WAL (Debian's SQLite defaults to secure_delete=ON): deleting large
+        # rows writes about half the pages.
+        conn.execute("PRAGMA secure_delete=FAST")
         self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-        conn.execute(f"PRAGMA wal_autocheckpoint={max(16, self.wal_limit_bytes // self._page_size // 2)}")
-        conn.execute(f"PRAGMA journal_size_limit={self.wal_limit_bytes}")
-        if self.max_page_count is not None:
-            conn.execute(f"PRAGMA max_page_count={int(self.max_page_count)}")
+        self._budget_pages = self.db_budget_bytes // self._page_size
+        # The WAL is checkpointed (and reset) once it holds a quarter of its allowance, and cut back
+        # to that size on reset: it stays small, and a write transaction always finds room in it.
+        frame = self._page_size + _WAL_FRAME_HEADER
+        conn.execute(f"PRAGMA wal_autocheckpoint={max(4, self.wal_limit_bytes // 4 // frame)}")
+        conn.execute(f"PRAGMA journal_size_limit={self.wal_limit_bytes // 4}")
+        caps = [self.max_page_count] if self.max_page_count is not None else []
+        if capped:
+            caps.append(self._budget_pages)
+        if caps:
+            # SQLite refuses ("database or disk is full") to grow the file beyond this many pages.
+            conn.execute(f"PRAGMA max_page_count={int(min(caps))}")
         return conn
 
     def _check_file(self) -> str | None:
@@ -213,7 +297,8 @@ class ForwardQueue:
         for suffix in ("", "-wal", "-shm"):
             _unlink(Path(str(salvage_path) + suffix))
         report = RecoveryReport(state="salvaged", path=str(self.path), error=problem)
-        new = self._connect(salvage_path)
+        # Not capped by the budget: what was readable is kept (it fitted the file it comes from).
+        new = self._connect(salvage_path, capped=False)
         new.executescript(_SCHEMA)
         try:
             old = sqlite3.connect(str(self.path), isolation_level=None)
@@ -305,32 +390,39 @@ class ForwardQueue:
             ).fetchone()
             self.counts[lane] = int(count)
             stored_seq, stored_pos = lanes.get(lane, (1, 0))
-            # Never reuse a position or a sequence number, whatever the lanes table says.
+            # Continue from the limits of the lanes table (every seq and position used is below
+            # them, see commit()), or above the rows when a lanes table was lost in a salvage.
             self._next_pos[lane] = max(stored_pos, (int(max_id) - lo + 1) if max_id is not None else 0)
             self._next_seq[lane] = max(stored_seq, (int(max_seq) + 1) if max_seq is not None else 1)
         self.counters = {str(r[0]): int(r[1]) for r in conn.execute("SELECT name, value FROM counters")}
         if report.state in ("salvaged", "replaced"):
             self.counters["recoveries"] = self.counters.get("recoveries", 0) + 1
-        conn.execute("BEGIN")
+        self._begin(0)
         self._save_lanes(conn)
         self._save_counters(conn)
         conn.execute("COMMIT")
+        self._seq_limit, self._pos_limit = list(self._next_seq), list(self._next_pos)
 
     # -- writes ----------------------------------------------------------------------------
     def commit(
-        self, items: Sequence[Pending], acked_through: dict[int, int] | None = None
+        self, items: Sequence[Pending], acked_through: dict[int, int] | None = None, *, delete_bytes: int = 0
     ) -> tuple[list[QueuedRecord], dict[int, int]]:
-        """Append ``items`` and delete acknowledged rows (``lane -> highest acked id``) in one transaction.
+        """Append ``items`` and delete acknowledged rows (``lane -> highest acked id``, about
+        ``delete_bytes`` of rows) in one transaction.
 
         Returns the new records (with their ids and sequence numbers) and the number of rows
         deleted per lane.  Raises :class:`DiskFullError` / :class:`QueueError` after a rollback:
-        nothing of this call is kept then, and everything committed before stays.
+        nothing of this call is kept then, and everything committed before stays.  Keep ``items``
+        within :attr:`max_commit_bytes` (or one record) and items and deletes together within
+        :attr:`max_txn_bytes` (:meth:`estimate_bytes`), so the WAL stays within its allowance.
         """
         conn = self._db()
         next_seq = list(self._next_seq)
         next_pos = list(self._next_pos)
+        seq_limit, pos_limit = list(self._seq_limit), list(self._pos_limit)
         new: list[QueuedRecord] = []
         rows: list[tuple[int, int, str, float, int, int, int, bytes]] = []
+        stored = 0
         for item in items:
             lane = item.lane
             rid = lane_lo(lane) + next_pos[lane]
@@ -338,28 +430,34 @@ class ForwardQueue:
             next_pos[lane] += 1
             next_seq[lane] += 1
             enc, blob = encode_body(item.body)
+            stored += len(blob) + ROW_OVERHEAD
             rows.append((rid, seq, self.epoch, item.created, item.level, zlib.crc32(blob), enc, blob))
             new.append(QueuedRecord(rid, lane, seq, self.epoch, item.created, item.body))
         deleted: dict[int, int] = {}
         try:
-            conn.execute("BEGIN")
+            self._begin(stored + delete_bytes)
             if rows:
                 conn.executemany(
                     "INSERT INTO records(id, seq, epoch, created, level, crc, enc, body) VALUES(?,?,?,?,?,?,?,?)", rows
                 )
+            for lane in range(len(LANES)):
+                # Seqs used must stay below the limit in the file, or a kill -9 after these rows are
+                # acknowledged and deleted would hand the same seqs out again.
+                if next_seq[lane] > seq_limit[lane] or next_pos[lane] > pos_limit[lane]:
+                    seq_limit[lane], pos_limit[lane] = next_seq[lane] + SEQ_BLOCK, next_pos[lane] + SEQ_BLOCK
+                    self._save_lane(conn, lane, seq_limit[lane], pos_limit[lane])
             for lane, through in (acked_through or {}).items():
                 cur = conn.execute("DELETE FROM records WHERE id >= ? AND id <= ?", (lane_lo(lane), through))
                 deleted[lane] = cur.rowcount
-            # The lanes table is not touched here: positions and sequence numbers are recomputed
-            # from the rows on open, and a reused sequence number never reuses a key (new epoch
-            # per run).  One page less written per commit.
             if self._counters_dirty:
                 self._save_counters(conn)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
-            raise _queue_error(exc) from exc
+            raise self._queue_error(exc) from exc
         self._next_seq, self._next_pos = next_seq, next_pos
+        self._seq_limit, self._pos_limit = seq_limit, pos_limit
+        self.commits += 1
         for record in new:
             self.counts[record.lane] += 1
         for lane, n in deleted.items():
@@ -374,12 +472,12 @@ class ForwardQueue:
     def save_counters(self) -> None:
         conn = self._db()
         try:
-            conn.execute("BEGIN")
+            self._begin(0)
             self._save_counters(conn)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
-            raise _queue_error(exc) from exc
+            raise self._queue_error(exc) from exc
 
     # -- reads -----------------------------------------------------------------------------
     def fetch(self, lane: int, after_id: int, limit: int) -> list[QueuedRecord]:
@@ -406,31 +504,44 @@ class ForwardQueue:
         return None if row is None else float(row[0])
 
     def used_bytes(self) -> int:
-        """Bytes of the database file in use (pages minus free pages); the WAL is budgeted apart."""
+        """Bytes of the database in use (pages minus free pages): what budget enforcement works on."""
         conn = self._db()
         pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
         free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
         return (pages - free) * self._page_size
 
-    def file_bytes(self) -> tuple[int, int]:
-        """Sizes of the database file and of its WAL on disk."""
-        return _size(self.path), _size(Path(str(self.path) + "-wal"))
+    def file_bytes(self) -> tuple[int, int, int]:
+        """Sizes of the database file, its WAL and the WAL index (-shm) on disk."""
+        return _size(self.path), _size(self._wal_path()), _size(Path(str(self.path) + "-shm"))
 
-    def over_budget(self) -> bool:
-        return self.used_bytes() > self.db_budget_bytes
+    def needs_room(self, incoming_bytes: int) -> bool:
+        """True when ``incoming_bytes`` of new rows (:meth:`estimate_bytes`) would not fit under the budget."""
+        return self.used_bytes() + incoming_bytes + self._slack_bytes() > self.db_budget_bytes
+
+    def _slack_bytes(self) -> int:
+        # Pages a commit may start beyond its rows' bytes (a leaf, an interior page); row bytes are
+        # overestimated already (JSON length, not the deflated body).
+        return 2 * self._page_size
 
     # -- disk budget -----------------------------------------------------------------------
-    def enforce_budget(self, protect: dict[int, int], *, force: bool = False) -> BudgetResult:
-        """Bring the file back under budget: compact summaries, then drop raw, summary, registry, alert.
+    def enforce_budget(
+        self, protect: dict[int, int], *, incoming: int = 0, force: bool = False, result: BudgetResult | None = None
+    ) -> BudgetResult:
+        """Make room for ``incoming`` bytes of new rows: compact summaries, then drop raw, summary,
+        registry, alert, until the rows in use and ``incoming`` take at most 85% of the budget.
 
         ``protect`` maps lane -> highest id in flight: those rows are never touched.  ``force``
         frees space even under budget (used after "disk full", when the disk is smaller than the budget).
+        Each chunk of work is a transaction of its own: on an error, ``result`` (when given) holds
+        what was committed before it.
         """
-        result = BudgetResult()
+        result = BudgetResult() if result is None else result
         used = self.used_bytes()
-        if not force and used <= self.db_budget_bytes:
+        if not force and not self.needs_room(incoming):
             return result
-        target = int(min(self.db_budget_bytes, used) * 0.85)
+        # Down to 85% of the budget with the incoming rows in: the next commits fit without work.
+        base = min(self.db_budget_bytes, used) if force else self.db_budget_bytes
+        target = int(base * 0.85) - incoming - self._slack_bytes()
         steps: list[Callable[[], bool]] = [
             lambda: self._compact_chunk(protect, result),
             lambda: self._drop_chunk(RAW, protect, result),
@@ -449,10 +560,15 @@ class ForwardQueue:
     def _compact_chunk(self, protect: dict[int, int], result: BudgetResult) -> bool:
         conn = self._db()
         lo = max(lane_lo(SUMMARY) - 1, protect.get(SUMMARY, -1))
-        rows = conn.execute(
-            "SELECT id, seq, enc, body FROM records WHERE id > ? AND id < ? AND level < ? ORDER BY id LIMIT ?",
-            (lo, lane_hi(SUMMARY), self.compaction_max_level, _CHUNK),
-        ).fetchall()
+        # The transaction rewrites the pages holding these rows: a quarter of the WAL allowance at most.
+        rows = _first_within(
+            conn.execute(
+                "SELECT id, seq, enc, body FROM records WHERE id > ? AND id < ? AND level < ? ORDER BY id LIMIT ?",
+                (lo, lane_hi(SUMMARY), self.compaction_max_level, _CHUNK),
+            ).fetchall(),
+            lambda row: len(row[3]) + ROW_OVERHEAD,
+            self.wal_limit_bytes // 4,
+        )
         groups: dict[tuple[str, str, str, int], list[tuple[int, int, dict[str, Any]]]] = {}
         unmergeable: list[int] = []
         for rid, seq, enc, body in rows:
@@ -479,24 +595,24 @@ class ForwardQueue:
         if not updates and not unmergeable:
             return False
         try:
-            conn.execute("BEGIN")
-            conn.executemany("UPDATE records SET seq=?, epoch=?, level=?, crc=?, enc=?, body=? WHERE id=?", updates)
+            self._begin(sum(len(r[3]) + ROW_OVERHEAD for r in rows))
+            # Deletes first: the space they free takes the merged records, even at the page cap.
             conn.executemany("DELETE FROM records WHERE id=?", [(r,) for r in removed])
+            conn.executemany("UPDATE records SET seq=?, epoch=?, level=?, crc=?, enc=?, body=? WHERE id=?", updates)
             conn.executemany("UPDATE records SET level=? WHERE id=?", [(UNMERGEABLE, r) for r in unmergeable])
-            saved = self._next_seq[SUMMARY]
-            self._next_seq[SUMMARY] = next_seq
-            try:
-                self._save_lanes(conn)
-            except sqlite3.Error:
-                self._next_seq[SUMMARY] = saved
-                raise
+            reserve = next_seq > self._seq_limit[SUMMARY]
+            if reserve:  # merged records take new seqs: keep them below the limit (see commit())
+                self._save_lane(conn, SUMMARY, next_seq + SEQ_BLOCK, self._pos_limit[SUMMARY])
             self.bump("compacted.summary", len(removed))
             self._save_counters(conn)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
             self.counters["compacted.summary"] = self.counters.get("compacted.summary", 0) - len(removed)
-            raise _queue_error(exc) from exc
+            raise self._queue_error(exc) from exc
+        self._next_seq[SUMMARY] = next_seq
+        if reserve:
+            self._seq_limit[SUMMARY] = next_seq + SEQ_BLOCK
         self.counts[SUMMARY] -= len(removed)
         if removed:
             result.compacted["summary"] = result.compacted.get("summary", 0) + len(removed)
@@ -506,26 +622,33 @@ class ForwardQueue:
     def _drop_chunk(self, lane: int, protect: dict[int, int], result: BudgetResult) -> bool:
         conn = self._db()
         lo = max(lane_lo(lane) - 1, protect.get(lane, -1))
-        rows = conn.execute(
-            "SELECT id, seq FROM records WHERE id > ? AND id < ? ORDER BY id LIMIT ?", (lo, lane_hi(lane), _CHUNK)
-        ).fetchall()
+        # A delete rewrites (most of) the pages the rows are on: a quarter of the WAL allowance at most.
+        rows = _first_within(
+            conn.execute(
+                "SELECT id, seq, length(body) FROM records WHERE id > ? AND id < ? ORDER BY id LIMIT ?",
+                (lo, lane_hi(lane), _CHUNK),
+            ).fetchall(),
+            lambda row: int(row[2]) + ROW_OVERHEAD,
+            self.wal_limit_bytes // 4,
+        )
         if not rows:
             return False
         name = LANES[lane]
+        through = int(rows[-1][0])
         try:
-            conn.execute("BEGIN")
-            conn.execute("DELETE FROM records WHERE id > ? AND id <= ?", (lo, int(rows[-1][0])))
+            self._begin(sum(int(r[2]) + ROW_OVERHEAD for r in rows))
+            conn.execute("DELETE FROM records WHERE id > ? AND id <= ?", (lo, through))
             self.bump(f"dropped.{name}", len(rows))
             self._save_counters(conn)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
             self.counters[f"dropped.{name}"] -= len(rows)
-            raise _queue_error(exc) from exc
+            raise self._queue_error(exc) from exc
         self.counts[lane] -= len(rows)
         result.dropped[name] = result.dropped.get(name, 0) + len(rows)
         ranges = result.dropped_seq_ranges.setdefault(name, [])
-        for _rid, seq in rows:
+        for _rid, seq, _length in rows:
             if ranges and ranges[-1][1] + 1 == seq:
                 ranges[-1][1] = int(seq)
             else:
@@ -542,7 +665,7 @@ class ForwardQueue:
         if self._conn is not None:
             try:
                 with contextlib.suppress(sqlite3.Error):
-                    self._conn.execute("BEGIN")
+                    self._begin(0)
                     self._save_lanes(self._conn)
                     self._save_counters(self._conn)
                     self._conn.execute("COMMIT")
@@ -561,6 +684,38 @@ class ForwardQueue:
         if conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+
+    def _begin(self, row_bytes: int) -> None:
+        """BEGIN a write transaction that touches about ``row_bytes`` of rows.  When its pages could
+        push the WAL file past its allowance, checkpoint and empty the WAL first (rare with a
+        budget of a few MB or more: the WAL is checkpointed on its own at a quarter of it)."""
+        conn = self._db()
+        frames = row_bytes // (self._page_size - 8) + 1 + _TXN_OVERHEAD_PAGES
+        if _size(self._wal_path()) + frames * (self._page_size + _WAL_FRAME_HEADER) > self.wal_limit_bytes:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("BEGIN")
+
+    def _wal_path(self) -> Path:
+        return Path(str(self.path) + "-wal")
+
+    def _queue_error(self, exc: sqlite3.Error) -> QueueError:
+        error = _queue_error(exc)
+        if isinstance(error, DiskFullError) and self._budget_cap_binds():
+            error.reason = "disk_budget"
+        return error
+
+    def _budget_cap_binds(self) -> bool:
+        """After SQLITE_FULL: was it the budget's page cap (the file system still has room)?"""
+        if self.max_page_count is not None and self.max_page_count <= self._budget_pages:
+            return False  # the caller's own cap (a small disk) is the tighter one
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize > self.wal_limit_bytes
+
+    def _save_lane(self, conn: sqlite3.Connection, lane: int, next_seq: int, next_pos: int) -> None:
+        conn.execute("INSERT OR REPLACE INTO lanes(lane, next_seq, next_pos) VALUES(?,?,?)", (lane, next_seq, next_pos))
 
     def _save_lanes(self, conn: sqlite3.Connection) -> None:
         conn.executemany(
@@ -623,6 +778,16 @@ def _valid_row(row: Sequence[Any], lane: int) -> bool:
     except (ValueError, zlib.error, QueueError):
         return False
     return True
+
+
+def _first_within(rows: list[Any], size: Callable[[Any], int], limit: int) -> list[Any]:
+    """The first of ``rows`` whose sizes add up to at most ``limit`` (at least one row)."""
+    total = 0
+    for i, row in enumerate(rows):
+        total += size(row)
+        if total > limit and i > 0:
+            return rows[:i]
+    return rows
 
 
 def _try_fetch(conn: sqlite3.Connection, sql: str) -> tuple[Any, ...] | None:

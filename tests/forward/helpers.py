@@ -5,17 +5,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gateway.forward.queue import LANE_SHIFT, LANES, decode_body
 from tests.support.mosquitto import Mosquitto
 from tests.support.upy import ROOT
 
@@ -84,6 +88,29 @@ class Collector:
         self.client.loop_stop()
 
 
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    """Poll ``predicate`` until it returns something true (the event), and return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s (last: {value!r})")
+        time.sleep(0.01)
+
+
+def queue_rows(db_path: Path) -> list[tuple[str, int, dict[str, Any]]]:
+    """(lane, seq, record) of every row committed to a queue file, read through a second connection
+    (what a restarted forwarder would find)."""
+    conn = sqlite3.connect(str(db_path), timeout=10)
+    try:
+        rows = conn.execute("SELECT id, seq, enc, body FROM records ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    return [(LANES[int(r[0]) >> LANE_SHIFT], int(r[1]), json.loads(decode_body(r[2], r[3]))) for r in rows]
+
+
 def records(messages: list[tuple[str, Any]]) -> list[dict[str, Any]]:
     """The JSON envelopes received, without the collector's topics."""
     return [m for _t, m in messages if isinstance(m, dict) and "key" in m and "record" in m]
@@ -117,7 +144,18 @@ class Runner:
             text=True,
         )
         self.lines: list[dict[str, Any]] = []
+        # Lines are read by a thread of their own, so that read_until() can give up after its timeout.
+        self._out: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read_stdout, daemon=True)
+        self._reader.start()
         self.ready = self.read_until("ready")
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        with contextlib.suppress(OSError, ValueError):
+            for line in self.proc.stdout:
+                self._out.put(line)
+        self._out.put(None)  # end of the output: the process ended
 
     def send(self, obj: dict[str, Any]) -> None:
         assert self.proc.stdin is not None
@@ -130,18 +168,20 @@ class Runner:
         self.proc.stdin.flush()
 
     def read_until(self, key: str, timeout: float = 60.0) -> dict[str, Any]:
-        assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
+        while True:
+            try:
+                line = self._out.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no {key!r} line from the forwarder within {timeout} s") from None
+            if line is None:
+                self._out.put(None)
                 err = self.proc.stderr.read() if self.proc.stderr else ""
-                raise AssertionError(f"forwarder process ended (rc={self.proc.poll()}): {err}")
+                raise AssertionError(f"forwarder process ended (rc={self.proc.wait(10)}): {err}")
             obj = json.loads(line)
             self.lines.append(obj)
             if key in obj:
                 return obj
-        raise AssertionError(f"no {key!r} line from the forwarder within {timeout} s")
 
     def request(self, op: str, key: str, **kw: Any) -> Any:
         self.send({"op": op, **kw})
@@ -159,6 +199,7 @@ class Runner:
         self._close_pipes()
 
     def _close_pipes(self) -> None:
+        self._reader.join(10)  # the process has ended: its output ends too
         for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 with contextlib.suppress(OSError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -111,6 +112,98 @@ def test_budget_compacts_summaries_drops_raw_keeps_alerts(
     for device in values:
         spans = [(s["start"], s["end"]) for s in summaries if s["device"] == device]
         assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
+
+
+class DiskSampler:
+    """Samples the real size of the queue's files on disk (database, WAL, shared-memory index) in a
+    thread of its own while the forwarder works, and keeps the largest total seen."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.paths = [db_path, db_path.with_name(db_path.name + "-wal"), db_path.with_name(db_path.name + "-shm")]
+        self.peak = 0
+        self.peak_parts: tuple[int, ...] = ()
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            parts = tuple(_size(p) for p in self.paths)
+            self.samples += 1
+            if sum(parts) > self.peak:
+                self.peak, self.peak_parts = sum(parts), parts
+            self._stop.wait(0.0002)  # the sampling period, not a synchronisation
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def test_files_on_disk_never_exceed_the_budget(mosquitto_factory: Callable[..., Mosquitto], tmp_path: Path) -> None:
+    """Outage under load from two threads with a 0.5 MB budget: database + WAL (+ its index) never
+    exceed the budget at any moment, alerts are all kept, summaries are compacted, never dropped."""
+    cloud = mosquitto_factory()
+    collector = Collector(cloud)
+    cfg = ForwardConfig.from_dict(forward_config(cloud, disk_budget_mb=0.5, max_inflight=64))
+    fwd = Forwarder(cfg, "gwd", tmp_path / "data")
+    cloud.stop()
+    sampler = DiskSampler(fwd.db_path)
+    fwd.start()
+    n_summary, n_raw = 4000, 400
+    rng = np.random.default_rng(11)
+    chunks = [rng.normal(loc=i % 4, scale=1.0, size=8) for i in range(n_summary)]
+    raws = [[int(v) for v in rng.integers(0, 99_999, 300)] for _ in range(n_raw)]
+    n_alert = n_summary // 50 + n_raw // 10
+
+    def summaries() -> None:  # alerts 0..79 between summaries
+        for i in range(n_summary):
+            fwd.submit("summary", _summary(f"d{i % 4}", float(i), chunks[i]))
+            if i % 50 == 0:
+                fwd.submit("alert", {"type": "alert", "n": i // 50})
+
+    def raw_windows() -> None:  # alerts 80..119 between raw windows
+        for i, samples in enumerate(raws):
+            fwd.submit("raw", {"type": "raw", "n": i, "samples": samples})
+            if i % 10 == 0:
+                fwd.submit("alert", {"type": "alert", "n": n_summary // 50 + i // 10})
+
+    try:
+        threads = [threading.Thread(target=summaries), threading.Thread(target=raw_windows)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert fwd.flush(60)
+        status = fwd.status()
+        assert status["lanes"]["summary"]["compacted"] > 0
+        assert status["lanes"]["summary"]["dropped"] == 0
+        assert status["lanes"]["raw"]["dropped"] > 0
+        assert status["lanes"]["alert"]["depth"] == n_alert
+        cloud.start()
+        assert fwd.wait_drained(60), fwd.status()
+        final = fwd.status()
+        acked = sum(lane["acked"] for lane in final["lanes"].values())
+        got = records(collector.wait_for(lambda m: len({r["key"] for r in records(m)}) >= acked))
+    finally:
+        fwd.stop()
+        sampler.stop()
+        collector.close()
+    assert sampler.samples > 100
+    assert sampler.peak <= cfg.disk_budget_bytes, (sampler.peak, sampler.peak_parts, cfg.disk_budget_bytes)
+    assert sampler.peak > cfg.disk_budget_bytes // 2  # the budget was pressed
+    assert final["disk"]["peak_bytes"] <= cfg.disk_budget_bytes
+    unique = {r["key"]: r for r in got}.values()
+    assert sorted(r["record"]["n"] for r in unique if r["lane"] == "alert") == list(range(n_alert))
+    summaries_got = [r["record"] for r in unique if r["lane"] == "summary"]
+    assert sum(s.get("compaction", {}).get("records", 1) for s in summaries_got) == n_summary
 
 
 def test_disk_full_is_counted_reported_and_survived(

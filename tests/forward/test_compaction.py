@@ -78,13 +78,13 @@ def test_queue_order_in_order_delete_and_protection(tmp_path: Path) -> None:
     _, deleted = q.commit([], {RAW: new[9].id})
     assert deleted == {RAW: 10} and q.counts[RAW] == 90
     assert q.fetch(RAW, -1, 1)[0].seq == 11
-    # Over budget: the oldest raw go, except the ones in flight (protected).
-    more, _ = q.commit(
-        [Pending(RAW, 200.0 + i, json.dumps({"n": 100 + i, "pad": os.urandom(450).hex()}), 0) for i in range(400)]
-    )
-    assert q.over_budget()
-    result = q.enforce_budget({RAW: new[19].id})
-    assert not q.over_budget()
+    # No room for 60 more: the oldest raw go, except the ones in flight (protected).
+    batch = [Pending(RAW, 200.0 + i, json.dumps({"n": 100 + i, "pad": os.urandom(450).hex()}), 0) for i in range(60)]
+    incoming = sum(q.estimate_bytes(p) for p in batch)
+    assert q.needs_room(incoming)
+    result = q.enforce_budget({RAW: new[19].id}, incoming=incoming)
+    assert not q.needs_room(incoming)
+    more, _ = q.commit(batch)
     assert result.dropped["raw"] > 0
     kept = [r.seq for r in q.fetch(RAW, -1, 1000)]
     assert kept[:10] == list(range(11, 21))  # in flight: untouched
