@@ -15,7 +15,7 @@ from shared_protocol.errors import (
     SchemaMismatch,
     TruncatedFrame,
 )
-from shared_protocol.header import CRC_SIZE, HEADER_FMT, HEADER_SIZE, check_frame
+from shared_protocol.header import CRC_SIZE, HEADER_FMT, HEADER_SIZE, check_frame, read_ranges
 
 try:
     from micropython import const
@@ -176,17 +176,7 @@ def _decode_ack(frame, n):
         raise TruncatedFrame("_ACK frame of %d bytes has no range count" % n)
     count = frame[HEADER_SIZE]
     _exact(n, HEADER_SIZE + 1 + 10 * count + CRC_SIZE, "_ACK")
-    ranges = []
-    o = HEADER_SIZE + 1
-    i = 0
-    while i < count:
-        b, first, last = struct.unpack_from("<HII", frame, o)
-        if first > last:
-            raise BadField("_ACK range %d: first_seq %d > last_seq %d" % (i, first, last))
-        ranges.append((b, first, last))
-        o += 10
-        i += 1
-    return {"ranges": ranges}
+    return {"ranges": read_ranges(frame, HEADER_SIZE + 1, count, "ACK")}
 
 
 def _decode_cmd(frame, n):

@@ -23,6 +23,7 @@ from binascii import crc32
 from shared_protocol import PROTOCOL_VERSION
 from shared_protocol.errors import (
     BadCRC,
+    BadField,
     TruncatedFrame,
     UnknownFrameType,
     UnsupportedVersion,
@@ -88,3 +89,18 @@ def unpack_header(frame):
     (version, ftype, flags, boot, seq, ticks)."""
     check_frame(frame)
     return struct.unpack_from(HEADER_FMT, frame, 0)
+
+
+def read_ranges(buf, offset, count, what):
+    """count inclusive (u16 boot, u32 first, u32 last) ranges at offset (ACK, CMD_RESEND);
+    raises BadField for a range whose first > last. The caller checked the length."""
+    out = []
+    i = 0
+    while i < count:
+        boot, first, last = struct.unpack_from("<HII", buf, offset)
+        if first > last:
+            raise BadField("%s range %d: first_seq %d > last_seq %d" % (what, i, first, last))
+        out.append((boot, first, last))
+        offset += 10
+        i += 1
+    return out

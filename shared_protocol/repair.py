@@ -13,7 +13,7 @@ import struct
 
 from shared_protocol import LOSS, LOSS_GONE, LOSS_UNSAVED, LOSS_UNUSED
 from shared_protocol.errors import BadField
-from shared_protocol.header import pack_header, seal
+from shared_protocol.header import pack_header, read_ranges, seal
 
 _HDR = 13
 _CRC = 4
@@ -47,17 +47,7 @@ def resend_ranges(arg):
     count = arg[0]
     if count < 1 or count > RESEND_MAX_RANGES or n != 1 + 10 * count:
         raise BadField("CMD_RESEND argument of %d bytes does not hold 1..%d ranges" % (n, RESEND_MAX_RANGES))
-    out = []
-    o = 1
-    i = 0
-    while i < count:
-        boot, first, last = struct.unpack_from("<HII", arg, o)
-        if first > last:
-            raise BadField("CMD_RESEND range %d: first %d > last %d" % (i, first, last))
-        out.append((boot, first, last))
-        o += 10
-        i += 1
-    return out
+    return read_ranges(arg, 1, count, "CMD_RESEND")
 
 
 def loss_size(count):

@@ -6,7 +6,7 @@ import struct
 
 from shared_protocol import ACK, CMD
 from shared_protocol.errors import BadField, TruncatedFrame
-from shared_protocol.header import HEADER_SIZE, check_frame
+from shared_protocol.header import HEADER_SIZE, check_frame, read_ranges
 
 
 def parse(frame):
@@ -24,14 +24,7 @@ def parse(frame):
         count = frame[HEADER_SIZE]
         if HEADER_SIZE + 1 + 10 * count != body:
             raise BadField("ACK frame of %d bytes does not hold %d ranges" % (n, count))
-        out = []
-        o = HEADER_SIZE + 1
-        i = 0
-        while i < count:
-            out.append(struct.unpack_from("<HII", frame, o))
-            o += 10
-            i += 1
-        return ftype, out
+        return ftype, read_ranges(frame, HEADER_SIZE + 1, count, "ACK")
     if ftype == CMD:
         if body < HEADER_SIZE + 7:
             raise TruncatedFrame("CMD frame of %d bytes, fixed part needs %d" % (n, HEADER_SIZE + 11))
