@@ -12,8 +12,8 @@ clock runs as fast as the CPU allows.
 
 A literal `-X heapsize=64k` cannot work on this port: the firmware, shared_protocol and
 umqtt modules loaded from .mpy take ~75 KB of 64-bit heap before anything runs, and
-the simulated hardware ~36 KB more (MemoryError while importing core/app). Bisected
-with this scenario: 148k fails at boot, 152k runs (docs/firmware.md, "The 64 KB heap").
+the simulated hardware ~36 KB more (MemoryError while importing core/app). Scanned
+with this scenario: every size from 163k up runs (docs/firmware.md, "The 64 KB heap").
 """
 
 from __future__ import annotations

@@ -59,6 +59,14 @@ def test_broker_outage_loses_nothing_keeps_order_flags_replays(
     seqs = [s for _, s, _ in got]
     assert len(seqs) == st["frames"], (len(seqs), st)  # no DATA frame lost
     assert seqs == sorted(seqs), "DATA frames arrived out of order"
+    # Every frame that takes a sequence number leaves in sequence order, the BIRTH of the new
+    # session included (behind the replay): the gateway never sees a newer frame first.
+    every: list[int] = []
+    with gateway.lock:
+        for r in gateway.frames:
+            if r.frame.seq not in every and not r.retained:
+                every.append(r.frame.seq)
+    assert every == sorted(every), every
     replayed = [s for _, s, fl in got if fl & FLAG_HISTORICAL]
     assert len(replayed) >= 8, got
     # frames published live before the outage are not flagged

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tests.firmware.gateway_stub import GatewayStub
 from tests.firmware.simdevice import SimDevice, base_config
 from tests.gateway.mqtt_util import Client
 from tests.support.gateway_proc import GatewayProcess
+from tests.support.upy import ROOT
 from tests.support.waiting import wait_until
 from tools.mosquitto import Mosquitto
 
@@ -122,3 +124,38 @@ def test_the_ack_timeout_runs_from_the_oldest_frame_in_flight(
     assert copies, "seq 6 was never sent again"
     assert copies[0].flags & FLAG_HISTORICAL
     assert dev.stats()["queue_depth"] == 0
+
+
+def test_a_backlog_after_an_outage_is_scored_in_order(
+    tmp_path: Path, mosquitto: Mosquitto, flash: Callable[[str], Path]
+) -> None:
+    """After a broker outage the device sends its backlog (DATA with HEALTH between) and a new
+    BIRTH: every frame goes out in sequence order, so none arrives "late" (stored but not
+    scored) and no false gap is reported."""
+    model = ROOT / "models" / "vibration_anomaly_int8.json"
+    imu = ["imu_ax", "imu_ay", "imu_az", "imu_gx", "imu_gy", "imu_gz"]
+    pipeline = f'[[pipelines]]\nname = "vib"\nmodel = "{model}"\ndevices = ["dev1"]\nchannels = {json.dumps(imu)}\n'
+    gw = GatewayProcess(tmp_path / "gw", mosquitto.port, extra_toml=pipeline).start()
+    fl = flash("dev1")
+    cfg = base_config(mosquitto.port, sample={"rate_hz": 100, "batch": 32}, health_s=1)
+    dev = SimDevice(fl, cfg).start(EDGELINE_SIM_STOP_FILE=tmp_path / "stop", EDGELINE_SIM_DRAIN_S=30)
+    try:
+        wait_until(lambda: len(gw.stored("dev1")) >= 10, 30, "the first frames stored")
+        mosquitto.stop()
+        stamp = (fl / "seq.dat").stat().st_mtime_ns
+        wait_until(lambda: (fl / "seq.dat").stat().st_mtime_ns != stamp, 30, "frames numbered while offline")
+        mosquitto.start()
+        gw.wait_subscribed()
+        done = len(gw.stored("dev1")) + 30
+        wait_until(lambda: len(gw.stored("dev1")) >= done, 60, "the backlog and new frames stored")
+        (tmp_path / "stop").touch()
+        assert dev.wait(timeout=60) == 0, dev.text()
+        st = wait_until(lambda: (s := gw.status()) and s["frames"]["data_accepted"] >= dev.stats()["frames"] and s)
+    finally:
+        dev.kill()
+        gw.stop()
+    c = st["sequence"]["dev1"]
+    assert (c["gaps"], c["recovered"], c["duplicates"] >= 0) == (0, 0, True), c
+    w = st["pipelines"]["vib"]["windows"]["dev1"]
+    assert w["late_frames"] == 0 and w["windows"] > 0, w
+    assert dev.stats()["losses"] >= 1  # the outage was real

@@ -73,6 +73,7 @@ class App:
         self.boot, self.seq, self.woke, ends = state.restore(board, board.flash_dir)
         del state
         unload("sensorfw.core.state")
+        gc.collect()  # free the boot-only module before the drivers load (boot fragments the heap)
         sc = cfg["sample"]
         self.readers = build_sensors(board, cfg)
         width = 0
@@ -86,8 +87,13 @@ class App:
         self.encoder = RingDataEncoder(width, sc["max_batch"], ST_INT16, schema_id(self._channels()))
         self.batcher = Batcher(self.ring, self.events, self.encoder, sc["batch"], self.sampler, self, sc["delta"])
         qc = cfg["queue"]
-        max_frame = len(self.encoder.buf)
-        max_frame = max(max_frame, EVENT_BUF_SIZE)
+        # Every frame that takes a sequence number goes through the queue, BIRTH included:
+        # a slot holds the largest of DATA, EVENT and BIRTH (its size depends on the
+        # channel table only, not on the rate). Measured in a scratch buffer that is freed
+        # before the queue's large buffers are allocated (boot fragments the heap).
+        birth_size = encode_birth(bytearray(64 + 76 * width), 0, 0, 0, FW_VERSION, self._channels())
+        max_frame = max(len(self.encoder.buf), EVENT_BUF_SIZE, birth_size)
+        gc.collect()
         self.queue = OfflineQueue(
             board.flash_dir + "/" + qc["dir"],
             qc["ram_frames"],
@@ -97,9 +103,7 @@ class App:
             qc["segment_blocks"],
         )
         self.lease = SeqLease(board.flash_dir + "/seq.dat", self.boot, qc["seq_lease"])
-        # How earlier boots ended, for CMD_RESEND answers: (boot, end, exact, highest seq
-        # of that boot kept on flash, -1 if none). Above that, a power cut took the frames.
-        self.boot_ends = [(b, end, exact, self.queue.highest_of(b)) for b, end, exact in ends]
+        self.boot_ends = ends  # how earlier boots ended, for CMD_RESEND answers
         # BIRTH: header + fw version + per channel (name, unit, 25 bytes); HEALTH: 48
         self.out_buf = bytearray(64 + 76 * width)
         self.out_mv = memoryview(self.out_buf)
@@ -219,20 +223,19 @@ class App:
         n = encode_death(self.will_buf, self.boot, self.seq, self.clock.ticks_ms())
         self.transport.connect(self.t_death, bytes(self.will_buf[:n]), (self.t_ack, self.t_cmd))
         self.queue.rewind()  # everything not ACKed goes out again, flagged historical
-        self.publish_birth()
+        self.publish_birth(True)
 
-    def publish_birth(self):
+    def publish_birth(self, opening=False):
+        """Queue a BIRTH. Like every frame that takes a sequence number it goes out in
+        sequence order: after a reconnect, behind the unACKed frames sent again, so the
+        gateway never sees it ahead of older DATA (which would make that DATA late)."""
         n = encode_birth(self.out_buf, self.boot, self.next_seq(), self.clock.ticks_ms(), FW_VERSION, self._channels())
-        self.transport.publish(self.t_birth, self.out_mv[:n], True)  # retained: docs/protocol.md
+        q = self.queue
+        q.push(self.out_buf, n, (opening or self.link.state == 1) and q.cursor >= q.f_count + q.r_count)
         self.births += 1
-        self.last_tx = self.clock.ticks_ms()
 
     def rebirth(self):
-        if self.link.up():
-            try:
-                self.publish_birth()
-            except OSError as e:
-                self.link.lost(e)
+        self.publish_birth()
 
     def publish_health(self):
         now = self.clock.ticks_ms()
@@ -277,6 +280,10 @@ class App:
             kind = mv[1]
             if kind == 2:
                 tr.publish(self.t_data, mv)
+            elif kind == 1:
+                # retained: a (re)starting gateway gets the schema at once (docs/protocol.md);
+                # the queue sends BIRTHs in order, so the last one retained is the newest
+                tr.publish(self.t_birth, mv, True)
             elif kind == 4:
                 # retained while live: the broker keeps the latest status for new subscribers
                 tr.publish(self.t_health, mv, not (mv[2] & 1))

@@ -250,7 +250,7 @@ class OfflineQueue:
         self.r_tail = t
         self.r_count -= 1
 
-    def _state_at(self, k):
+    def state_at(self, k):
         fc = self.f_count
         if k < fc:
             i = self.f_tail + k
@@ -268,7 +268,7 @@ class OfflineQueue:
         total = self.f_count + self.r_count
         k = self.cursor
         while k < total:
-            states, i = self._state_at(k)
+            states, i = self.state_at(k)
             st = states[i]
             if not (st & (_SENT | _ACKED)):
                 self.cursor = k
@@ -335,13 +335,13 @@ class OfflineQueue:
         n = 0
         k = self.cursor
         while k < total:
-            states, i = self._state_at(k)
+            states, i = self.state_at(k)
             if not (states[i] & (_SENT | _ACKED)):
                 n += 1
             k += 1
         return n
 
-    def _key_at(self, k):
+    def key_at(self, k):
         """(boot, seq) of the record at logical index k."""
         fc = self.f_count
         if k < fc:
@@ -359,42 +359,20 @@ class OfflineQueue:
         total = self.f_count + self.r_count
         k = 0
         while k < total:
-            states, i = self._state_at(k)
+            states, i = self.state_at(k)
             if states[i] & (_SENT | _ACKED) == _SENT:
-                return self._key_at(k)
+                return self.key_at(k)
             k += 1
         return None
 
-    def highest_of(self, boot):
-        """Highest seq of `boot` held in the queue, or -1."""
-        top = -1
-        total = self.f_count + self.r_count
-        k = 0
-        while k < total:
-            b, seq = self._key_at(k)
-            if b == boot and seq > top:
-                top = seq
-            k += 1
-        return top
-
-    def requeue(self, boot, first, last):
-        """CMD_RESEND: every held frame of `boot` with first <= seq <= last that was
-        sent and not ACKed goes out again (historical). Returns the held seqs of the
-        range, ascending (frames of one boot are queued in sequence order)."""
-        held = []
-        total = self.f_count + self.r_count
-        k = 0
-        while k < total:
-            b, seq = self._key_at(k)
-            if b == boot and first <= seq <= last:
-                held.append(seq)
-                states, i = self._state_at(k)
-                st = states[i]
-                if st & (_SENT | _ACKED) == _SENT:
-                    states[i] = (st & ~_SENT) | _HIST
-                    self.cursor = min(self.cursor, k)
-            k += 1
-        return held
+    def resend_at(self, k):
+        """CMD_RESEND: the record at index k goes out again (historical) if it was sent
+        and is not ACKed."""
+        states, i = self.state_at(k)
+        st = states[i]
+        if st & (_SENT | _ACKED) == _SENT:
+            states[i] = (st & ~_SENT) | _HIST
+            self.cursor = min(self.cursor, k)
 
     def in_flight(self):
         """Sent but not yet ACKed frames."""
@@ -402,7 +380,7 @@ class OfflineQueue:
         k = 0
         total = self.f_count + self.r_count
         while k < total:
-            states, i = self._state_at(k)
+            states, i = self.state_at(k)
             if states[i] & (_SENT | _ACKED) == _SENT:
                 n += 1
             k += 1
@@ -414,7 +392,7 @@ class OfflineQueue:
         total = self.f_count + self.r_count
         k = 0
         while k < total:
-            states, i = self._state_at(k)
+            states, i = self.state_at(k)
             st = states[i]
             if st & _SENT and not st & _ACKED:
                 states[i] = (st & ~_SENT) | _HIST

@@ -17,13 +17,30 @@ from shared_protocol import LOSS_GONE, LOSS_UNSAVED, LOSS_UNUSED
 from shared_protocol.repair import LOSS_MAX_RANGES, encode_loss, loss_size, resend_ranges
 
 
+def requeue(q, boot, first, last):
+    """Every held frame of `boot` with first <= seq <= last that was sent and not ACKed goes
+    out again (historical). Returns the held seqs of the range, ascending (frames of one
+    boot are queued in sequence order). Kept here, not in the queue module: its code is
+    loaded only when a CMD_RESEND arrives."""
+    held = []
+    total = q.f_count + q.r_count
+    k = 0
+    while k < total:
+        b, seq = q.key_at(k)
+        if b == boot and first <= seq <= last:
+            held.append(seq)
+            q.resend_at(k)
+        k += 1
+    return held
+
+
 def _end_of(app, boot):
-    """(end, exact, kept) of `boot`, or None when the device does not know it."""
+    """(end, exact) of `boot`, or None when the device does not know it."""
     if boot == app.boot:
-        return app.seq, True, -1
-    for b, end, exact, kept in app.boot_ends:
+        return app.seq, True
+    for b, end, exact in app.boot_ends:
         if b == boot:
-            return end, exact, kept
+            return end, exact
     return None
 
 
@@ -32,7 +49,10 @@ def lost_ranges(app, boot, first, last, held):
     known = _end_of(app, boot)
     if known is None:
         return []
-    end, exact, kept = known
+    end, exact = known
+    # Below the highest frame of the range still held, every number existed (frames reach
+    # flash in order); above it, after a power cut, only up to where the device had got.
+    kept = held[-1] if held else first - 1
     out = []
 
     def add(lo, hi):
@@ -65,7 +85,7 @@ def answer(app, arg):
     app.resend_requests += 1
     out = []
     for boot, first, last in resend_ranges(arg):
-        held = app.queue.requeue(boot, first, last)
+        held = requeue(app.queue, boot, first, last)
         out.extend(lost_ranges(app, boot, first, last, held))
     q = app.queue
     q.in_flight_hint = q.in_flight()

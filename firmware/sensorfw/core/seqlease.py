@@ -16,31 +16,13 @@ import os
 import struct
 from binascii import crc32
 
-_MAGIC = 0x5345
-_FMT = "<HHIB"
+MAGIC = 0x5345  # state.py reads the record back at boot
+FMT = "<HHIB"
 
 
 def pack(boot, end, exact):
-    body = struct.pack(_FMT, _MAGIC, boot, end, 1 if exact else 0)
+    body = struct.pack(FMT, MAGIC, boot, end, 1 if exact else 0)
     return body + struct.pack("<I", crc32(body) & 0xFFFFFFFF)
-
-
-def unpack(data):
-    """(boot, end, exact) of a seq.dat record, or None when absent, stale or torn."""
-    if data is None or len(data) < 13:
-        return None
-    magic, boot, end, exact = struct.unpack_from(_FMT, data, 0)
-    if magic != _MAGIC or crc32(bytes(data[:9])) & 0xFFFFFFFF != struct.unpack_from("<I", data, 9)[0]:
-        return None
-    return boot, end, bool(exact)
-
-
-def read_file(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        return None
 
 
 def write_file(path, data):
@@ -53,14 +35,6 @@ def write_file(path, data):
     except OSError:
         pass
     os.rename(tmp, path)
-
-
-def read(path):
-    """The last lease record written (seq.dat, or its .tmp after a cut mid-write)."""
-    got = unpack(read_file(path))
-    if got is None:
-        got = unpack(read_file(path + ".tmp"))
-    return got
 
 
 class SeqLease:

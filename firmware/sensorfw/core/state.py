@@ -65,8 +65,33 @@ def _unpack_boot(data):
     return boot, ends
 
 
-_read = seqlease.read_file
 _write = seqlease.write_file
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _unpack_lease(data):
+    """(boot, end, exact) of a seq.dat record (seqlease.pack), or None when absent or torn."""
+    if data is None or len(data) < 13:
+        return None
+    magic, boot, end, exact = struct.unpack_from(seqlease.FMT, data, 0)
+    if magic != seqlease.MAGIC or crc32(bytes(data[:9])) & 0xFFFFFFFF != struct.unpack_from("<I", data, 9)[0]:
+        return None
+    return boot, end, bool(exact)
+
+
+def _read_lease(path):
+    """The last lease record written (seq.dat, or its .tmp after a cut mid-write)."""
+    got = _unpack_lease(_read(path))
+    if got is None:
+        got = _unpack_lease(_read(path + ".tmp"))
+    return got
 
 
 def _remove(path):
@@ -92,7 +117,7 @@ def restore(board, directory):
     if kept is not None:
         return kept[0], kept[1], True, ends
     prev = last[0] if last else 0
-    lease = seqlease.read(directory + "/seq.dat")
+    lease = _read_lease(directory + "/seq.dat")
     if last is not None and lease is not None and lease[0] == prev:
         ends = [lease] + ends
         ends = ends[:KEEP_ENDS]
