@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.forward.queue import LANE_SHIFT, LANES, decode_body
+from tests.support import waiting
 from tests.support.mosquitto import Mosquitto
 from tests.support.upy import ROOT
 
@@ -90,14 +91,7 @@ class Collector:
 
 def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
     """Poll ``predicate`` until it returns something true (the event), and return that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s (last: {value!r})")
-        time.sleep(0.01)
+    return waiting.wait_until(predicate, timeout, what, poll=0.01)
 
 
 def queue_rows(db_path: Path) -> list[tuple[str, int, dict[str, Any]]]:

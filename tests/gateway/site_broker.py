@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Self
 
 from gateway import config as config_mod
 from gateway.cli import main as cli_main
 from gateway.config import Config
+from tests.support.waiting import wait_until
 from tools.mosquitto import MOSQUITTO, MOSQUITTO_PASSWD, BrokerError, BrokerProcess, free_port, port_open
 
 # /etc/mosquitto/mosquitto.conf of Debian bookworm's mosquitto 2.0.11, paths replaced.
@@ -108,11 +108,12 @@ class SiteBroker(BrokerProcess):
     def start(self, timeout: float = 10.0) -> Self:
         super().start(timeout)
         # Both listeners are open before Mosquitto serves either; wait for the second one too.
-        deadline = time.monotonic() + timeout
-        while not port_open(self.device_host, self.device_port):
-            if time.monotonic() > deadline:
-                raise BrokerError(f"device listener {self.device_host}:{self.device_port} not open:\n{self.log_text()}")
-            time.sleep(0.02)
+        try:
+            wait_until(lambda: port_open(self.device_host, self.device_port), timeout, "the device listener")
+        except TimeoutError:
+            raise BrokerError(
+                f"device listener {self.device_host}:{self.device_port} not open:\n{self.log_text()}"
+            ) from None
         return self
 
     def __enter__(self) -> Self:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from gateway.ingest import FrameQueue, MQTTIngest, RawFrame
 from gateway.runner import mqtt_settings
 from tests.gateway.mqtt_util import Client
 from tests.gateway.site_broker import SiteBroker
+from tests.support.waiting import wait_until
 
 USERS = {"gateway": "gw-secret-1", "pump-1": "pump-pw-1", "pump-2": "pump-pw-2", "monitor": "mon-pw-1"}
 
@@ -44,11 +44,10 @@ def _frames_until(ingest: MQTTIngest, *, topic: str, payload: bytes) -> list[Raw
 
 def _wait_for_log(broker: SiteBroker, *texts: str, timeout: float = 10.0) -> None:
     """Until the broker's log holds one of ``texts``."""
-    deadline = time.monotonic() + timeout
-    while not any(text in broker.log_text() for text in texts):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the broker never logged {texts}:\n{broker.log_text()}")
-        time.sleep(0.02)  # poll interval while waiting for the log line, not a guess at timing
+    try:
+        wait_until(lambda: any(text in broker.log_text() for text in texts), timeout, f"the broker to log {texts}")
+    except TimeoutError:
+        raise TimeoutError(f"the broker never logged {texts}:\n{broker.log_text()}") from None
 
 
 def test_a_device_credential_cannot_take_over_another_clients_session(tmp_path: Path) -> None:

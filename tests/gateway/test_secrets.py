@@ -8,13 +8,13 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.gateway.site_broker import SiteBroker
 from tests.support.upy import ROOT
+from tests.support.waiting import wait_until
 
 PASSWORD = "gw-secret-value-1"
 
@@ -38,16 +38,14 @@ def _modes(data_dir: Path) -> dict[str, int]:
 
 def _wait_until_connected(status_file: Path, proc: subprocess.Popen[str], timeout: float = 60.0) -> None:
     """Until the running gateway's status file says it is connected to the broker."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def connected() -> bool:
         if proc.poll() is not None:
             _out, err = proc.communicate()
             raise AssertionError(f"the gateway exited with {proc.returncode}:\n{err}")
-        if status_file.exists() and json.loads(status_file.read_text())["ingest"]["connected"]:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{status_file} never reported a connection")
-        time.sleep(0.05)  # poll interval of the file watch; status_interval_s is 0.2
+        return status_file.exists() and json.loads(status_file.read_text())["ingest"]["connected"]
+
+    wait_until(connected, timeout, f"{status_file} to report a connection", poll=0.05)
 
 
 def test_run_and_check_config_refuse_a_password_file_others_can_read(tmp_path: Path) -> None:
