@@ -102,7 +102,7 @@ class IngestSection:
     queue_size: int = 20000
     batch_max: int = 2000
     block_timeout_ms: float = 200.0
-    data_qos: int = 1
+    data_qos: int = 0
 
 
 @dataclass(frozen=True)
@@ -346,7 +346,7 @@ def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
         queue_size=i.get_int("queue_size", 20000, lo=16, hi=10_000_000),
         batch_max=i.get_int("batch_max", 2000, lo=1, hi=1_000_000),
         block_timeout_ms=i.get_float("block_timeout_ms", 200.0, lo=0, hi=60_000),
-        data_qos=i.get_int("data_qos", 1, lo=0, hi=1),
+        data_qos=i.get_int("data_qos", 0, lo=0, hi=1),
     )
 
     r = _Table(top.table("rawlog"), "rawlog", {"max_bytes", "max_age_s"})

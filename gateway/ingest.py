@@ -149,17 +149,17 @@ class MQTTIngest:
         prefix: str,
         site: str,
         will: tuple[str, bytes] | None = None,
-        data_qos: int = 1,
+        data_qos: int = 0,
     ) -> None:
         self.settings = settings
         self.queue = queue
-        # DATA at QoS 1 by default: while the gateway is away (a restart, or a broker restart
-        # after which the devices reconnect first) the broker keeps DATA for its persistent
-        # session and hands it over in order, so it is scored. At QoS 0 paho saves a PUBACK per
-        # frame (lower alert latency, see docs/gateway.md), and nothing is lost either: the
-        # devices keep every frame until the gateway ACKs it and send what it asks for (gap
-        # repair); but those repaired frames arrive after newer ones and are stored, not scored.
-        # Control frames (BIRTH, DEATH, HEALTH, EVENT, LOSS) are always QoS 1.
+        # DATA at QoS 0 by default: a QoS 1 subscription costs paho a PUBACK per frame, which
+        # roughly doubles the alert latency under load (docs/gateway.md). Nothing is lost for
+        # it: the broker does not keep QoS 0 DATA while the gateway is away, but the devices
+        # keep every frame until the gateway ACKs it and send what it asks for (gap repair);
+        # those frames arrive after newer ones and are stored and summarised, not scored. At
+        # QoS 1 the broker keeps them in order instead (scored). Control frames (BIRTH, DEATH,
+        # HEALTH, EVENT, LOSS) are always QoS 1.
         self.subscriptions = [(f"{prefix}/{site}/+/{kind}", data_qos if kind == "data" else 1) for kind in DEVICE_KINDS]
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # the broker granted the subscriptions (SUBACK)

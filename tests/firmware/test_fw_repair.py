@@ -135,7 +135,9 @@ def test_a_backlog_after_an_outage_is_scored_in_order(
     model = ROOT / "models" / "vibration_anomaly_int8.json"
     imu = ["imu_ax", "imu_ay", "imu_az", "imu_gx", "imu_gy", "imu_gz"]
     pipeline = f'[[pipelines]]\nname = "vib"\nmodel = "{model}"\ndevices = ["dev1"]\nchannels = {json.dumps(imu)}\n'
-    gw = GatewayProcess(tmp_path / "gw", mosquitto.port, extra_toml=pipeline).start()
+    # DATA at QoS 1: the broker keeps what the device sends while the gateway reconnects after
+    # the broker restart (at QoS 0 it would come back by gap repair: stored, not scored).
+    gw = GatewayProcess(tmp_path / "gw", mosquitto.port, extra_toml="[ingest]\ndata_qos = 1\n" + pipeline).start()
     fl = flash("dev1")
     cfg = base_config(mosquitto.port, sample={"rate_hz": 100, "batch": 32}, health_s=1)
     dev = SimDevice(fl, cfg).start(EDGELINE_SIM_STOP_FILE=tmp_path / "stop", EDGELINE_SIM_DRAIN_S=30)
