@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -71,14 +71,6 @@ def mpremote(port: str, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
-
-
-@pytest.fixture
-def board(tmp_path: Path) -> Iterator[VirtualBoard]:
-    flash = tmp_path / "flash"
-    flash.mkdir()
-    with VirtualBoard(flash) as vboard:
-        yield vboard
 
 
 def flash_files(flash: Path) -> dict[str, bytes]:

@@ -13,10 +13,7 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tools.flash.board import BOARD_MANIFEST
 from tools.flash.build import ROOT, BuildManifest
@@ -24,14 +21,6 @@ from tools.flash.cli import main
 from tools.flash.commands import State
 from tools.flash.deploy import RECORDED_HASH
 from tools.vboard import VirtualBoard
-
-
-@pytest.fixture
-def board(tmp_path: Path) -> Iterator[VirtualBoard]:
-    flash = tmp_path / "flash"
-    flash.mkdir()
-    with VirtualBoard(flash) as vboard:
-        yield vboard
 
 
 def copy_sources(dest: Path) -> Path:

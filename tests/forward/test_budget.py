@@ -44,6 +44,16 @@ def _wait_state(fwd: Forwarder, want: str, timeout: float = 20.0) -> None:
         time.sleep(0.01)
 
 
+def _drain_and_collect(fwd: Any, cloud: Mosquitto, collector: Collector) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Cloud back: wait until the queue drained and every acknowledged record reached the collector."""
+    cloud.start()
+    assert fwd.wait_drained(60), fwd.status()
+    final: dict[str, Any] = fwd.status()
+    acked = sum(lane["acked"] for lane in final["lanes"].values())
+    got = records(collector.wait_for(lambda m: len({r["key"] for r in records(m)}) >= acked))
+    return final, got
+
+
 def test_budget_compacts_summaries_drops_raw_keeps_alerts(
     mosquitto_factory: Callable[..., Mosquitto], tmp_path: Path
 ) -> None:
@@ -74,11 +84,7 @@ def test_budget_compacts_summaries_drops_raw_keeps_alerts(
         assert status["lanes"]["alert"]["depth"] == n_alert  # alerts are the last touched
         assert status["lanes"]["alert"]["dropped"] == 0
         assert status["lanes"]["summary"]["dropped"] == 0  # raw goes before summaries are dropped
-        cloud.start()
-        assert fwd.wait_drained(60), fwd.status()
-        final = fwd.status()
-        acked = sum(lane["acked"] for lane in final["lanes"].values())
-        got = records(collector.wait_for(lambda m: len({r["key"] for r in records(m)}) >= acked))
+        final, got = _drain_and_collect(fwd, cloud, collector)
     finally:
         fwd.stop()
         collector.close()
@@ -187,11 +193,7 @@ def test_files_on_disk_never_exceed_the_budget(mosquitto_factory: Callable[..., 
         assert status["lanes"]["summary"]["dropped"] == 0
         assert status["lanes"]["raw"]["dropped"] > 0
         assert status["lanes"]["alert"]["depth"] == n_alert
-        cloud.start()
-        assert fwd.wait_drained(60), fwd.status()
-        final = fwd.status()
-        acked = sum(lane["acked"] for lane in final["lanes"].values())
-        got = records(collector.wait_for(lambda m: len({r["key"] for r in records(m)}) >= acked))
+        final, got = _drain_and_collect(fwd, cloud, collector)
     finally:
         fwd.stop()
         sampler.stop()
@@ -228,11 +230,7 @@ def test_disk_full_is_counted_reported_and_survived(
         assert status["lanes"]["raw"]["dropped"] > 0
         assert status["lanes"]["alert"]["depth"] == n_alert
         assert status["lanes"]["alert"]["dropped"] == 0
-        cloud.start()
-        assert fwd.wait_drained(60), fwd.status()
-        final = fwd.status()
-        acked = sum(lane["acked"] for lane in final["lanes"].values())
-        got = records(collector.wait_for(lambda m: len({r["key"] for r in records(m)}) >= acked))
+        final, got = _drain_and_collect(fwd, cloud, collector)
     finally:
         fwd.stop()
         collector.close()
