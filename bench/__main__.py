@@ -31,10 +31,12 @@ BENCHMARKS = (
     ("wire", "bench.bench_wire", "bytes per reading on the wire"),
     ("decode", "bench.bench_decode", "gateway decode throughput"),
     ("firmware", "bench.bench_firmware", "firmware capture cost and heap (unix port)"),
+    ("boards", "bench.bench_boards", "firmware on the emulated ESP32 / Pico W: minimum heap, timing gaps"),
     ("gateway", "bench.bench_gateway", "gateway ingest, alert latency, memory"),
     ("inference", "bench.bench_inference", "inference stage vs bare invoke()"),
     ("forward", "bench.bench_forward", "store-and-forward drain and write amplification"),
     ("flash", "bench.bench_flash", "deploy bytes and time against mpremote cp"),
+    ("flash-wear", "bench.bench_flash_wear", "offline-queue flash erases during an outage, on littlefs"),
 )
 
 

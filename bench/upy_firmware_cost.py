@@ -1,5 +1,22 @@
 # Runs on the MicroPython unix port (bench_firmware.py starts it): cost per captured
-# reading of the firmware path vs a bare loop storing the same values, same process.
+# reading of the firmware path against baselines measured in the same process.
+#
+# usage: micropython upy_firmware_cost.py <samples> [rounds]
+#
+# The simulated MPU-6050 (boards/sim_i2c.py) makes its samples from the board's virtual
+# clock, which the bench pins and moves by hand (clock.frozen): no sleeps, the same work
+# every round. Its signal generator (~8 us of Python per sample, hardware on a board) is
+# switched off after the first sample, which the chip then repeats: the register file,
+# FIFO and bus it still simulates are timed alone and shown. Variants, each SAMPLES
+# samples x 6 channels:
+#   firmware   Sampler.on_drain every PER_DRAIN samples (drain tick at 20 Hz, 100 Hz
+#              sensor) -> ring -> DATA frames of 32 -> offline queue, ACK per frame
+#   firmware1  the same, drained after every sample (no amortisation)
+#   naive      a per-sample handler: read the 14 data registers, store six values
+#   bare       a loop storing the values the firmware captured into an array
+#   *_sim      the bus transactions of firmware / firmware1 / naive alone, with the
+#              simulated chip making its samples: hardware and C code on a board
+import gc
 import sys
 import time
 from array import array
@@ -12,9 +29,17 @@ from sensorfw.core.ring import SampleRing
 from sensorfw.core.sampler import Sampler
 from sensorfw.drivers.mpu6050 import MPU6050
 
-ROWS = int(sys.argv[1])
+SAMPLES = int(sys.argv[1])
+ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 5
 WIDTH = 6
 BATCH = 32
+RATE = 100
+P = 1000000 // RATE
+PER_DRAIN = 5  # samples per drain: Sampler.timer_hz is 20 at 100 Hz
+
+BOARD = simboard.make_board()
+CLOCK = BOARD.clock  # the simulated chip's clock (pinned); the Sampler gets `time`
+CLOCK.frozen = 1000000
 
 
 class Sink:
@@ -34,62 +59,114 @@ class Sink:
 
 
 class Rig:
-    def __init__(self, i2c, imu, ring, sampler, batcher, q, sink):  # noqa: PLR0917
-        self.i2c = i2c
-        self.imu = imu
-        self.ring = ring
-        self.sampler = sampler
-        self.batcher = batcher
-        self.q = q
-        self.sink = sink
+    pass
+
+
+class Hold:
+    """Stands in for the simulated chip's signal generator: the last sample again."""
+
+    def fill_raw(self, buf, n, accel_lsb, gyro_lsb):
+        pass
+
+
+def _settle(ms):  # the driver's wait after DEVICE_RESET, in virtual time
+    CLOCK.frozen += ms * 1000
 
 
 def build():
-    board = simboard.SimBoard()
-    i2c = board.make_i2c(0, -1, -1, 400000)
-    imu = MPU6050(i2c)
-    imu.init()
-    for s in board.latches:
-        s.latch()  # one set of register values: the simulated hardware is not timed
-    ring = SampleRing(256, WIDTH)
-    sampler = Sampler(ring, [imu], time, 100, False, None)  # clock = the time module, as on a board
+    g = Rig()
+    g.i2c = BOARD.make_i2c(0, -1, -1, 400000)
+    g.imu = MPU6050(g.i2c, sleep_ms=_settle)
+    g.imu.init(RATE)
+    g.ring = SampleRing(256, WIDTH)
+    g.sampler = Sampler(g.ring, [g.imu], time, RATE)  # stamps from `time`, as on a board
     enc = RingDataEncoder(WIDTH, BATCH)
-    q = OfflineQueue("benchq", 8, 64, len(enc.buf), 4096, 4)
-    sink = Sink(q)
-    batcher = Batcher(ring, None, enc, BATCH, sampler, sink)
-    return Rig(i2c, imu, ring, sampler, batcher, q, sink)
+    g.q = OfflineQueue("benchq", 8, 64, len(enc.buf), 4096, 4)
+    g.sink = Sink(g.q)
+    g.batcher = Batcher(g.ring, None, enc, BATCH, g.sampler, g.sink)
+    CLOCK.frozen += P  # one sample from the chip's signal generator, then Hold
+    g.sampler.on_drain(None)
+    g.ring.tail = g.ring.head
+    g.i2c.devices[0x68].gen = Hold()
+    gc.collect()  # no collection of the set-up's garbage inside the timed loop
+    return g
 
 
-def firmware_path(rows):
+def firmware_path(samples, per):
     g = build()
-    ring, sampler, batcher, q, sink = g.ring, g.sampler, g.batcher, g.q, g.sink
-    tick = sampler.on_tick
-    drain = batcher.drain
+    ring, batcher, q, sink = g.ring, g.batcher, g.q, g.sink
+    drain = g.sampler.irq_ref
+    step = per * P
+    got = 0
     t0 = time.ticks_us()
-    r = 0
-    while r < rows:
-        tick(None)
-        if r & 7 == 7 and drain():  # the main loop drains every few ticks
+    while got < samples:
+        CLOCK.frozen += step  # the sensor samples into its FIFO meanwhile
+        drain(None)
+        got += per
+        if batcher.drain():  # the main loop, between drain ticks
             q.ack(1, 0, sink.seq)  # the gateway's ACK trims the queue
-        r += 1
-    drain(True)
+    batcher.drain(True)
     dt = time.ticks_diff(time.ticks_us(), t0)
+    assert g.sampler.samples - 1 == got and g.sampler.missed == 0 and ring.overruns == 0
     return dt, batcher.frames, ring.vals
 
 
-def bare_capture(rows):
-    # what a naive handler does: read the sensor, store its six values in an array
+def _bursts(per):
+    # the driver's FIFO reads for `per` samples: power-of-two chunks of at most 32
+    out = []
+    left = per
+    while left:
+        k = 32
+        while k > left:
+            k >>= 1
+        out.append(bytearray(12 * k))
+        left -= k
+    return out
+
+
+def firmware_sim(samples, per):
+    # the drain's bus transactions alone: INT_STATUS, FIFO_COUNT, the FIFO reads
+    # (4 + 1 samples for 5), INT_STATUS
     g = build()
-    buf = g.imu.buf
     rd = g.i2c.readfrom_mem_into
-    out = array("h", bytes(2 * rows * WIDTH))
+    one = bytearray(1)
+    two = bytearray(2)
+    bursts = _bursts(per)
+    step = per * P
+    got = 0
+    t0 = time.ticks_us()
+    while got < samples:
+        CLOCK.frozen += step
+        rd(0x68, 0x3A, one)
+        rd(0x68, 0x72, two)
+        for b in bursts:
+            rd(0x68, 0x74, b)
+        rd(0x68, 0x3A, one)
+        got += per
+    return time.ticks_diff(time.ticks_us(), t0)
+
+
+def _naive_rig():
+    g = build()
+    g.i2c.writeto_mem(0x68, 0x6A, b"\x00")  # FIFO off: this handler reads the registers
+    return g
+
+
+def naive(samples):
+    # a per-sample timer handler: read the sensor, store its six values in an array
+    g = _naive_rig()
+    buf = bytearray(14)  # ACCEL_XOUT_H..GYRO_ZOUT_L
+    rd = g.i2c.readfrom_mem_into
+    out = array("h", bytes(2 * samples * WIDTH))
+    gc.collect()
 
     def handler(j):
         rd(0x68, 0x3B, buf)
         i = 0
         k = 0
         while i < 6:
-            out[j + i] = (buf[k] << 8) | buf[k + 1]
+            v = (buf[k] << 8) | buf[k + 1]
+            out[j + i] = v - 65536 if v > 32767 else v
             i += 1
             k += 2
             if k == 6:
@@ -97,28 +174,31 @@ def bare_capture(rows):
 
     t0 = time.ticks_us()
     r = 0
-    while r < rows:
+    while r < samples:
+        CLOCK.frozen += P
         handler(r * WIDTH)
         r += 1
     return time.ticks_diff(time.ticks_us(), t0)
 
 
-def i2c_alone(rows):
-    g = build()
-    buf = g.imu.buf
+def naive_sim(samples):
+    g = _naive_rig()
+    buf = bytearray(14)  # ACCEL_XOUT_H..GYRO_ZOUT_L
     rd = g.i2c.readfrom_mem_into
     t0 = time.ticks_us()
     r = 0
-    while r < rows:
+    while r < samples:
+        CLOCK.frozen += P
         rd(0x68, 0x3B, buf)
         r += 1
     return time.ticks_diff(time.ticks_us(), t0)
 
 
-def bare_loop(rows, src):
-    n = rows * WIDTH
+def bare_loop(samples, src):
+    n = samples * WIDTH
     out = array("h", bytes(2 * n))
     m = len(src)
+    gc.collect()
     t0 = time.ticks_us()
     j = 0
     k = 0
@@ -131,29 +211,34 @@ def bare_loop(rows, src):
     return time.ticks_diff(time.ticks_us(), t0)
 
 
-# Every variant once per round, rounds repeated: the machine is shared and noisy, so
-# figures are the minimum over rounds and ratios the median of per-round ratios.
-runs = {"firmware_us": [], "bare_us": [], "i2c_us": [], "naive_us": []}
+# Every variant once per round, many short rounds: the machine is shared and noisy, so
+# each figure is the fastest round, and ratios are to the fastest bare loop.
+KEYS = ("bare_us", "naive_us", "naive_sim_us", "firmware_us", "firmware_sim_us", "firmware1_us", "firmware1_sim_us")
+runs = {k: [] for k in KEYS}
 frames = 0
-for _ in range(int(sys.argv[2]) if len(sys.argv) > 2 else 5):
-    fw, frames, vals = firmware_path(ROWS)
+for _ in range(ROUNDS):
+    fw, frames, vals = firmware_path(SAMPLES, PER_DRAIN)
     runs["firmware_us"].append(fw)
-    runs["bare_us"].append(bare_loop(ROWS, vals))
-    runs["i2c_us"].append(i2c_alone(ROWS))
-    runs["naive_us"].append(bare_capture(ROWS))
-
-
-def median(xs):
-    xs = sorted(xs)
-    return xs[len(xs) // 2]
+    runs["bare_us"].append(bare_loop(SAMPLES, vals))
+    runs["firmware_sim_us"].append(firmware_sim(SAMPLES, PER_DRAIN))
+    runs["firmware1_us"].append(firmware_path(SAMPLES, 1)[0])
+    runs["firmware1_sim_us"].append(firmware_sim(SAMPLES, 1))
+    runs["naive_us"].append(naive(SAMPLES))
+    runs["naive_sim_us"].append(naive_sim(SAMPLES))
 
 
 best = {k: min(v) for k, v in runs.items()}
-bare = runs["bare_us"]
-for k, v in runs.items():
-    best[k.replace("_us", "_ratio")] = median([v[i] / bare[i] for i in range(len(v))])
-best["nofw_i2c_ratio"] = median([(runs["firmware_us"][i] - runs["i2c_us"][i]) / bare[i] for i in range(len(bare))])
-best["rows"] = ROWS
-best["readings"] = ROWS * WIDTH
+# the code of each path without the simulated hardware under it: fastest path minus
+# fastest simulation (per-round differences of two noisy timings are noisier)
+for k in ("firmware", "firmware1", "naive"):
+    best[k + "_own_us"] = best[k + "_us"] - best[k + "_sim_us"]
+for k in list(best):
+    best[k.replace("_us", "_ratio")] = best[k] / best["bare_us"]
+if "-v" in sys.argv:
+    print(runs)
+best["samples"] = SAMPLES
+best["readings"] = SAMPLES * WIDTH
+best["per_drain"] = PER_DRAIN
 best["frames"] = frames
+best["rounds"] = ROUNDS
 print("RESULT", best)

@@ -35,7 +35,7 @@ def _device_config(port: int, name: str) -> dict[str, Any]:
         port,
         name,
         sample={"rate_hz": 50, "batch": NSAMPLES},
-        queue={"ram_frames": 6, "flash_frames": 1024, "block_bytes": 2048, "ack_timeout_s": 5, "seq_lease": 8},
+        queue={"ram_frames": 6, "flash_frames": 512, "block_bytes": 2048, "ack_timeout_s": 5, "seq_lease": 8},
         health_s=2,
     )
 

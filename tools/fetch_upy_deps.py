@@ -1,12 +1,15 @@
-"""Fetch the MicroPython libraries the unix-port tests need, pinned by sha256.
+"""Fetch the MicroPython libraries the firmware needs, pinned by sha256: one source for tests and boards.
 
-micropython-lib packages are installed on real boards with ``mip``. The unix port used in
-the tests has no mip index here, and PyPI's ``micropython-umqtt.simple`` is an sdist that
-pip cannot install (it has no setup.py). So this script asks the package index that pip is
-configured with (``PIP_INDEX_URL``, ``pip config``, else pip's own default) for the archive,
-checks it against the sha256 pinned below, and unpacks only the library files into a
-git-ignored cache directory that the tests put on ``MICROPYPATH``.
+PyPI's ``micropython-umqtt.simple`` is an sdist that pip cannot install (it has no
+setup.py), and there is no mip index here. So this script asks the package index that pip
+is configured with (``PIP_INDEX_URL``, ``pip config``, else pip's own default) for the
+archive, checks it against the sha256 pinned below and keeps it in a git-ignored cache
+(``.cache/upy-dist``). From it, it unpacks only the library files into ``.cache/upy-lib``,
+which the unix-port tests put on ``MICROPYPATH``; the flash tool (tools/flash/build.py)
+reads the same archive, checks the same sha256 again, and compiles the same files into
+every board build as ``lib/...mpy``. So the boards run what the tests run.
 
+``PINS`` below is the only place the versions and hashes are written down.
 Nothing fetched here is committed to the repository.
 """
 
@@ -28,6 +31,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = ROOT / ".cache" / "upy-lib"
+#: the verified archives themselves (the flash tool builds board libraries from them)
+DEFAULT_ARCHIVES = ROOT / ".cache" / "upy-dist"
+#: how to (re)fetch, for error messages
+FETCH_COMMAND = ".venv/bin/python tools/fetch_upy_deps.py"
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,11 @@ class Pin:
     filename: str
     sha256: str
     members: tuple[str, ...]  # paths inside the archive's top directory
+
+    @property
+    def version(self) -> str:
+        """The release, from the file name: ``micropython-umqtt.simple-1.3.4.tar.gz`` -> 1.3.4."""
+        return self.filename.removesuffix(".tar.gz").rsplit("-", 1)[-1]
 
 
 PINS = (
@@ -140,12 +152,63 @@ def find_file_url(index: str, pin: Pin) -> str | None:
     return None
 
 
-def fetch(pin: Pin, cache: Path) -> list[Path]:
-    """Download, verify and unpack one pinned archive; return the unpacked files."""
-    stamp = cache / f".{pin.filename}.sha256"
-    targets = [cache / m for m in pin.members]
-    if stamp.exists() and stamp.read_text().strip() == pin.sha256 and all(t.exists() for t in targets):
-        return targets
+def archive_path(pin: Pin, archives: Path = DEFAULT_ARCHIVES) -> Path:
+    return archives / pin.filename
+
+
+def read_archive(pin: Pin, archives: Path = DEFAULT_ARCHIVES) -> bytes:
+    """The cached archive of ``pin``, after checking its sha256 against the pin.
+
+    Raises FetchError, naming the fix, when it is missing or differs from the pin.
+    """
+    path = archive_path(pin, archives)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FetchError(
+            f"the pinned archive {path} is missing: run `{FETCH_COMMAND}` to fetch it "
+            "(tools/setup.sh, run by `make setup` and `make test`, does it)"
+        ) from None
+    except OSError as exc:
+        raise FetchError(f"the pinned archive {path} is unreadable ({exc.strerror})") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != pin.sha256:
+        raise FetchError(
+            f"{path} has sha256 {digest}, not the pinned {pin.sha256} (tools/fetch_upy_deps.py): "
+            f"refusing to use it. Run `{FETCH_COMMAND}`: it replaces the file with the pinned archive"
+        )
+    return data
+
+
+def unpack(pin: Pin, data: bytes) -> dict[str, bytes]:
+    """The library files (``pin.members``) of an archive already checked against the pin."""
+    out: dict[str, bytes] = {}
+    top = pin.filename.removesuffix(".tar.gz")
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            for member in pin.members:
+                try:
+                    source = tar.extractfile(f"{top}/{member}")
+                except KeyError:
+                    source = None
+                if source is None:
+                    raise FetchError(f"{pin.filename}: {member} is missing from the archive")
+                out[member] = source.read()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise FetchError(f"{pin.filename}: not a readable .tar.gz ({exc})") from None
+    return out
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write via a temporary name, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    part.write_bytes(data)
+    part.replace(path)
+
+
+def download(pin: Pin) -> bytes:
+    """The archive from the first configured index that has it, checked against the pin."""
     tried = []
     for index in index_urls():
         url = find_file_url(index, pin)
@@ -159,28 +222,42 @@ def fetch(pin: Pin, cache: Path) -> list[Path]:
                 f"{pin.filename}: sha256 {digest} does not match the pinned {pin.sha256}; "
                 "refusing to use it (was the index tampered with, or the pin changed?)"
             )
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            top = pin.filename.removesuffix(".tar.gz")
-            for member in pin.members:
-                source = tar.extractfile(f"{top}/{member}")
-                if source is None:
-                    raise FetchError(f"{pin.filename}: {member} is missing from the archive")
-                dest = cache / member
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.write_bytes(source.read())
-        stamp.write_text(pin.sha256 + "\n")
-        return targets
+        return data
     raise FetchError(f"{pin.filename} was not found on any configured package index: {', '.join(tried)}")
+
+
+def fetch(pin: Pin, cache: Path, archives: Path = DEFAULT_ARCHIVES) -> list[Path]:
+    """Make sure the verified archive is in ``archives`` and its library files, byte for byte,
+    in ``cache``; return the unpacked files. Downloads only when the archive is missing or
+    differs from the pin."""
+    try:
+        data = read_archive(pin, archives)
+    except FetchError:
+        data = download(pin)
+        _write_atomic(archive_path(pin, archives), data)
+    targets = []
+    for member, content in unpack(pin, data).items():
+        dest = cache / member
+        if not dest.is_file() or dest.read_bytes() != content:
+            _write_atomic(dest, content)
+        targets.append(dest)
+    return targets
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where to unpack (default: %(default)s)")
+    parser.add_argument(
+        "--archives",
+        type=Path,
+        default=DEFAULT_ARCHIVES,
+        help="where to keep the verified archives (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     args.cache.mkdir(parents=True, exist_ok=True)
     try:
         for pin in PINS:
-            for path in fetch(pin, args.cache):
+            for path in fetch(pin, args.cache, args.archives):
                 print(f"upy-lib: {path.relative_to(args.cache)} ({pin.project} {pin.filename}, sha256 ok)")
     except FetchError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -7,14 +7,16 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.firmware.simdevice import SimDevice, base_config
 
 
-def _boot(flash: Path, text: str | None) -> tuple[int, str]:
+def _boot(flash: Path, text: str | None, **env: str) -> tuple[int, str]:
     if text is not None:
         (flash / "config.json").write_text(text)
     dev = SimDevice(flash, None)
-    rc = dev.run(timeout=30, EDGELINE_SIM_DURATION_S=1)
+    rc = dev.run(timeout=30, EDGELINE_SIM_DURATION_S=1, **env)
     return rc, dev.text()
 
 
@@ -47,3 +49,38 @@ def test_absent_sensor_reported_not_crashed(flash: Callable[[str], Path]) -> Non
     rc, out = _boot(flash("e"), json.dumps(cfg))
     assert rc == 0, out
     assert "START ERROR" in out and "0x69" in out and "Traceback" not in out
+
+
+def test_cross_key_rules_refused_at_boot(flash: Callable[[str], Path]) -> None:
+    # rules that hold on every board, the simulation included: one message, no crash loop
+    cases = [
+        (
+            base_config(1883, watchdog_ms=2000),  # broker.timeout_ms 1000: needs 3000
+            "'watchdog_ms' = 2000 is too short for 'broker.timeout_ms' = 1000",
+        ),
+        (
+            base_config(1883, sample={"rate_hz": 400, "batch": 16}),  # the MPU-6050 paces
+            "'sample.rate_hz' (for 'sensors[0]'): MPU-6050 sample rate 400 Hz",
+        ),
+        (
+            base_config(1883, outputs=[{"name": "a", "pin": 12}, {"name": "b", "pin": 12}]),
+            "'outputs[1].pin' = 12 is already used by 'outputs[0].pin'",
+        ),
+    ]
+    for i, (cfg, message) in enumerate(cases):
+        rc, out = _boot(flash(f"x{i}"), json.dumps(cfg))
+        assert rc == 0, out
+        assert out.count("CONFIG ERROR") == 1 and message in out, out
+        assert "Traceback" not in out and "[sensorfw] boot" not in out
+
+
+@pytest.mark.parametrize("board", ["esp32_devkit", "pico_w"])
+def test_simulation_applies_the_boards_rules(flash: Callable[[str], Path], board: str) -> None:
+    # the simulation of a board validates with that board's profile: a buffer total
+    # above its HEAP_BUDGET (the flash index alone: 4096 x 17 B) is refused at boot with
+    # the message a board prints, and the process stays up (the REPL, on a board)
+    cfg = base_config(1883, queue={"flash_frames": 4096})
+    rc, out = _boot(flash("y"), json.dumps(cfg), EDGELINE_SIM_BOARD=board)
+    assert rc == 0, out
+    assert "CONFIG ERROR" in out and "HEAP_BUDGET" in out and board in out, out
+    assert "Traceback" not in out and "[sensorfw] boot" not in out

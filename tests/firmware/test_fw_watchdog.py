@@ -11,7 +11,7 @@ from tests.firmware.simdevice import SimDevice, base_config
 
 
 def test_hung_main_loop_is_reset_by_watchdog(flash: Callable[[str], Path]) -> None:
-    cfg = base_config(1, watchdog_ms=1000)  # port 1: no broker, the link keeps retrying
+    cfg = base_config(1, watchdog_ms=3000)  # port 1: no broker, the link keeps retrying
     dev = SimDevice(flash("dev1"), cfg)
     rc = dev.run(timeout=30, EDGELINE_SIM_HANG_AT_S=1, EDGELINE_SIM_DURATION_S=20)
     out = dev.text()
@@ -20,7 +20,7 @@ def test_hung_main_loop_is_reset_by_watchdog(flash: Callable[[str], Path]) -> No
 
 
 def test_fed_watchdog_lets_the_run_finish(flash: Callable[[str], Path]) -> None:
-    cfg = base_config(1, watchdog_ms=1000)
+    cfg = base_config(1, watchdog_ms=3000)
     dev = SimDevice(flash("dev1"), cfg)
     rc = dev.run(timeout=30, EDGELINE_SIM_DURATION_S=3)
     assert rc == 0, dev.text()

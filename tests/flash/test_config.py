@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tools.flash.build import ROOT
+from tools.flash.build import ARCHES, ROOT
 from tools.flash.cli import main
-from tools.flash.devices import DeviceConfigError, firmware_validator, load_device, render_config
+from tools.flash.devices import ARCH_BOARDS, DeviceConfigError, firmware_validator, load_device, render_config
 from tools.flash.errors import FlashError
 
 WIFI_SECRET = "wifi-Secret-7f3a9"
@@ -173,3 +173,57 @@ def test_device_table_mistakes_are_named(tmp_path: Path, edit: Callable[[str], s
 def test_unknown_device_lists_known_ones(tmp_path: Path) -> None:
     with pytest.raises(FlashError, match=r"'dev9' is not in .*devices: dev1"):
         load_device(devices_toml(tmp_path, GOOD), "dev9")
+
+
+def test_every_arch_has_its_board_profile() -> None:
+    assert set(ARCH_BOARDS) == set(ARCHES)
+
+
+def test_pins_are_checked_for_the_board_of_the_arch(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # GPIO 14 is an ADC2 pin on the ESP32 (dead while Wi-Fi runs) and no ADC at all on the
+    # Pico W; the virtual board (native) emulates an ESP32 DevKit, with its rules
+    path = devices_toml(tmp_path, GOOD.replace("pin = 34", "pin = 14"))
+    device = load_device(path, "dev1")
+    with pytest.raises(DeviceConfigError) as caught:
+        render_config(device)  # the device's arch: xtensawin
+    assert "'sensors[0].pin' = 14 is an ADC2 pin on esp32_devkit, unusable while Wi-Fi is on" in str(caught.value)
+    assert "use one of 32, 33, 34, 35, 36, 39" in str(caught.value)
+    with pytest.raises(DeviceConfigError, match=r"'sensors\[0\]\.pin' = 14 is not an ADC input on pico_w"):
+        render_config(device, arch="armv6m")
+    with pytest.raises(DeviceConfigError, match="is an ADC2 pin on esp32_devkit"):
+        render_config(device, arch="native")
+    code, text = _run_cli(["config", "--device", "dev1", "--config", str(path), "--check"], capfd, caplog)
+    assert code == 1
+    assert "is an ADC2 pin on esp32_devkit" in text
+    good = devices_toml(tmp_path, GOOD)
+    code, text = _run_cli(
+        ["config", "--device", "dev1", "--config", str(good), "--check", "--arch", "native"], capfd, caplog
+    )
+    assert code == 0, text
+    assert "config.json for dev1: valid" in text
+    assert WIFI_SECRET not in text
+
+
+@pytest.mark.parametrize(
+    ("arch", "edit", "message"),
+    [
+        ("armv6m", "watchdog_ms = 9000", "'watchdog_ms' = 9000 is above the pico_w watchdog's maximum of 8388 ms"),
+        ("xtensawin", "watchdog_ms = 3000", "set watchdog_ms to at least 5000 or broker.timeout_ms to at most 1000"),
+        ("xtensawin", "queue = { flash_frames = 4096 }", "more than the 24576 B budget of esp32_devkit"),
+        ("armv6m", "queue = { flash_frames = 4096 }", "more than the 49152 B budget of pico_w"),
+    ],
+)
+def test_board_limits_are_checked_for_the_arch(tmp_path: Path, arch: str, edit: str, message: str) -> None:
+    body = GOOD.replace("pin = 34", "pin = 26" if arch == "armv6m" else "pin = 34")
+    body = body.replace("[devices.dev1.config]\n", f"[devices.dev1.config]\n{edit}\n")
+    device = load_device(devices_toml(tmp_path, body), "dev1")
+    with pytest.raises(DeviceConfigError) as caught:
+        render_config(device, arch=arch)
+    assert message in str(caught.value)
+    if arch == "armv6m":  # the virtual board (native) is an ESP32 DevKit, with other pins
+        return
+    with pytest.raises(DeviceConfigError) as again:
+        render_config(device, arch="native")  # the same rules on the virtual board
+    assert message in str(again.value)

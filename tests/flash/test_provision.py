@@ -21,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from shared_protocol import BIRTH
 from shared_protocol.decode import decode
 from tests.support.mosquitto import Mosquitto, free_port
+from tools.fetch_upy_deps import PINS
 from tools.flash.board import BOARD_MANIFEST, Board
 from tools.flash.build import ROOT, BuildManifest, find_mpy_cross
 from tools.flash.cli import main
@@ -29,6 +30,8 @@ from tools.vboard import VirtualBoard
 
 BROKER_SECRET = "vb1-Broker-Secret-93e1"
 UMQTT_CACHE = ROOT / ".cache" / "upy-lib"
+UMQTT_PIN = next(pin for pin in PINS if pin.project == "micropython-umqtt.simple")
+PINNED_LINE = f"umqtt.simple {UMQTT_PIN.version} (pinned, sha256 {UMQTT_PIN.sha256}) -> lib/umqtt/simple.mpy"
 
 
 def devices_file(tmp_path: Path, broker_port: int) -> Path:
@@ -45,7 +48,7 @@ def devices_file(tmp_path: Path, broker_port: int) -> Path:
         site = "lab"
         broker = {{ host = "127.0.0.1", port = {broker_port}, user = "vb1", password_file = "secrets/vb1.broker" }}
         sample = {{ rate_hz = 20, batch = 8 }}
-        sensors = [{{ type = "analog", name = "temp", pin = 1 }}]
+        sensors = [{{ type = "analog", name = "temp", pin = 34 }}]
         health_s = 5
         """)
     )
@@ -93,13 +96,13 @@ def test_provision_deploys_build_config_and_umqtt_then_skips_unchanged(
         board.port,
         "--build-dir",
         str(build_dir),
-        "--umqtt-from",
-        str(UMQTT_CACHE),
         "--no-reset",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     output = result.stdout + result.stderr
     assert BROKER_SECRET not in output
+    assert PINNED_LINE in output
+    assert "mip" not in output
     manifest = BuildManifest.load(build_dir)
     for entry in manifest.files:
         assert f"write     {entry.path} ({entry.size} B)" in output
@@ -108,14 +111,15 @@ def test_provision_deploys_build_config_and_umqtt_then_skips_unchanged(
     files = flash_files(flash)
     for entry in manifest.files:
         assert files[entry.path] == (build_dir / entry.path).read_bytes()
-    assert files["lib/umqtt/simple.py"] == (UMQTT_CACHE / "umqtt" / "simple.py").read_bytes()
+    assert "lib/umqtt/simple.py" not in files
+    assert "lib/umqtt/simple.mpy" in {e.path for e in manifest.files}  # compiled from the pinned archive
     config = json.loads(files["config.json"])
     assert config["device_id"] == "vb1"
     assert config["broker"]["password"] == BROKER_SECRET
     full = firmware_validator()(config, False)
     assert isinstance(full, dict)
     recorded = json.loads(files[BOARD_MANIFEST])["files"]
-    assert set(recorded) == {e.path for e in manifest.files} | {"lib/umqtt/simple.py"}
+    assert set(recorded) == {e.path for e in manifest.files}
     assert all(recorded[e.path] == e.sha256[:16] for e in manifest.files)
     assert not any(p.endswith(".part") for p in files)
 
@@ -130,22 +134,23 @@ def test_provision_deploys_build_config_and_umqtt_then_skips_unchanged(
         "--build-dir",
         str(build_dir),
         "--no-build",
-        "--umqtt-from",
-        str(UMQTT_CACHE),
         "--no-reset",
     )
     assert again.returncode == 0, again.stdout + again.stderr
-    assert f"deploy: 0 written, {len(manifest.files) + 1} unchanged, 0 removed" in again.stdout
+    assert PINNED_LINE in again.stdout
+    assert "unchanged lib/umqtt/simple.mpy" in again.stdout
+    assert f"deploy: 0 written, {len(manifest.files)} unchanged, 0 removed" in again.stdout
     assert {p: (flash / p).stat().st_mtime_ns for p in files} == mtimes
 
-    # The deployed package imports on the board, from the compiled files.
+    # The deployed package and umqtt import on the board, from the compiled files.
     check = mpremote(
         board.port,
         "exec",
-        "import shared_protocol, shared_protocol.header as h\nprint(shared_protocol.PROTOCOL_VERSION, h.__file__)",
+        "import shared_protocol, shared_protocol.header as h, umqtt.simple as u\n"
+        "print(shared_protocol.PROTOCOL_VERSION, h.__file__, u.__file__)",
     )
     assert check.returncode == 0, check.stderr
-    assert check.stdout.split() == ["1", "shared_protocol/header.mpy"]
+    assert check.stdout.split() == ["1", "shared_protocol/header.mpy", f"{board.flash_dir}/lib/umqtt/simple.mpy"]
 
     status = flash_cli("status", "--port", board.port, "--arch", "native", "--build-dir", str(build_dir))
     assert status.returncode == 0, status.stderr
@@ -181,13 +186,12 @@ def test_provisioned_board_runs_the_firmware_and_publishes_birth(
             board.port,
             "--build-dir",
             str(tmp_path / "build"),
-            "--umqtt-from",
-            str(UMQTT_CACHE / "umqtt" / "simple.py"),
         )
         assert result.returncode == 0, result.stdout + result.stderr
+        assert PINNED_LINE in result.stdout
         assert "soft reset: main.py started" in result.stdout
         assert BROKER_SECRET not in result.stdout + result.stderr
-        # main.py ran on the board with the written config.json and the copied umqtt
+        # main.py ran on the board with the written config.json and the pinned umqtt
         assert got_birth.wait(30), board.transcript()[-2000:]
     finally:
         sub.loop_stop()
@@ -237,8 +241,8 @@ def test_deploy_removes_stale_and_shadowing_files_and_verify_finds_tampering(
 
 def test_bad_config_touches_no_board(tmp_path: Path, board: VirtualBoard) -> None:
     devices = devices_file(tmp_path, 1883)
-    devices.write_text(devices.read_text().replace("pin = 1 }", "pin = 99 }"))
-    result = flash_cli("provision", "--device", "vb1", "--config", str(devices), "--port", board.port, "--no-mip")
+    devices.write_text(devices.read_text().replace("pin = 34 }", "pin = 99 }"))
+    result = flash_cli("provision", "--device", "vb1", "--config", str(devices), "--port", board.port)
     assert result.returncode == 1
     assert "device vb1: config: rejected by the firmware" in result.stderr
     assert "sensors[0].pin" in result.stderr
@@ -275,10 +279,14 @@ def make_mip_index(root: Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def test_provision_installs_umqtt_with_real_mip_from_a_local_index(tmp_path: Path, board: VirtualBoard) -> None:
+def test_umqtt_mip_opt_in_installs_with_real_mip_from_a_local_index(tmp_path: Path, board: VirtualBoard) -> None:
     index_dir = tmp_path / "index"
     index_dir.mkdir()
     digest = make_mip_index(index_dir)
+    build_dir = tmp_path / "build"
+    # provisioned with the pinned umqtt first: --umqtt-mip then replaces it
+    assert main(["deploy", "--port", board.port, "--arch", "native", "--build-dir", str(build_dir), "--no-reset"]) == 0
+    assert (board.flash_dir / BOARD_MANIFEST).read_text().count("lib/umqtt/simple.mpy") == 1
     handler = functools.partial(_QuietHandler, directory=str(index_dir))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -293,7 +301,9 @@ def test_provision_installs_umqtt_with_real_mip_from_a_local_index(tmp_path: Pat
             "--port",
             board.port,
             "--build-dir",
-            str(tmp_path / "build"),
+            str(build_dir),
+            "--no-build",
+            "--umqtt-mip",
             "--mip-index",
             f"http://127.0.0.1:{server.server_address[1]}",
             "--no-reset",
@@ -302,6 +312,13 @@ def test_provision_installs_umqtt_with_real_mip_from_a_local_index(tmp_path: Pat
         server.shutdown()
         server.server_close()
     assert result.returncode == 0, result.stdout + result.stderr
+    # said as what it is, and the pinned file is neither shipped nor claimed
+    index = f"http://127.0.0.1:{server.server_address[1]}"
+    assert f"umqtt.simple: mip install from {index} (--umqtt-mip opt-in" in result.stdout
+    assert f"NOT the pinned {UMQTT_PIN.version} the tests run" in result.stdout
+    assert PINNED_LINE not in result.stdout
+    assert "release   lib/umqtt/simple.mpy (left to be replaced, no longer claimed)" in result.stdout
+    assert "lib/umqtt/simple.mpy" not in json.loads((board.flash_dir / BOARD_MANIFEST).read_text())["files"]
     installed = board.flash_dir / "lib" / "umqtt" / "simple.mpy"
     assert hashlib.sha256(installed.read_bytes()).hexdigest() == digest
     check = mpremote(board.port, "exec", "from umqtt.simple import MQTTClient\nprint(MQTTClient.__name__)")
@@ -310,6 +327,9 @@ def test_provision_installs_umqtt_with_real_mip_from_a_local_index(tmp_path: Pat
 
 
 def test_mip_failure_says_what_to_do_offline(tmp_path: Path, board: VirtualBoard) -> None:
+    build_dir = tmp_path / "build"
+    assert main(["deploy", "--port", board.port, "--arch", "native", "--build-dir", str(build_dir), "--no-reset"]) == 0
+    pinned = (board.flash_dir / "lib" / "umqtt" / "simple.mpy").read_bytes()
     result = flash_cli(
         "provision",
         "--device",
@@ -319,14 +339,19 @@ def test_mip_failure_says_what_to_do_offline(tmp_path: Path, board: VirtualBoard
         "--port",
         board.port,
         "--build-dir",
-        str(tmp_path / "build"),
+        str(build_dir),
+        "--no-build",
+        "--umqtt-mip",
         "--mip-index",
         f"http://127.0.0.1:{free_port()}",  # nothing listens there
         "--no-reset",
     )
     assert result.returncode == 1
     assert "mip install umqtt.simple failed" in result.stderr
-    assert "--umqtt-from" in result.stderr
+    assert "Without --umqtt-mip the pinned umqtt.simple (the one the tests run) is installed" in result.stderr
+    # the board keeps a working umqtt (the pinned file, no longer claimed: the next deploy rewrites it)
+    assert (board.flash_dir / "lib" / "umqtt" / "simple.mpy").read_bytes() == pinned
+    assert "lib/umqtt/simple.mpy" not in json.loads((board.flash_dir / BOARD_MANIFEST).read_text())["files"]
 
 
 def test_config_command_writes_only_config_and_skips_an_identical_one(

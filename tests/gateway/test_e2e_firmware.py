@@ -118,7 +118,7 @@ def test_firmware_to_gateway_alert_and_actuator(tmp_path: Path, mosquitto: Any) 
                 mosquitto.port,
                 "valve-1",
                 sample={"rate_hz": 5, "batch": 5},
-                sensors=[{"type": "analog", "pin": 1}],
+                sensors=[{"type": "analog", "pin": 34}],
                 outputs=[{"name": "valve", "pin": 12}],
             ),
             EDGELINE_SIM_VERBOSE=1,

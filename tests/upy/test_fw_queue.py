@@ -1,5 +1,6 @@
 # Offline queue: order, ACK trimming, spill to flash, capacity, torn tails, restarts.
 import os
+import struct
 from array import array
 
 from sensorfw.core.offline_queue import OfflineQueue
@@ -150,3 +151,71 @@ def test_torn_tail_is_detected_and_skipped():
         f.write(bad)
     q3 = _queue(d)
     assert q3.torn == 1 and q3.loaded == len(seqs)
+
+
+def test_segment_blocks_fill_littlefs_blocks():
+    # block k > 0 of a littlefs file starts with ctz(k)+1 pointers of 4 bytes: the queue's
+    # block k is that much shorter, so every append fills exactly one littlefs block
+    d = _dir("layout")
+    q = _queue(d, ram=1, flash=64, block=512, segblocks=4)
+    assert [q.block_cap(k) for k in range(5)] == [512, 508, 504, 508, 500]
+    for s in range(30):
+        mv, n = _frame(s)
+        q.push(mv, n, False)
+    q.sync()
+    sizes = sorted((f, os.stat(d + "/" + f)[6]) for f in os.listdir(d))
+    assert [f for f, _ in sizes][:2] == ["q00000001c.seg", "q00000002c.seg"], sizes
+    assert sizes[0][1] == 512 + 508 + 504 + 508  # a full segment
+    q2 = _queue(d, ram=1, flash=64, block=512, segblocks=4)
+    assert q2.loaded == 30 and q2.torn == 0
+    assert [s for s, _ in _drain(q2)] == list(range(30))
+
+
+def _legacy_segment(path, seqs, block):
+    # a segment file as firmware before the littlefs alignment wrote it: q%08d.seg,
+    # every block `block` bytes, records packed from the start of each block
+    from binascii import crc32
+
+    out = bytearray()
+    blk = bytearray(b"\xff" * block)
+    pos = 0
+    for s in seqs:
+        mv, n = _frame(s, boot=2)
+        if pos + 7 + n > block:
+            out += blk
+            blk = bytearray(b"\xff" * block)
+            pos = 0
+        blk[pos] = 0xA5
+        blk[pos + 1 : pos + 7] = struct.pack("<HI", n, crc32(bytes(mv[:n])) & 0xFFFFFFFF)
+        blk[pos + 7 : pos + 7 + n] = bytes(mv[:n])
+        pos += 7 + n
+    out += blk
+    with open(path, "wb") as f:
+        f.write(out)
+
+
+def test_segments_of_the_older_layout_are_read_after_an_upgrade():
+    d = _dir("legacy")
+    try:
+        os.mkdir(d)
+    except OSError:
+        pass
+    _legacy_segment(d + "/q00000006.seg", range(0, 20), 512)  # 3 blocks of 512
+    _legacy_segment(d + "/q00000007.seg", range(20, 26), 512)
+    q = _queue(d)
+    assert q.loaded == 26 and q.torn == 0
+    for s in range(26, 30):  # new frames after the upgrade: a new segment, next number
+        mv, n = _frame(s, boot=2)
+        q.push(mv, n, False)
+    q.sync()
+    assert sorted(f for f in os.listdir(d) if f.endswith(".seg")) == [
+        "q00000006.seg",
+        "q00000007.seg",
+        "q00000008c.seg",
+    ]
+    got = _drain(q)
+    assert [s for s, _ in got] == list(range(30))  # read back from both layouts
+    q.ack(2, 0, 22)
+    assert sorted(f for f in os.listdir(d) if f.endswith(".seg")) == ["q00000007.seg", "q00000008c.seg"]
+    q.ack(2, 23, 29)
+    assert [f for f in os.listdir(d) if f.endswith(".seg")] == []

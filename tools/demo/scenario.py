@@ -31,6 +31,7 @@ class DeviceSpec:
     fault_at: float | None = None  # fraction of the run when a bearing fault starts
     link_down: tuple[float, float] | None = None  # fractions of the run without network
     seed: int = 1
+    board: str = "esp32_devkit"  # the virtual board's profile (boards/esp32_devkit.py, pico_w.py)
 
     def config(self, broker_host: str, broker_port: int) -> dict[str, Any]:
         return {
@@ -40,7 +41,9 @@ class DeviceSpec:
             "sample": {"rate_hz": self.rate_hz, "batch": self.batch},
             "sensors": self.sensors,
             "outputs": self.outputs,
-            "queue": {"ram_frames": 16, "flash_frames": 2048, "ack_timeout_s": 5, "publish_per_loop": 16},
+            # within esp32_devkit's HEAP_BUDGET (24 KB): 8 RAM frames of 6 channels x 32 samples
+            # (~4 KB) and the RAM index of 512 flash frames (~9 KB)
+            "queue": {"ram_frames": 8, "flash_frames": 512, "ack_timeout_s": 5, "publish_per_loop": 16},
             "backoff": {"min_ms": 250, "max_ms": 2000},
             "health_s": 2,
             "watchdog_ms": 0,
@@ -48,6 +51,7 @@ class DeviceSpec:
 
     def env(self, duration_s: float, flash: Path) -> dict[str, str]:
         env = {
+            "EDGELINE_SIM_BOARD": self.board,
             "EDGELINE_SIM_DIR": str(flash),
             "EDGELINE_SIM_DURATION_S": f"{duration_s:.1f}",
             "EDGELINE_SIM_DRAIN_S": "20",
@@ -87,6 +91,7 @@ DEVICES = (
         20,
         outputs=[{"name": "valve", "pin": 16}],
         seed=33,
+        board="pico_w",
     ),
 )
 

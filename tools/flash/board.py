@@ -256,7 +256,8 @@ class Board:
         """``mpremote mip install [--index URL] <package>`` through this connection.
 
         The host downloads from micropython-lib (or ``index``, e.g. a local mirror) and
-        writes the files into the board's lib directory.
+        writes the files into the board's lib directory. Only for ``--umqtt-mip``: by
+        default the libraries come pinned, in the build.
         """
         from mpremote.commands import CommandError
         from mpremote.main import State as MpremoteState
@@ -269,8 +270,9 @@ class Board:
         argv = ["install", package] if index is None else ["--index", index, "install", package]
         args = argparse_mip().parse_args(argv)
         hint = (
-            "The host downloads it from the internet (or --mip-index URL); offline, pass "
-            "--umqtt-from PATH (a cached umqtt/simple.py) or --no-mip"
+            "The host downloads it from the internet (or --mip-index URL). Without --umqtt-mip "
+            "the pinned umqtt.simple (the one the tests run) is installed from the local archive, "
+            "with no network"
         )
         try:
             do_mip(state, args)

@@ -28,6 +28,7 @@ from tools.flash.commands import (
     do_provision,
     do_status,
 )
+from tools.flash.deploy import UMQTT
 from tools.flash.errors import FlashError
 
 PROG = "edgeline-flash"
@@ -60,11 +61,21 @@ def _add_code(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="hash every file on the board instead of trusting its manifest (slower)",
     )
+    pinned = f"{UMQTT.name} {UMQTT.pin.version}"
     parser.add_argument(
         "--umqtt-from",
         metavar="PATH",
-        help="copy a cached umqtt/simple.py to lib/ instead of `mip install` (offline)",
+        help=f"override: ship this umqtt/simple.py (or a directory holding umqtt/simple.py), compiled to "
+        f"{UMQTT.board_path}, instead of the pinned {pinned} the tests run (the default, from "
+        "the sha256-checked archive of tools/fetch_upy_deps.py)",
     )
+    parser.add_argument(
+        "--umqtt-mip",
+        action="store_true",
+        help=f"opt-in: install umqtt.simple with `mip install` instead of the pinned {pinned}; the "
+        "index decides the version (needs the internet, or --mip-index)",
+    )
+    parser.add_argument("--mip-index", metavar="URL", help="package index for --umqtt-mip (default: micropython-lib)")
 
 
 def _add_reset(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +90,7 @@ def _add_reset(parser: argparse.ArgumentParser) -> None:
 
 
 def parser_build() -> argparse.ArgumentParser:
-    p = _parser("build", "compile firmware/ and shared_protocol/ to .mpy into build/<arch>/")
+    p = _parser("build", f"compile firmware/, shared_protocol/ and the pinned {UMQTT.name} to .mpy into build/<arch>/")
     p.add_argument("--arch", required=True, choices=list(ARCHES), help=_arch_help())
     p.add_argument("--build-dir", help="output directory (default: build/<arch>)")
     p.add_argument("-v", "--verbose", action="store_true", help="list every file")
@@ -89,19 +100,18 @@ def parser_build() -> argparse.ArgumentParser:
 def parser_provision() -> argparse.ArgumentParser:
     p = _parser(
         "provision",
-        "write the device's config.json, deploy the code, install umqtt.simple, soft-reset",
+        f"deploy the code with the pinned {UMQTT.name} {UMQTT.pin.version}, write the device's config.json, soft-reset",
     )
     _add_device(p, required=True)
     _add_port(p)
     _add_code(p)
-    p.add_argument("--no-mip", action="store_true", help="do not `mip install umqtt.simple` (offline)")
-    p.add_argument("--mip-index", metavar="URL", help="package index for mip (default: micropython-lib)")
+    p.add_argument("--no-mip", action="store_true", help=argparse.SUPPRESS)  # removed: says so, with the fix
     _add_reset(p)
     return p
 
 
 def parser_deploy() -> argparse.ArgumentParser:
-    p = _parser("deploy", "deploy the code only (changed files), then soft-reset")
+    p = _parser("deploy", f"deploy the code and the pinned {UMQTT.name} (changed files only), then soft-reset")
     _add_device(p, required=False)
     _add_port(p)
     _add_code(p)

@@ -12,14 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from tools.fetch_upy_deps import DEFAULT_ARCHIVES
 from tools.flash.board import BOARD_MANIFEST, Board
-from tools.flash.build import ARCHES, ROOT, BuildManifest, build, sha256_bytes
+from tools.flash.build import ARCHES, LIBRARIES, ROOT, BuildManifest, build, sha256_bytes
 from tools.flash.deploy import (
     LIB_PREFIX,
     RECORDED_HASH,
+    UMQTT,
     Payload,
     build_payloads,
     check_compatible,
+    check_libraries,
     deploy,
     umqtt_payload,
 )
@@ -35,6 +38,7 @@ class State:
     out: TextIO = field(default_factory=lambda: sys.stdout)
     board: Board | None = None
     validator: Validator | None = None  # None: the firmware's own (devices.firmware_validator)
+    archives: Path = DEFAULT_ARCHIVES  # the pinned library archives (tools/fetch_upy_deps.py)
 
     def say(self, message: str) -> None:
         print(message, file=self.out, flush=True)
@@ -93,13 +97,39 @@ def _prepare_build(state: State, args: argparse.Namespace, arch: str) -> tuple[P
     if args.no_build:
         return build_dir, BuildManifest.load(build_dir)
     state.say(f"build {arch} -> {build_dir}")
-    return build(arch, root=state.root, out_dir=build_dir)
+    return build(arch, root=state.root, out_dir=build_dir, archives=state.archives)
 
 
-def _code_payloads(args: argparse.Namespace, build_dir: Path, manifest: BuildManifest) -> list[Payload]:
-    payloads = build_payloads(build_dir, manifest)
-    if getattr(args, "umqtt_from", None):
-        payloads.append(umqtt_payload(Path(args.umqtt_from)))
+def _check_umqtt_options(args: argparse.Namespace) -> None:
+    if getattr(args, "no_mip", False):
+        raise FlashError(
+            f"--no-mip is gone: edgeline-flash runs no mip unless asked (--umqtt-mip); {UMQTT.name} "
+            f"{UMQTT.pin.version} comes from the pinned archive, offline. Drop --no-mip"
+        )
+    if args.umqtt_from and args.umqtt_mip:
+        raise FlashError("--umqtt-from and --umqtt-mip both replace the pinned umqtt.simple: choose one")
+    if args.mip_index and not args.umqtt_mip:
+        raise FlashError(
+            "--mip-index is for --umqtt-mip: add --umqtt-mip to install umqtt.simple with mip, "
+            "or drop --mip-index to install the pinned one"
+        )
+
+
+def _code_payloads(
+    state: State, args: argparse.Namespace, arch: str, build_dir: Path, manifest: BuildManifest
+) -> list[Payload]:
+    """The build's files, with umqtt.simple as asked: the pinned one of the build (default),
+    --umqtt-from's instead, or none when --umqtt-mip installs it afterwards."""
+    replaced = frozenset({UMQTT.board_path}) if args.umqtt_from or args.umqtt_mip else frozenset()
+    check_libraries(build_dir, manifest, skip=replaced)
+    payloads = [p for p in build_payloads(build_dir, manifest) if p.path not in replaced]
+    for lib in LIBRARIES:
+        if lib.board_path not in replaced:
+            state.say(lib.describe())
+    if args.umqtt_from:
+        payload, line = umqtt_payload(Path(args.umqtt_from), arch)
+        payloads.append(payload)
+        state.say(line)
     return payloads
 
 
@@ -129,11 +159,20 @@ def _finish(state: State, board: Board, args: argparse.Namespace) -> None:
 
 def _deploy_code(state: State, port: str, args: argparse.Namespace, arch: str) -> Board:
     """Build (before touching the board: a compile error leaves it as it was), connect, copy."""
+    _check_umqtt_options(args)
     build_dir, manifest = _prepare_build(state, args, arch)
-    payloads = _code_payloads(args, build_dir, manifest)
+    payloads = _code_payloads(state, args, arch, build_dir, manifest)
     board = state.connect(port)
     check_compatible(board.info(), manifest, board.port)
-    deploy(board, payloads, arch=arch, verify=args.verify, say=state.say)
+    released = frozenset({UMQTT.board_path}) if args.umqtt_mip else frozenset()
+    deploy(board, payloads, arch=arch, verify=args.verify, say=state.say, released=released)
+    if args.umqtt_mip:
+        index = args.mip_index or "micropython-lib"
+        state.say(
+            f"{UMQTT.name}: mip install from {index} (--umqtt-mip opt-in: whatever release the index "
+            f"serves, NOT the pinned {UMQTT.pin.version} the tests run)"
+        )
+        board.mip_install(UMQTT.name, index=args.mip_index)
     return board
 
 
@@ -143,27 +182,20 @@ def _deploy_code(state: State, port: str, args: argparse.Namespace, arch: str) -
 def do_build(state: State, args: argparse.Namespace) -> None:
     out = Path(args.build_dir) if args.build_dir else None
     say = state.say if args.verbose else None
-    dest, manifest = build(args.arch, root=state.root, out_dir=out, progress=say)
+    dest, manifest = build(args.arch, root=state.root, out_dir=out, progress=say, archives=state.archives)
     total = sum(f.size for f in manifest.files)
+    for lib in LIBRARIES:
+        state.say(lib.describe())
     state.say(f"build {args.arch}: {len(manifest.files)} files, {total} B -> {dest}")
 
 
 def do_provision(state: State, args: argparse.Namespace) -> None:
     device = _require_device(args)
-    if args.umqtt_from and (args.no_mip or args.mip_index):
-        raise FlashError("--umqtt-from replaces mip: drop --no-mip / --mip-index")
-    if args.no_mip and args.mip_index:
-        raise FlashError("--no-mip and --mip-index contradict each other: choose one")
+    _check_umqtt_options(args)
     arch = _arch(args, device)
     render_config(device, state.validator, arch=arch)  # refuse a bad config before touching the board
     board = _deploy_code(state, _port(args, device), args, arch)
     _write_config(state, board, device, arch)
-    if args.umqtt_from:
-        state.say("umqtt.simple: copied from --umqtt-from")
-    elif args.no_mip:
-        state.say("umqtt.simple: skipped (--no-mip)")
-    else:
-        board.mip_install("umqtt.simple", index=args.mip_index)
     _finish(state, board, args)
 
 

@@ -18,13 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tools.flash.board import BOARD_MANIFEST, BOARD_MANIFEST_FORMAT, Board, BoardInfo
-from tools.flash.build import BuildManifest, sha256_bytes
+from tools.flash.build import LIB_DIR, LIBRARIES, BuildManifest, compile_source, library, sha256_bytes
 from tools.flash.devices import CONFIG_NAME
 from tools.flash.errors import FlashError
 
-UMQTT_BOARD_PATH = "lib/umqtt/simple.py"
-#: libraries (umqtt from --umqtt-from or mip) live here; a code-only deploy keeps them
-LIB_PREFIX = "lib/"
+#: umqtt.simple, pinned in tools/fetch_upy_deps.py
+UMQTT = library("umqtt.simple")
+UMQTT_BOARD_PATH = UMQTT.board_path
+#: libraries live here: the pinned ones of the build, or those of --umqtt-from / --umqtt-mip
+LIB_PREFIX = LIB_DIR + "/"
 _MPY_VERSION = re.compile(r"mpy v(\d+)\.(\d+)")
 #: hex digits of sha256 kept per file in the board manifest (64 bits: plenty to notice a
 #: change, and half the bytes to send over a 115200-baud link on every deploy)
@@ -70,21 +72,46 @@ def build_payloads(build_dir: Path, manifest: BuildManifest) -> list[Payload]:
     return out
 
 
-def file_payload(board_path: str, source: Path) -> Payload:
-    data = source.read_bytes()
-    return Payload(board_path, sha256_bytes(data), len(data), _constant(data))
+def check_libraries(build_dir: Path, manifest: BuildManifest, skip: frozenset[str] = frozenset()) -> None:
+    """Refuse a build whose libraries are not the pinned ones (made before the pin changed,
+    or by an older edgeline-flash): the board must get what the tests run."""
+    built = {entry.path: entry for entry in manifest.files}
+    for lib in LIBRARIES:
+        if lib.board_path in skip:
+            continue
+        entry = built.get(lib.board_path)
+        if entry is None or entry.source != lib.source:
+            was = f"from {entry.source}" if entry else "without it"
+            raise FlashError(
+                f"{build_dir} has {lib.board_path} {was}, but the pinned {lib.name} is {lib.source} "
+                "(tools/fetch_upy_deps.py): rebuild (run without --no-build, or "
+                f"`python -m tools.flash build --arch {manifest.arch}`)"
+            )
 
 
-def umqtt_payload(path: Path) -> Payload:
-    """--umqtt-from: a cached umqtt/simple.py, or a directory holding umqtt/simple.py."""
+def umqtt_payload(path: Path, arch: str) -> tuple[Payload, str]:
+    """--umqtt-from: a umqtt/simple.py (the file, or a directory holding umqtt/simple.py),
+    compiled for ``arch`` like the build, to replace the pinned one. Returns the payload and
+    a line saying what it is."""
     candidates = [path, path / "umqtt" / "simple.py", path / "simple.py"]
-    for candidate in candidates:
-        if candidate.is_file():
-            return file_payload(UMQTT_BOARD_PATH, candidate)
-    raise FlashError(
-        f"--umqtt-from {path}: no umqtt/simple.py there. Give the file, or a directory that "
-        "holds umqtt/simple.py (tools/fetch_upy_deps.py caches one in .cache/upy-lib)"
+    source = next((c for c in candidates if c.is_file()), None)
+    if source is None:
+        raise FlashError(
+            f"--umqtt-from {path}: no umqtt/simple.py there. Give the file, or a directory that "
+            "holds umqtt/simple.py; without --umqtt-from the pinned umqtt.simple is installed"
+        )
+    if source.suffix != ".py":
+        raise FlashError(f"--umqtt-from {source}: give the source file (umqtt/simple.py); it is compiled for the board")
+    try:
+        text = source.read_bytes()
+    except OSError as exc:
+        raise FlashError(f"--umqtt-from {source}: unreadable ({exc.strerror})") from None
+    data = compile_source(text, UMQTT.member, arch, shown=str(source))
+    line = (
+        f"{UMQTT.name} from {source} (--umqtt-from override, NOT the pinned {UMQTT.pin.version} "
+        f"the tests run; source sha256 {sha256_bytes(text)}) -> {UMQTT.board_path}"
     )
+    return Payload(UMQTT.board_path, sha256_bytes(data), len(data), _constant(data)), line
 
 
 def check_compatible(info: BoardInfo, manifest: BuildManifest, port: str) -> None:
@@ -124,7 +151,11 @@ def deploy(
     arch: str,
     verify: bool = False,
     say: Callable[[str], None] = print,
+    released: frozenset[str] = frozenset(),
 ) -> DeployReport:
+    """Copy ``payloads``. ``released``: paths another installer writes next (--umqtt-mip):
+    their claims are withdrawn, the files left for it to replace (a failed install then
+    leaves the previous file in place, unclaimed, and the next deploy rewrites it)."""
     payloads = sorted(payloads, key=lambda p: p.path)
     listing = board.listing()
     recorded: dict[str, str] = dict(board.manifest(listing).get("files", {}))
@@ -140,19 +171,26 @@ def deploy(
         return recorded.get(payload.path) == payload.sha256[:RECORDED_HASH]
 
     to_write = {p.path for p in payloads if not current(p)}
+    # Files this tool wrote that are no longer wanted (lib/ included: every deploy carries
+    # the libraries, so an unwanted one was replaced, e.g. by --umqtt-mip).
     stale = sorted(
-        p for p in recorded if p not in wanted and p not in (CONFIG_NAME, BOARD_MANIFEST) and listing.get(p, -1) >= 0
+        p
+        for p in recorded
+        if p not in wanted and p not in released and p not in (CONFIG_NAME, BOARD_MANIFEST) and listing.get(p, -1) >= 0
     )
-    # A leftover X.py (e.g. copied by hand) is imported before our X.mpy: remove it.
+    unclaimed = sorted(p for p in recorded if p in released and p not in wanted)
+    # A leftover X.py (copied by hand, or by an older edgeline-flash) is imported before our
+    # X.mpy: remove it.
     shadows = sorted(
         p.path[: -len(".mpy")] + ".py"
         for p in payloads
         if p.path.endswith(".mpy")
         and listing.get(p.path[: -len(".mpy")] + ".py", -1) >= 0
         and p.path[: -len(".mpy")] + ".py" not in wanted
+        and p.path[: -len(".mpy")] + ".py" not in stale
     )
     report = DeployReport()
-    changing = to_write | set(stale) | set(shadows)
+    changing = to_write | set(stale) | set(shadows) | set(unclaimed)
     if changing & set(recorded):  # withdraw the claims about files that are about to change
         _write_manifest(board, arch, {k: v for k, v in recorded.items() if k not in changing})
     total = len(payloads)
@@ -179,8 +217,9 @@ def deploy(
         board.remove(path)
         report.removed.append(path)
         say(f"      remove    {path} (would shadow {path[:-3]}.mpy)")
-    kept = {p: h for p, h in recorded.items() if p.startswith(LIB_PREFIX) and p not in wanted and p in listing}
-    claims = {**kept, **wanted}
+    for path in unclaimed:
+        say(f"      release   {path} (left to be replaced, no longer claimed)")
+    claims = wanted  # every other claim was about a file just removed or released
     # Rewritten also when nothing was written but a claim was wrong (--verify found a file
     # right that the manifest described otherwise): later deploys and `status` trust it.
     if changing or not recorded or claims != recorded:

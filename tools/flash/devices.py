@@ -21,6 +21,7 @@ every message built from a device's config goes through ``Secrets.redact``.
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import stat
@@ -211,17 +212,26 @@ def load_device(path: Path, device_id: str) -> Device:
 Validator = Callable[[dict[str, Any], bool], object]
 #: boards that reach the broker over Wi-Fi (the unix port / virtual board uses the host's network)
 WIFI_ARCHES = frozenset({"armv6m", "xtensawin"})
+#: board profile (firmware/sensorfw/boards/<name>.py) whose pin roles, watchdog maximum and
+#: heap budget apply to a config.json built for an arch; native: the virtual board on the unix
+#: port emulates an ESP32 DevKit (boards/sim.py, unless EDGELINE_SIM_BOARD says otherwise)
+ARCH_BOARDS: dict[str, str | None] = {"xtensawin": "esp32_devkit", "armv6m": "pico_w", "native": "esp32_devkit"}
 
 
-def firmware_validator(root: Path = ROOT) -> Validator:
+def firmware_validator(root: Path = ROOT, arch: str | None = None) -> Validator:
     """The firmware's own check (``validate`` of firmware/sensorfw/core/config.py) run under
-    CPython, so the tool never writes a config.json that the board would refuse."""
+    CPython, so the tool never writes a config.json that the board would refuse. With
+    ``arch`` the board profile of that arch (``ARCH_BOARDS``) is checked too, as the board
+    does at boot."""
     firmware = str(root / "firmware")
     added = firmware not in sys.path
     if added:
         sys.path.insert(0, firmware)
+    board = ARCH_BOARDS.get(arch) if arch is not None else None
     try:
         from sensorfw.core import config as fw_config  # type: ignore[import-not-found]
+
+        profile = importlib.import_module(f"sensorfw.boards.{board}") if board else None
     except ImportError as exc:
         raise FlashError(f"cannot load the firmware's config validator from {firmware}: {exc}") from None
     finally:
@@ -229,7 +239,7 @@ def firmware_validator(root: Path = ROOT) -> Validator:
             sys.path.remove(firmware)
 
     def check(config: dict[str, Any], needs_wifi: bool) -> object:
-        return fw_config.validate(config, ".", needs_wifi)
+        return fw_config.validate(config, ".", needs_wifi, profile)
 
     return check
 
@@ -237,10 +247,11 @@ def firmware_validator(root: Path = ROOT) -> Validator:
 def render_config(device: Device, validator: Validator | None = None, *, arch: str | None = None) -> bytes:
     """Validate the device's config and return config.json's bytes (compact, sorted keys).
 
-    ``arch`` (default: the device's) decides whether Wi-Fi settings are required.
+    ``arch`` (default: the device's) decides whether Wi-Fi settings are required and, for the
+    firmware's own validator, which board's pin roles, watchdog maximum and heap budget apply.
     """
-    check = validator if validator is not None else firmware_validator()
     target = arch or device.arch
+    check = validator if validator is not None else firmware_validator(arch=target)
     needs_wifi = target is None or target in WIFI_ARCHES
     data = json.dumps(device.config, sort_keys=True, separators=(",", ":")).encode("utf-8")
     try:

@@ -1,12 +1,18 @@
-# Simulation board for the MicroPython unix port (no `machine` module there).
+# Simulation board for the MicroPython unix port: a port-faithful ESP32 or Pico W.
 #
-# It provides what the firmware takes from a real board: a clock, Timer, Pin, ADC,
-# I2C (an MPU-6050 answering on its registers), WDT, RTC memory, deep sleep, reset,
-# Wi-Fi state and an MQTT transport, with values from boards/sim_signals.py or a
-# recorded file. Timers are driven by the main loop (board.poll) and call their
-# handler the way a soft IRQ would; the clock can run faster than real time.
+# The firmware runs with the real board layer (port/board.py, port/mqtt.py) and the
+# board profile users flash (boards/esp32_devkit.py or boards/pico_w.py); underneath,
+# sim_machine.py stands in for the port's `machine`, `network` and `socket` with the
+# port's rules, and this module is the event engine: timer ticks and pin edges happen
+# in (virtual) time whatever the main loop is doing. Soft callbacks go through the
+# port's scheduler queue (depth 8; full = dropped, counted as `sched_dropped`) and run
+# when the port would run them: at the main loop's next bytecode (board.poll), every
+# 100 ms (esp32) / 1 ms (rp2) inside a blocking socket call, never during DNS. Hard
+# callbacks (rp2 only) run on time. Sensors: an MPU-6050 on I2C (sim_i2c.py) with its
+# FIFO paced by its own sample clock, ADC and pulse inputs from sim_signals.py.
 #
 # Environment (all optional):
+#   EDGELINE_SIM_BOARD      board profile: esp32_devkit (default) or pico_w
 #   EDGELINE_SIM_DIR        flash directory (default: current directory)
 #   EDGELINE_CONFIG         config.json path (default: <flash>/config.json)
 #   EDGELINE_SIM_SPEED      "max" (skip idle time) or a factor (default 1 = real time)
@@ -17,12 +23,16 @@
 #                           until the queue is empty (default 0)
 #   EDGELINE_SIM_FAULTS     "bearing@30:0.8,imbalance@60,none@90" (kind@t_s[:severity])
 #   EDGELINE_SIM_LINK_DOWN  "10-20,40-45" simulated seconds without network
+#   EDGELINE_SIM_WIFI_JOIN_MS  time a Wi-Fi join takes after connect() (default 0)
+#   EDGELINE_SIM_BLOCK_AT_S "12:1500,30:800" the main loop blocks in C code without
+#                           servicing callbacks (flash erase, GC) at t s for ms
 #   EDGELINE_SIM_REPLAY     text file, one row of 6 int16 (ax ay az gx gy gz) per line
+#   EDGELINE_SIM_IMU_WHOAMI WHO_AM_I of the simulated IMU (default 0x68)
+#   EDGELINE_SIM_I2C_FAIL   "5-6" simulated seconds in which every I2C transfer fails
 #   EDGELINE_SIM_SEED       signal seed (default 1)
 #   EDGELINE_SIM_STATS      write a JSON stats file at the end
 #   EDGELINE_SIM_VERBOSE    1: print link changes and pin writes
 #   EDGELINE_SIM_HANG_AT_S  the main loop hangs at this simulated time (watchdog test)
-#   EDGELINE_SIM_NO_RTC     1: no RTC memory (like the Pico W): sleep state goes to flash
 # Exit codes: 0 run limit reached, 3 deep sleep (restart = wake), 4 machine.reset,
 #             137 watchdog expired (process killed).
 
@@ -30,7 +40,9 @@ import os
 import sys
 import time
 
-from sensorfw.boards import sim_signals
+from sensorfw import unload
+from sensorfw.boards import sim_machine, sim_signals
+from sensorfw.boards.sim_machine import SCHEDULER_DEPTH, SOCKET_POLL_US, Scheduler
 
 EXIT_DEEPSLEEP = 3
 EXIT_RESET = 4
@@ -38,17 +50,7 @@ _MASK30 = 0x3FFFFFFF
 _PERIOD30 = 0x40000000
 _HALF30 = 0x20000000
 
-NAME = "sim"
-HARD_TIMER_IRQ = False  # timers fire from the main loop, like soft IRQs
-HARD_PIN_IRQ = False
-
-
-def _unload(name):
-    sys.modules.pop(name, None)
-    pkg = sys.modules.get("sensorfw.boards")
-    leaf = name.rsplit(".", 1)[1]
-    if pkg is not None and leaf in pkg.__dict__:
-        delattr(pkg, leaf)
+EXIT_WDT = 137
 
 
 def _env(name, default=None):
@@ -108,240 +110,389 @@ class SimClock:
             time.sleep_us(ms * 1000 * self.den // self.num)
 
 
-class SimTimer:
-    PERIODIC = 1
-    ONE_SHOT = 0
+# The port's machine/network/socket must be in place before the board layer imports them.
+PROFILES = {"esp32_devkit": "esp32", "pico_w": "rp2"}
+BOARD_NAME = _env("EDGELINE_SIM_BOARD", "esp32_devkit")
+if BOARD_NAME not in PROFILES:
+    raise ValueError("EDGELINE_SIM_BOARD must be esp32_devkit or pico_w, got %r" % BOARD_NAME)
+sim_machine.install(PROFILES[BOARD_NAME])
 
-    def __init__(self, board):
+from sensorfw.port.board import Board  # noqa: E402 - after the port's modules are installed
+
+
+class SimWLAN:
+    """network.WLAN(STA_IF): a join takes EDGELINE_SIM_WIFI_JOIN_MS of simulated time
+    after connect(); the link-down windows take the association away."""
+
+    def __init__(self, board, join_ms, windows):
         self.board = board
-        self.callback = None
-        self.period_us = 0
-        self.next = 0
-
-    def init(self, freq=None, period=None, mode=1, callback=None):
-        self.period_us = int(1000000 / freq + 0.5) if freq else int(period) * 1000
-        self.callback = callback
-        self.next = self.board.clock.now_us() + self.period_us
-        if self not in self.board.timers:
-            self.board.timers.append(self)
-
-    def deinit(self):
-        if self in self.board.timers:
-            self.board.timers.remove(self)
-
-
-class SimNet:
-    def __init__(self, board, windows):
-        self.board = board
+        self.join_us = join_ms * 1000
         self.windows = windows
+        # active and joining from power-on, as after a boot.py that starts the station
+        self._active = True
+        self._joined_at = self.join_us  # virtual us when the join completes; -1 = not joining
+        self.joins = 1
+
+    def active(self, flag=None):
+        if flag is None:
+            return self._active
+        self._active = bool(flag)
+        if not flag:
+            self._joined_at = -1
+        return None
+
+    def connect(self, ssid=None, key=None):
+        if not self._active:
+            raise OSError("STA must be active")
+        if self._joined_at < 0:
+            self._joined_at = self.board.sclock.now_us() + self.join_us
+            self.joins += 1
+
+    def disconnect(self):
+        self._joined_at = -1
 
     def down(self):
-        if not self.windows:
-            return False
-        t = self.board.clock.now_us() // 1000000
-        return any(a <= t < b for a, b in self.windows)
+        if self.windows:
+            t = self.board.sclock.now_us() // 1000000
+            for a, b in self.windows:
+                if a <= t < b:
+                    return True
+        return False
 
     def isconnected(self):
-        return not self.down()
+        return self._active and 0 <= self._joined_at <= self.board.sclock.now_us() and not self.down()
 
-    def connect(self):
-        pass
+    def status(self, param=None):
+        if param == "rssi":
+            return -55
+        return 1010 if self.isconnected() else 1001
 
-    def rssi(self):
-        return -55
+    def config(self, *args, **kw):
+        return None
 
 
-class SimBoard:
-    needs_wifi = False
-    hard_timer_irq = HARD_TIMER_IRQ
-    hard_pin_irq = HARD_PIN_IRQ
+class SimWDT:
+    """machine.WDT: feeds counted in simulated time (lightsleep checks it); a thread ends
+    the process (kill -9, as a reset) when the main loop stops feeding in real time."""
 
-    def __init__(self):
-        self.flash_dir = _env("EDGELINE_SIM_DIR", ".")
+    def __init__(self, board, timeout_ms):
+        from sensorfw.boards.sim_extras import watch_thread
+
+        self.board = board
+        self.timeout = timeout_ms
+        self.fed_us = board.sclock.now_us()
+        self.fed = time.ticks_ms()
+        watch_thread(self)
+
+    def feed(self):
+        self.fed = time.ticks_ms()
+        self.fed_us = self.board.sclock.now_us()
+
+
+class SimBoard(Board):
+    def __init__(self, profile):
+        sim_machine.bind(self)
+        flash_dir = _env("EDGELINE_SIM_DIR", ".")
         try:
-            os.stat(self.flash_dir)
+            os.stat(flash_dir)
         except OSError:
-            os.mkdir(self.flash_dir)
+            os.mkdir(flash_dir)
+        clock = SimClock(_env("EDGELINE_SIM_SPEED", "1"))
+        self.sclock = clock
+        from sensorfw.boards import sim_extras
+
+        self.wlan = SimWLAN(
+            self,
+            int(_env("EDGELINE_SIM_WIFI_JOIN_MS", "0")),
+            sim_extras.parse_windows(_env("EDGELINE_SIM_LINK_DOWN")),
+        )
+        self.faults = sim_extras.parse_faults(_env("EDGELINE_SIM_FAULTS"))
+        self.blocks = sim_extras.parse_blocks(_env("EDGELINE_SIM_BLOCK_AT_S"))
+        self.i2c_fail = sim_extras.parse_windows(_env("EDGELINE_SIM_I2C_FAIL"))
+        del sim_extras
+        unload("sensorfw.boards.sim_extras")  # only needed at start-up and at the end
+        Board.__init__(self, profile, flash_dir)  # the real board layer, over sim_machine
+        self.clock = clock  # type: ignore[assignment]  # time.ticks_* in simulated time
+        self.needs_wifi = False  # config.json may leave Wi-Fi out: the sim joins "sim"
         self.config_path = _env("EDGELINE_CONFIG", self.flash_dir + "/config.json")
-        self.clock = SimClock(_env("EDGELINE_SIM_SPEED", "1"))
-        self.start_us = 0
         self.duration_us = int(float(_env("EDGELINE_SIM_DURATION_S", "0")) * 1000000)
         self.max_samples = int(_env("EDGELINE_SIM_SAMPLES", "0"))
         self.stop_file = _env("EDGELINE_SIM_STOP_FILE")
         self._stop_check_us = 0
         self.drain_s = float(_env("EDGELINE_SIM_DRAIN_S", "0"))
         self.seed = int(_env("EDGELINE_SIM_SEED", "1"))
-        from sensorfw.boards import sim_extras
-
-        self.faults = sim_extras.parse_faults(_env("EDGELINE_SIM_FAULTS"))
         self.replay_path = _env("EDGELINE_SIM_REPLAY")
+        self.who_am_i = int(_env("EDGELINE_SIM_IMU_WHOAMI", "0x68"), 0)
         self.stats_path = _env("EDGELINE_SIM_STATS")
         self.verbose = _env("EDGELINE_SIM_VERBOSE") == "1"
-        self.has_rtc = _env("EDGELINE_SIM_NO_RTC") != "1"
         self.hang_us = int(float(_env("EDGELINE_SIM_HANG_AT_S", "-1")) * 1000000)
-        self.net = SimNet(self, sim_extras.parse_windows(_env("EDGELINE_SIM_LINK_DOWN")))
-        del sim_extras
-        _unload("sensorfw.boards.sim_extras")  # only needed at start-up and at the end
+        self.sched = Scheduler(SCHEDULER_DEPTH)
+        self.schedule = self.sched.schedule
+        self.poll_us = SOCKET_POLL_US[PROFILES[profile.NAME]]
         self.timers = []
-        self.latches = []  # sensors updated before each timer tick
-        self.vib = []
         self.inputs = []
         self.outputs = []
-        self.schedule = None
+        self.imus = []
+        self.wdt = None
+        self.sockopt_warnings = 0
+        self.nodelay = False
+        self.late_max_us = 0  # longest a soft callback waited in the queue
+        self._last_service = 0
         self._was_down = False
 
-    # --- hardware factories (what port/board.py does with `machine`) -------------
-    def make_timer(self):
-        return SimTimer(self)
+    # --- configuration: the sim joins a network named "sim" when config.json has none
+    def configure_net(self, wifi_cfg):
+        if not wifi_cfg.get("ssid"):
+            wifi_cfg = {"ssid": "sim", "password": None}
+        self.net.configure(wifi_cfg)
 
-    def start_timer(self, timer, rate_hz, callback):
-        timer.init(freq=rate_hz, mode=SimTimer.PERIODIC, callback=callback)
+    def net_down(self):
+        return not self.wlan.isconnected()
 
-    def stop_timer(self, timer):
-        timer.deinit()
+    # --- what sim_machine's classes ask of the board ------------------------------------
+    def emu_wlan(self):
+        return self.wlan
 
-    def make_adc(self, pin):
-        from sensorfw.boards.sim_io import SimADC
+    def emu_wifi_active(self):
+        return self.wlan.active()
 
-        a = SimADC(sim_signals.Analog(rate_hz=50.0, seed=self.seed + pin, period_s=30.0))
-        self.latches.append(a)
-        return a
-
-    def make_i2c(self, i2c_id, scl, sda, freq):
+    def emu_i2c(self, i2c_id, scl, sda, freq):
         from sensorfw.boards.sim_i2c import SimI2C, SimMPU6050
 
-        rate = 100.0
-        gen = sim_signals.Vibration(rate_hz=rate, seed=self.seed + i2c_id)
-        self.vib.append(gen)
         replay = None
         if self.replay_path:
             from sensorfw.boards.sim_extras import Replay
 
             replay = Replay(self.replay_path)
-        dev = SimMPU6050(0x68, gen, replay)
-        self.latches.append(dev)
+        dev = SimMPU6050(0x68, self.sclock, self.seed + i2c_id, replay, self.who_am_i, self.i2c_fail)
+        self.imus.append(dev)
         return SimI2C({0x68: dev})
 
-    def make_pin_in(self, pin, pull, spec):
-        from sensorfw.boards.sim_io import SimPin
+    def emu_adc_signal(self, pin):
+        return sim_signals.Analog(rate_hz=50.0, seed=self.seed + pin, period_s=30.0)
 
-        p = SimPin(self, pin, SimPin.IN)
-        p.gen = sim_signals.Pulses(rate_hz=spec.get("sim_hz", 5.0), seed=self.seed + pin)
-        p.next_edge = self.clock.now_us() + p.gen.next_interval_us()
-        self.inputs.append(p)
-        return p
+    def emu_wdt(self, timeout_ms):
+        self.wdt = SimWDT(self, timeout_ms)
+        return self.wdt
 
-    def attach_irq(self, pin, handler, edge):
-        from sensorfw.boards.sim_io import SimPin
-
-        trig = {"rising": SimPin.IRQ_RISING, "falling": SimPin.IRQ_FALLING, "both": 3}[edge]
-        pin.irq(handler=handler, trigger=trig, hard=self.hard_pin_irq)
-
-    def make_pin_out(self, pin):
-        from sensorfw.boards.sim_io import SimPin
-
-        p = SimPin(self, pin, SimPin.OUT)
-        self.outputs.append(p)
-        return p
-
-    def make_wdt(self, timeout_ms):
-        from sensorfw.boards.sim_extras import SimWDT
-
-        return SimWDT(self, timeout_ms)
-
-    def transport(self, client_id, host, port, user, password, keepalive_s, timeout_ms):  # noqa: PLR0917
-        from sensorfw.port.mqtt import MQTTTransport
-
-        return MQTTTransport(client_id, host, port, user, password, keepalive_s, timeout_ms, self.net.down)
-
-    # --- RTC memory, deep sleep, reset --------------------------------------------
-    def _path(self, name):
-        return self.flash_dir + "/" + name
-
-    def rtc_memory_read(self):
-        if not self.has_rtc:
-            return None
+    def emu_rtc_read(self):
         try:
             with open(self._path("rtc.bin"), "rb") as f:
                 return f.read()
         except OSError:
-            return None
+            return b""
 
-    def rtc_memory_write(self, data):
-        if not self.has_rtc:
-            return False
+    def emu_rtc_write(self, data):
         with open(self._path("rtc.bin"), "wb") as f:
             f.write(data)
-        return True
 
-    def woke_from_deepsleep(self):
+    def emu_reset_cause(self, m):
         try:
             os.remove(self._path("wake.flag"))
-            return True
+            woke = True
         except OSError:
-            return False
+            woke = False
+        if woke:
+            return getattr(m, "DEEPSLEEP_RESET", m.WDT_RESET)
+        return m.PWRON_RESET
 
-    def deepsleep(self, ms):
-        with open(self._path("wake.flag"), "w") as f:
-            f.write("%d\n" % ms)
-        sys.exit(EXIT_DEEPSLEEP)
-
-    def reset(self):
+    def emu_reset(self):
         try:
             os.remove(self._path("rtc.bin"))
         except OSError:
             pass
+        self.report_sleep()
         sys.exit(EXIT_RESET)
 
-    # --- main-loop hooks ------------------------------------------------------------
+    def emu_deepsleep(self, ms):
+        with open(self._path("wake.flag"), "w") as f:
+            f.write("%d\n" % ms)
+        self.report_sleep()
+        sys.exit(EXIT_DEEPSLEEP)
+
+    def emu_wake_reset(self):
+        # rp2 machine.deepsleep: the lightsleep ended, the watchdog reboots the chip
+        with open(self._path("wake.flag"), "w") as f:
+            f.write("0\n")
+        self.report_sleep()
+        sys.exit(EXIT_DEEPSLEEP)
+
+    def emu_lightsleep(self, ms):
+        self.lightsleeps += 1
+        if self.wlan.active():
+            # rp2: lightsleep returns at once while the Wi-Fi chip has work pending
+            self.lightsleep_early += 1
+            return
+        w = self.wdt
+        if w is not None:
+            left = w.timeout - (self.sclock.now_us() - w.fed_us) // 1000
+            if ms > left:
+                # the watchdog keeps counting in lightsleep: it resets the board first
+                self.sclock.sleep_ms(max(left, 0))
+                print("[sim] watchdog reset during lightsleep(%d) (timeout %d ms)" % (ms, w.timeout))
+                self.report_sleep()
+                sys.exit(EXIT_WDT)
+        self.sclock.sleep_ms(ms)
+        self.slept_ms += ms
+
+    lightsleeps = 0
+    lightsleep_early = 0
+    slept_ms = 0
+
+    def report_sleep(self):
+        if self.stats_path:
+            import json
+
+            imu = [d.stats() for d in self.imus]
+            with open(self.stats_path + ".sleep", "w") as f:
+                f.write(
+                    json.dumps(
+                        {
+                            "lightsleeps": self.lightsleeps,
+                            "lightsleep_early": self.lightsleep_early,
+                            "slept_ms": self.slept_ms,
+                            "wifi_active": self.wlan.active(),
+                            "imu": imu,
+                        }
+                    )
+                )
+
+    def emu_pin_write(self, pin):
+        pin.history.append((self.sclock.ticks_ms(), pin.level))
+        if len(pin.history) > 32:
+            pin.history.pop(0)
+        if self.verbose:
+            print("[sim] pin %s -> %d" % (pin.id, pin.level))
+
+    def emu_watch_pin(self, pin):
+        if pin not in self.inputs:
+            self.inputs.append(pin)
+
+    def emu_arm_timer(self, t):
+        t.next = self.sclock.now_us() + t.period_us
+        if t not in self.timers:
+            self.timers.append(t)
+
+    def emu_disarm_timer(self, t):
+        if t in self.timers:
+            self.timers.remove(t)
+
+    def emu_block_begin(self, services=True):
+        self._block_services = services
+        return self.sclock.now_us()
+
+    def emu_block_end(self, t0):
+        now = self.sclock.now_us()
+        if now > t0:
+            self._deliver(now, self.poll_us if self._block_services else 0, t0)
+            self._service(now)
+
+    _block_services = True
+
+    # --- hardware factories: the real Board's, plus the simulated signal on inputs -------
+    def make_pin_in(self, pin, pull, spec):
+        p = Board.make_pin_in(self, pin, pull, spec)
+        p.gen = sim_signals.Pulses(rate_hz=spec.get("sim_hz", 5.0), seed=self.seed + pin)
+        p.next_edge = self.sclock.now_us() + p.gen.next_interval_us()
+        self.emu_watch_pin(p)
+        return p
+
+    def make_pin_out(self, pin):
+        p = Board.make_pin_out(self, pin)
+        self.outputs.append(p)
+        return p
+
+    def _path(self, name):
+        return self.flash_dir + "/" + name
+
+    # --- the event engine -----------------------------------------------------------------
+    def _next_event(self):
+        best = None
+        t_best = -1
+        for t in self.timers:
+            if t.callback is not None and (t_best < 0 or t.next < t_best):
+                best = t
+                t_best = t.next
+        for p in self.inputs:
+            if p.gen is not None and p.next_edge >= 0 and (t_best < 0 or p.next_edge < t_best):
+                best = p
+                t_best = p.next_edge
+        return best, t_best
+
+    def _deliver(self, t_end, poll_us, t_start=0):
+        """Raise every timer tick and pin edge due up to t_end. poll_us > 0: the
+        scheduler is serviced every poll_us from t_start (inside a blocking call)."""
+        svc = t_start + poll_us
+        while True:
+            ev, t = self._next_event()
+            if ev is None or t > t_end:
+                return
+            while poll_us and svc <= t:
+                self._service(svc)
+                svc += poll_us
+            if ev in self.timers:
+                ev.next += ev.period_us
+                if ev.mode == 0:
+                    self.emu_disarm_timer(ev)
+                self._raise(ev.callback, ev, ev.hard, t)
+            else:
+                ev.next_edge += ev.gen.next_interval_us() // 2  # two edges per pulse
+                ev.level = 1 - ev.level
+                trig = ev.trigger
+                if ev.handler is not None and ((ev.level and trig & 1) or (not ev.level and trig & 2)):
+                    self._raise(ev.handler, ev, ev.hard, t)
+
+    def _raise(self, fn, arg, hard, t):
+        if hard:
+            self.sclock.frozen = t  # a hard IRQ runs on time
+            fn(arg)
+            self.sclock.frozen = -1
+        else:
+            if self.sched.n == 0:
+                self._first_queued = t
+            self.sched.irq(fn, arg)
+
+    _first_queued = 0
+
+    def _service(self, t):
+        """The VM runs the pending soft callbacks at virtual time t."""
+        if self.sched.n:
+            late = t - self._first_queued
+            self.late_max_us = max(self.late_max_us, late)
+            self.sclock.frozen = t
+            self.sched.run()
+            self.sclock.frozen = -1
+        self._last_service = t
+
+    # --- main-loop hooks --------------------------------------------------------------------
     def poll(self):
-        clock = self.clock
+        clock = self.sclock
         now = clock.now_us()
         if 0 <= self.hang_us <= now:
             print("[sim] main loop hangs (EDGELINE_SIM_HANG_AT_S)")
             while True:  # a stuck driver or network call: only the watchdog ends this
                 time.sleep_ms(100)
+        if self.blocks and now >= self.blocks[0][0]:
+            # C code that services no callback (flash erase, GC): time passes, ticks queue
+            _, ms = self.blocks.pop(0)
+            clock.sleep_ms(ms)
+            now = clock.now_us()
         if self.faults and now >= self.faults[0][0]:
             _, kind, sev = self.faults.pop(0)
-            for g in self.vib:
-                g.set_fault(kind, sev)
+            for d in self.imus:
+                d.set_fault(kind, sev)
             print("[sim] fault %s severity %s at t=%.1fs" % (kind, sev, now / 1e6))
         if self.verbose:
-            d = self.net.down()
+            d = self.wlan.down()
             if d != self._was_down:
                 print("[sim] link %s at t=%.1fs" % ("down" if d else "up", now / 1e6))
                 self._was_down = d
-        for p in self.inputs:
-            while 0 <= p.next_edge <= now:
-                clock.frozen = p.next_edge
-                p._edge(1 - p.level)
-                p.next_edge += p.gen.next_interval_us() // 2  # two edges per pulse
-                clock.frozen = -1
-        for t in self.timers:
-            late = now - t.next
-            while late >= 0 and t.callback is not None:
-                for s in self.latches:
-                    s.latch()
-                if late > t.period_us:
-                    clock.frozen = t.next  # catch-up: deliver as if on time
-                t.callback(t)
-                clock.frozen = -1
-                t.next += t.period_us
-                late = now - t.next
-
-    def next_event_us(self):
-        nxt = -1
-        for t in self.timers:
-            if nxt < 0 or t.next < nxt:
-                nxt = t.next
-        for p in self.inputs:
-            if p.next_edge >= 0 and (nxt < 0 or p.next_edge < nxt):
-                nxt = p.next_edge
-        return nxt
+        self._deliver(now, 0)
+        self._service(now)
 
     def idle(self, app):
-        clock = self.clock
-        nxt = self.next_event_us()
+        clock = self.sclock
+        _, nxt = self._next_event()
         now = clock.now_us()
         wait = 10000 if nxt < 0 else nxt - now
         if wait <= 0:
@@ -355,7 +506,7 @@ class SimBoard:
     def should_stop(self, app):
         if self.max_samples and app.sampler.samples >= self.max_samples:
             return True
-        now = self.clock.now_us()
+        now = self.sclock.now_us()
         if self.stop_file and now >= self._stop_check_us:
             self._stop_check_us = now + 100000  # a stat every 0.1 s of simulated time
             try:
@@ -377,4 +528,10 @@ class SimBoard:
 
 
 def make_board():
-    return SimBoard()
+    if BOARD_NAME == "pico_w":
+        from sensorfw.boards import pico_w
+
+        return SimBoard(pico_w)
+    from sensorfw.boards import esp32_devkit
+
+    return SimBoard(esp32_devkit)

@@ -27,26 +27,19 @@ class Replay:
         raise ValueError("replay file %s has no data rows" % self.path)
 
 
-class SimWDT:
-    """machine.WDT: ends the process (kill -9) when not fed within timeout (real ms)."""
+def watch_thread(wdt):
+    """machine.WDT's reset: end the process (kill -9) when not fed for timeout real ms."""
+    import _thread
 
-    def __init__(self, board, timeout_ms):
-        import _thread
-
-        self.timeout = timeout_ms
-        self.fed = time.ticks_ms()
-        _thread.start_new_thread(self._watch, ())
-
-    def feed(self):
-        self.fed = time.ticks_ms()
-
-    def _watch(self):
+    def watch():
         while True:
             time.sleep_ms(100)
-            if time.ticks_diff(time.ticks_ms(), self.fed) > self.timeout:
-                print("[sim] watchdog expired: not fed for %d ms, resetting" % self.timeout)
+            if time.ticks_diff(time.ticks_ms(), wdt.fed) > wdt.timeout:
+                print("[sim] watchdog expired: not fed for %d ms, resetting" % wdt.timeout)
                 os.system("kill -9 $PPID")
                 return
+
+    _thread.start_new_thread(watch, ())
 
 
 def drain(board, app):
@@ -56,6 +49,7 @@ def drain(board, app):
         return
     t0 = time.ticks_ms()
     while time.ticks_diff(time.ticks_ms(), t0) < board.drain_s * 1000:
+        board.poll()  # still the main loop: pending callbacks run
         app.service_link()
         if app.queue.depth() == 0 and app.link.up():
             break
@@ -63,6 +57,26 @@ def drain(board, app):
 
 
 def report(board, app):
+    """SIM-STATS at the end of a run. The run is over, so when the heap is too small for
+    the report (a heap-limit run), the firmware's sample buffers make room for it: the
+    minimum heap found by bisection is the firmware's, not this instrumentation's."""
+    import gc
+
+    try:
+        text = _stats_text(board, app)
+    except MemoryError:
+        ring = app.ring
+        ring.vals = ring.ticks = ring.gap = None
+        app.batcher._views = app.out_buf = app.out_mv = None
+        gc.collect()
+        text = _stats_text(board, app)
+    print("SIM-STATS " + text)
+    if board.stats_path:
+        with open(board.stats_path, "w") as f:
+            f.write(text)
+
+
+def _stats_text(board, app):
     import json
 
     st = app.stats()
@@ -73,12 +87,17 @@ def report(board, app):
     except (ImportError, AttributeError):
         pass
     st["outputs"] = [[p.id, p.level, p.history] for p in board.outputs]
-    st["sim_time_s"] = board.clock.now_us() / 1e6
-    text = json.dumps(st)
-    print("SIM-STATS " + text)
-    if board.stats_path:
-        with open(board.stats_path, "w") as f:
-            f.write(text)
+    # what the firmware cannot see: the port's scheduler and the sensor's own counts
+    st["board"] = board.profile.NAME
+    st["sched_dropped"] = board.sched.dropped
+    st["sched_peak"] = board.sched.peak
+    st["sched_calls"] = board.sched.calls
+    st["callback_late_max_us"] = board.late_max_us
+    st["sockopt_warnings"] = board.sockopt_warnings
+    st["nodelay"] = board.nodelay
+    st["imu"] = [d.stats() for d in board.imus]
+    st["sim_time_s"] = board.sclock.now_us() / 1e6
+    return json.dumps(st)
 
 
 def parse_windows(text):
@@ -87,6 +106,17 @@ def parse_windows(text):
         for part in text.split(","):
             a, b = part.split("-")
             out.append((float(a), float(b)))
+    return out
+
+
+def parse_blocks(text):
+    """ "12:1500,30:800" -> [(t_us, ms)]: the main loop blocks at t s for ms."""
+    out = []
+    if text:
+        for part in text.split(","):
+            t, ms = part.split(":")
+            out.append((float(t) * 1000000, int(ms)))
+    out.sort()
     return out
 
 

@@ -4,6 +4,7 @@
 
 import gc
 
+from sensorfw import unload
 from sensorfw.core.batcher import EVENT_BUF_SIZE, Batcher
 from sensorfw.core.data_encoder import RingDataEncoder
 from sensorfw.core.inbound import parse as parse_inbound
@@ -19,17 +20,6 @@ FW_VERSION = "sensorfw 0.1.0"
 DEBUG = False
 
 
-def unload(name):
-    """Drop a module needed only at start-up (its code lives in RAM on a board)."""
-    import sys
-
-    sys.modules.pop(name, None)
-    pkg, _, leaf = name.rpartition(".")
-    parent = sys.modules.get(pkg)
-    if parent is not None and leaf in parent.__dict__:
-        delattr(parent, leaf)
-
-
 def log(msg):
     print("[sensorfw] " + msg)
 
@@ -43,8 +33,10 @@ def build_sensors(board, cfg):
             from sensorfw.drivers.mpu6050 import MPU6050
 
             i2c = board.make_i2c(s["i2c"]["id"], s["i2c"]["scl"], s["i2c"]["sda"], s["i2c"]["freq"])
-            d = MPU6050(i2c, s["addr"], s["name"], s["accel_range_g"], s["gyro_range_dps"], s["dlpf"])
-            d.init()
+            d = MPU6050(
+                i2c, s["addr"], s["name"], s["accel_range_g"], s["gyro_range_dps"], s["dlpf"], board.clock.sleep_ms
+            )
+            d.init(cfg["sample"]["rate_hz"])
         elif t == "analog":
             from sensorfw.drivers.analog import AnalogChannel
 
@@ -60,11 +52,12 @@ def build_sensors(board, cfg):
 
 
 class App:
-    def __init__(self, board, cfg):
+    def __init__(self, board, cfg, reserve=None):
         self.board = board
         # keep only what is used after start-up: the config dict costs RAM
         self.device_id = cfg["device_id"]
         self.watchdog_ms = cfg["watchdog_ms"]
+        self.wifi_timeout_ms = cfg["wifi"]["connect_timeout_ms"]
         self.burst_rate_hz = cfg["sample"]["burst_rate_hz"]
         clock = board.clock
         self.clock = clock
@@ -79,29 +72,41 @@ class App:
         width = 0
         for r in self.readers:
             width += r.width
-        self.ring = SampleRing(sc["ring_rows"], width)
-        self.events = EventRing(sc["event_ring"])
         self.rate_hz = sc["rate_hz"]
         self.base_rate_hz = sc["rate_hz"]
-        self.sampler = Sampler(self.ring, self.readers, clock, self.rate_hz, board.hard_timer_irq, board.schedule)
-        self.encoder = RingDataEncoder(width, sc["max_batch"], ST_INT16, schema_id(self._channels()))
-        self.batcher = Batcher(self.ring, self.events, self.encoder, sc["batch"], self.sampler, self, sc["delta"])
-        qc = cfg["queue"]
+        # the MQTT code (umqtt) loads now, with the rest of the code, before the large
+        # buffers: module code needs contiguous runs that a heap full of buffers lacks
+        bc = cfg["broker"]
+        self.transport = board.transport(
+            self.device_id, bc["host"], bc["port"], bc["user"], bc["password"], bc["keepalive_s"], bc["timeout_ms"]
+        )
         # Every frame that takes a sequence number goes through the queue, BIRTH included:
         # a slot holds the largest of DATA, EVENT and BIRTH (its size depends on the
-        # channel table only, not on the rate). Measured in a scratch buffer that is freed
-        # before the queue's large buffers are allocated (boot fragments the heap).
-        birth_size = encode_birth(bytearray(64 + 76 * width), 0, 0, 0, FW_VERSION, self._channels())
-        max_frame = max(len(self.encoder.buf), EVENT_BUF_SIZE, birth_size)
+        # channel table only, not on the rate). Measured in a scratch buffer, freed with
+        # the rest of the start-up garbage before the large buffers are allocated.
+        channels = self._channels()
+        birth_size = encode_birth(bytearray(64 + 76 * width), 0, 0, 0, FW_VERSION, channels)
+        sid = schema_id(channels)
+        channels = None
+        # The large buffers, one after the other, in the contiguous run main.py kept for
+        # them before the modules loaded (main.reserve_for_buffers)
+        if reserve:
+            reserve.clear()
         gc.collect()
+        self.encoder = RingDataEncoder(width, sc["max_batch"], ST_INT16, sid)
+        qc = cfg["queue"]
         self.queue = OfflineQueue(
             board.flash_dir + "/" + qc["dir"],
             qc["ram_frames"],
             qc["flash_frames"],
-            max_frame,
+            max(len(self.encoder.buf), EVENT_BUF_SIZE, birth_size),
             qc["block_bytes"],
             qc["segment_blocks"],
         )
+        self.ring = SampleRing(sc["ring_rows"], width)
+        self.events = EventRing(sc["event_ring"])
+        self.sampler = Sampler(self.ring, self.readers, clock, self.rate_hz)
+        self.batcher = Batcher(self.ring, self.events, self.encoder, sc["batch"], self.sampler, self, sc["delta"])
         self.lease = SeqLease(board.flash_dir + "/seq.dat", self.boot, qc["seq_lease"])
         self.boot_ends = ends  # how earlier boots ended, for CMD_RESEND answers
         # BIRTH: header + fw version + per channel (name, unit, 25 bytes); HEALTH: 48
@@ -121,10 +126,6 @@ class App:
         self.t_loss = topic(prefix, site, dev, "loss").encode()
         del topic
         unload("shared_protocol.topics")
-        bc = cfg["broker"]
-        self.transport = board.transport(
-            dev, bc["host"], bc["port"], bc["user"], bc["password"], bc["keepalive_s"], bc["timeout_ms"]
-        )
         self.transport.on_message = self._on_message
         self.link = Link(self.transport, board.net, clock, cfg["backoff"]["min_ms"], cfg["backoff"]["max_ms"])
         self.outputs = [board.make_pin_out(o["pin"]) for o in cfg["outputs"]]
@@ -195,6 +196,8 @@ class App:
         self._arm_timer()
         if self.watchdog_ms:
             self.wdt = board.make_wdt(self.watchdog_ms)
+            # fed before every blocking socket call too: a connect is several of them
+            self.transport.feed = self.wdt.feed
         log(
             "boot %d seq %d (%s) device %s, %d channels at %s Hz"
             % (
@@ -208,7 +211,8 @@ class App:
         )
 
     def _arm_timer(self):
-        self.board.start_timer(self.timer, self.rate_hz, self.sampler.irq_ref)
+        # the sample rate, or with an MPU-6050 the rate its FIFO is drained at
+        self.board.start_timer(self.timer, self.sampler.timer_hz, self.sampler.irq_ref)
 
     def set_rate(self, rate_hz):
         self.batcher.drain(True)
@@ -431,12 +435,19 @@ class App:
     def shutdown(self):
         """Stop capture, keep every unACKed frame on flash, record the exact end of
         this boot's numbering (seq.dat)."""
-        if self.timer is not None:
-            self.board.stop_timer(self.timer)
+        self.stop_capture()
         self.batcher.drain(True)
         self.batcher.drain_events()
         self.queue.sync()
         self.lease.close(self.seq)
+
+    def stop_capture(self):
+        """Stop the timer and take what the sensor's FIFO still holds."""
+        if self.timer is not None:
+            self.board.stop_timer(self.timer)
+            self.timer = None
+            if self.sampler.fifo is not None:
+                self.sampler.on_drain()
 
     def finish(self):
         """End of a bounded (simulated) run: drain what the link allows, then sync."""

@@ -73,7 +73,7 @@ def new_config(app, arg):
 
     try:
         raw = json.loads(arg)
-        validate(raw, app.board.flash_dir, app.board.needs_wifi)
+        validate(raw, app.board.flash_dir, app.board.needs_wifi, app.board.profile)
     except (ValueError, ConfigError) as e:
         log("CMD_CONFIG refused: %s" % e)
         return

@@ -2,7 +2,9 @@
 #
 # Every problem raises ConfigError naming the key and what is expected, so the
 # board can print it and stay on the REPL instead of crash-looping. Secrets
-# (passwords) are never echoed in a message.
+# (passwords) are never echoed in a message. With a board profile (boards/*.py) the
+# pins are checked by role (core/pins.py) and the preallocated buffers against the
+# board's HEAP_BUDGET; without one (simulation, unix port) only what holds everywhere.
 
 import json
 
@@ -132,7 +134,8 @@ def _sensor(s, key, index):
         out["gyro_range_dps"] = _int(s, key + ".gyro_range_dps", 250, 250, 2000)
         if out["gyro_range_dps"] not in (250, 500, 1000, 2000):
             _fail(key + ".gyro_range_dps", "one of 250, 500, 1000, 2000", out["gyro_range_dps"])
-        out["dlpf"] = _int(s, key + ".dlpf", 3, 0, 6)
+        # absent or null: automatic, the driver picks the filter from the sample rate
+        out["dlpf"] = None if s.get("dlpf") is None else _int(s, key + ".dlpf", 0, 0, 6)
     elif t == "analog":
         out["name"] = _ident(s, key + ".name", "a%d" % index)
         out["pin"] = _int(s, key + ".pin", None, 0, 64, required=True)
@@ -153,8 +156,19 @@ def _sensor(s, key, index):
     return out
 
 
-def validate(raw, base_dir=".", needs_wifi=False):
-    """Return a complete configuration dict from the parsed JSON object `raw`."""
+def _out_pin(o, key, names):
+    v = o.get("pin")
+    if isinstance(v, str) and v in names:
+        return v  # a named pin of the board, e.g. "LED" on the Pico W
+    if isinstance(v, str):
+        _fail(key, "an integer 0..64" + "".join([" or %r" % n for n in names]), v)
+    return _int(o, key, None, 0, 64, required=True)
+
+
+def validate(raw, base_dir=".", needs_wifi=False, profile=None):
+    """Return a complete configuration dict from the parsed JSON object `raw`.
+    profile: the board profile module (boards/esp32_devkit.py, boards/pico_w.py), or
+    None for the simulation / unix port (no pin roles, no heap budget)."""
     if not isinstance(raw, dict):
         raise ConfigError("config.json: the top level must be a JSON object")
     c = {}
@@ -206,6 +220,7 @@ def validate(raw, base_dir=".", needs_wifi=False):
     if not isinstance(outputs, list):
         _fail("outputs", "a list of output objects", outputs)
     c["outputs"] = []
+    named = profile.NAMED_PINS if profile is not None else ()
     for i in range(len(outputs)):
         o = outputs[i]
         k = "outputs[%d]" % i
@@ -214,7 +229,7 @@ def validate(raw, base_dir=".", needs_wifi=False):
         c["outputs"].append(
             {
                 "name": _ident(o, k + ".name", "out%d" % i),
-                "pin": _int(o, k + ".pin", None, 0, 64, required=True),
+                "pin": _out_pin(o, k + ".pin", named),
                 "active_high": _bool(o, k + ".active_high", True),
             }
         )
@@ -247,10 +262,145 @@ def validate(raw, base_dir=".", needs_wifi=False):
         "sleep_ms": _int(sl, "sleep.sleep_ms", 60000, 10, 86400000),
         "ack_wait_ms": _int(sl, "sleep.ack_wait_ms", 3000, 0, 600000),
     }
+    _check_pins(c, profile)
+    _check_mpu_rates(c)
+    _check_watchdog(c, profile, needs_wifi)
+    _check_buffers(c, profile)
     return c
 
 
-def load(path, needs_wifi=False):
+def _check_pins(c, profile):
+    from sensorfw import unload
+    from sensorfw.core import pins  # rules by role: loaded for this check only
+
+    e = pins.error(c, profile)
+    unload("sensorfw.core.pins")
+    if e:
+        raise ConfigError("config.json: " + e)
+
+
+def _check_mpu_rates(c):
+    # The MPU-6050 paces sampling: only 1000 Hz / (1 + SMPLRT_DIV) exist (8000 Hz base
+    # with dlpf 0); the driver's rate_error() is the one rule (imported under CPython too).
+    for i in range(len(c["sensors"])):
+        s = c["sensors"][i]
+        if s["type"] == "mpu6050":
+            from sensorfw.drivers.mpu6050_rates import rate_error
+
+            for k in ("rate_hz", "burst_rate_hz"):
+                e = rate_error(c["sample"][k], s["dlpf"])
+                if e:
+                    raise ConfigError("config.json: 'sample.%s' (for 'sensors[%d]'): %s" % (k, i, e))
+
+
+# Watchdog budget. The firmware feeds the watchdog before every blocking socket call,
+# but one call into the MQTT client can wait on the socket twice before it returns
+# (connect: TCP connect then CONNACK; a QoS 1 publish: send then PUBACK), each wait
+# bounded by broker.timeout_ms. On top comes the loop's own work up to the next feed:
+# draining the rings and encoding frames, an offline-queue block written to flash, a
+# gc.collect(); WDT_LOOP_MARGIN_MS bounds that with room to spare.
+WDT_LOOP_MARGIN_MS = 1000
+
+
+def _check_watchdog(c, profile, needs_wifi):
+    w = c["watchdog_ms"]
+    if not w:
+        return
+    top = getattr(profile, "WDT_MAX_MS", 0)
+    if top and w > top:
+        raise ConfigError(
+            "config.json: 'watchdog_ms' = %d is above the %s watchdog's maximum of %d ms: "
+            "set watchdog_ms to at most %d (0 = off)" % (w, profile.NAME, top, top)
+        )
+    t = c["broker"]["timeout_ms"]
+    need = 2 * t + WDT_LOOP_MARGIN_MS
+    if w < need:
+        fix = []
+        if not top or need <= top:
+            fix.append("watchdog_ms to at least %d" % need)
+        if (w - WDT_LOOP_MARGIN_MS) // 2 >= 100:
+            fix.append("broker.timeout_ms to at most %d" % ((w - WDT_LOOP_MARGIN_MS) // 2))
+        if not fix:
+            fix.append("watchdog_ms to %d and broker.timeout_ms to at most %d" % (top, (top - WDT_LOOP_MARGIN_MS) // 2))
+        raise ConfigError(
+            "config.json: 'watchdog_ms' = %d is too short for 'broker.timeout_ms' = %d: it must be at least "
+            "2 x broker.timeout_ms + %d = %d (a call into the MQTT client may wait twice on the socket "
+            "between two feeds): set %s" % (w, t, WDT_LOOP_MARGIN_MS, need, " or ".join(fix))
+        )
+    ct = c["wifi"]["connect_timeout_ms"]
+    if needs_wifi and c["sleep"]["enabled"] and ct >= w:
+        fix = []
+        if w - 1 >= 1000:
+            fix.append("wifi.connect_timeout_ms to at most %d" % (w - 1))
+        if not top or ct < top:
+            fix.append("watchdog_ms to at least %d" % (ct + 1))
+        raise ConfigError(
+            "config.json: 'wifi.connect_timeout_ms' = %d must be below 'watchdog_ms' = %d in sleep mode "
+            "(each wake-up joins Wi-Fi before the watchdog is fed again): set %s" % (ct, w, " or ".join(fix))
+        )
+
+
+# Channels per sensor type (the drivers' `width`) and the EVENT frame buffer
+# (core/batcher.py EVENT_BUF_SIZE); tests/upy/test_fw_config.py checks both.
+_WIDTH = {"mpu6050": 6, "analog": 1, "pulse": 1}
+_EVENT_BUF = 306
+
+
+def _frame(cfg):
+    """(channels, bytes of the largest frame the offline queue holds: DATA, EVENT or BIRTH)"""
+    w = 0
+    for s in cfg["sensors"]:
+        w += _WIDTH[s["type"]]
+    return w, max(27 + 2 * w * cfg["sample"]["max_batch"], _EVENT_BUF, 64 + 76 * w)
+
+
+def buffer_bytes(cfg):
+    """(total, [(config key, bytes), ...] largest first): the large buffers the firmware
+    preallocates for the validated cfg on a 32-bit board (4-byte pointers). Object
+    headers and the memoryviews made on first use are left to the headroom."""
+    w, frame = _frame(cfg)
+    sc = cfg["sample"]
+    q = cfg["queue"]
+    mb = sc["max_batch"]
+    parts = [
+        # ring.py SampleRing: ticks i32, width int16 values, gap byte; + batcher.py's view slot
+        ("sample.ring_rows", sc["ring_rows"] * (4 + 2 * w + 1 + 4)),
+        ("sample.event_ring", sc["event_ring"] * 9),  # channel byte, ticks i32, value i32
+        # data_encoder.py + shared_protocol DataEncoder: the frame, 7 lists of max_batch + 1
+        ("sample.max_batch", 27 + 2 * w * mb + 28 * (mb + 1)),
+        ("queue.ram_frames", q["ram_frames"] * (frame + 9)),  # slot + len, boot, seq, state
+        ("queue.flash_frames", q["flash_frames"] * 17),  # index: boot, seq, seg, off, len, state
+        ("queue.block_bytes", q["block_bytes"]),
+        # queue read buffer and record header, app.py BIRTH/HEALTH buffer, batcher.py EVENT
+        # staging (32 x 9 B) and frame
+        ("fixed frame buffers", frame + 14 + 64 + 76 * w + 288 + _EVENT_BUF),
+    ]
+    parts.sort(key=lambda p: p[1], reverse=True)
+    total = 0
+    for p in parts:
+        total += p[1]
+    return total, parts
+
+
+def _check_buffers(c, profile):
+    frame = _frame(c)[1]
+    if c["queue"]["block_bytes"] < frame + 7:  # offline_queue.py: a block holds a whole frame
+        _fail(
+            "queue.block_bytes",
+            "at least %d (a frame of up to %d B + 7)" % (frame + 7, frame),
+            c["queue"]["block_bytes"],
+        )
+    budget = getattr(profile, "HEAP_BUDGET", 0)
+    total, parts = buffer_bytes(c)
+    if budget and total > budget:
+        raise ConfigError(
+            "config.json: the buffers this configuration preallocates take %d B, more than the %d B budget of %s "
+            "(HEAP_BUDGET); largest: %s: lower those"
+            % (total, budget, profile.NAME, ", ".join(["%s %d B" % p for p in parts[:3]]))
+        )
+
+
+def load(path, needs_wifi=False, profile=None):
     """Read and validate the file at path. Raises ConfigError."""
     try:
         with open(path) as f:
@@ -262,4 +412,4 @@ def load(path, needs_wifi=False):
     except ValueError as e:
         raise ConfigError("config.json: %r is not valid JSON (%s)" % (path, e))
     base = path.rsplit("/", 1)[0] if "/" in path else "."
-    return validate(raw, base, needs_wifi)
+    return validate(raw, base, needs_wifi, profile)

@@ -64,6 +64,11 @@ class Link:
         self.connects += 1
         return True
 
+    def retry_now(self):
+        """Next attempt at once, backoff reset (the network just came up)."""
+        self.failures = 0
+        self.next_try = self.clock.ticks_ms()
+
     def _failed(self, err):
         self.failures += 1
         self.last_error = err

@@ -3,13 +3,21 @@
 # Two tiers, one FIFO (oldest first):  [flash segments][RAM slots]
 # - RAM: `ram_frames` fixed slots. A new frame goes to RAM; when RAM is full the
 #   oldest RAM frame spills to flash (an ACKed one is simply discarded).
-# - Flash: records packed into a block buffer of `block_bytes`; a full block is
-#   appended to the current segment file (q00000001.seg, ...) in one write, a
-#   segment holds `segment_blocks` blocks and is written append-only. Records never
-#   straddle blocks; the unused end of a block is 0xFF padding.
+# - Flash: records packed into a block buffer; a full block is appended to the
+#   current segment file (q00000001c.seg, ...) in one write, a segment holds
+#   `segment_blocks` blocks and is written append-only. Records never straddle
+#   blocks; the unused end of a block is 0xFF padding.
 #   Record: magic 0xA5, u16 length, u32 CRC-32 of the frame, frame bytes.
 #   A torn tail after power loss (short block, bad magic or CRC) is detected at
 #   boot and skipped (counted in `torn`).
+# - Block sizes follow littlefs (the ESP32 and Pico W filesystem, block size =
+#   `block_bytes`, 4096 on both): block k > 0 of a littlefs file starts with
+#   ctz(k)+1 4-byte skip-list pointers, and an append that starts inside a partly
+#   filled block first copies it to a freshly erased block. So block k of a segment
+#   holds block_bytes - 4 * (ctz(k) + 1) bytes (block 0: block_bytes): each append
+#   fills exactly one littlefs block and costs one erase, not two.
+#   Segment files of the older layout (q00000001.seg: every block block_bytes long)
+#   are still read at boot; their index entries carry _LEGACY in the segment number.
 # - Capacity: `flash_frames` records in the flash tier; when full the oldest
 #   record is dropped and counted in `dropped` (whether or not it was sent).
 # - A record leaves the queue only when an ACK range covers its (boot, seq):
@@ -40,10 +48,14 @@ _SENT = const(1)
 _ACKED = const(2)
 _HIST = const(4)
 _FLAG_HISTORICAL = const(1)
+_LEGACY = const(0x10000000)  # segment number flag: a file of the older layout (a small int on 32-bit ports)
+_NUMBER = const(0x0FFFFFFF)
 
 
 def seg_name(d, n):
-    return "%s/q%08d.seg" % (d, n)
+    if n & _LEGACY:
+        return "%s/q%08d.seg" % (d, n & _NUMBER)
+    return "%s/q%08dc.seg" % (d, n)
 
 
 class QueueError(Exception):
@@ -63,7 +75,11 @@ class OfflineQueue:
         self.dir = directory
         self.max_frame = max_frame
         self.block_bytes = block_bytes
-        self.segment_blocks = segment_blocks
+        # a segment ends early before a block too short for the largest record
+        k = 1
+        while k < segment_blocks and self.block_cap(k) >= max_frame + _REC_HDR:
+            k += 1
+        self.segment_blocks = k
         # RAM tier
         self.R = ram_frames
         self.ram = bytearray(ram_frames * max_frame)
@@ -88,11 +104,12 @@ class OfflineQueue:
         self.block = bytearray(block_bytes)
         self.block_mv = memoryview(self.block)
         self.block_used = 0
+        self.cap = block_bytes  # bytes of the pending block (block_cap(seg_blocks))
         self.seg = 1  # open segment number
         self.seg_blocks = 0  # blocks already written to it
+        self.seg_bytes = 0  # and their bytes: the file offset of the pending block
         self.rd = bytearray(max_frame + _REC_HDR)
         self.rd_mv = memoryview(self.rd)
-        self._hdr = bytearray(_REC_HDR)
         self._fmts = {}
         self.cursor = 0  # logical index where the next unsent record is searched
         self.in_flight_hint = 0  # kept by the app: frames sent since the last ACK
@@ -106,12 +123,11 @@ class OfflineQueue:
         self.loaded = 0
         self.clear_block()
         # the boot scan's code is needed once: load it, run it, drop it
-        import sys
-
+        from sensorfw import unload
         from sensorfw.core.queue_scan import scan
 
         scan(self)
-        sys.modules.pop("sensorfw.core.queue_scan", None)
+        unload("sensorfw.core.queue_scan")
 
     # ------------------------------------------------------------------ helpers
     def clear_block(self):
@@ -122,6 +138,23 @@ class OfflineQueue:
             b[i] = 0xFF
             i += 1
         self.block_used = 0
+        self.cap = self.block_cap(self.seg_blocks)
+
+    def block_cap(self, k):
+        """Bytes of block k of a segment: what fills the file's k-th littlefs block
+        (block_bytes less ctz(k) + 1 skip-list pointers of 4 bytes)."""
+        if k == 0:
+            return self.block_bytes
+        n = 4
+        while not k & 1:
+            k >>= 1
+            n += 4
+        return self.block_bytes - n
+
+    def _new_segment(self):
+        self.seg += 1
+        self.seg_blocks = 0
+        self.seg_bytes = 0
 
     def _copy(self, dst, off, src, n):
         # C-level copy without slicing (a slice object would allocate)
@@ -181,8 +214,7 @@ class OfflineQueue:
                 # nothing pending needs the open segment any more: start afresh
                 if self.seg_blocks:
                     self._remove(seg)
-                    self.seg += 1
-                    self.seg_blocks = 0
+                    self._new_segment()
                 self.clear_block()
             return
         self._remove(seg)
@@ -196,24 +228,25 @@ class OfflineQueue:
     def _write_block(self):
         if self.block_used == 0:
             return
+        cap = self.cap
         with open(seg_name(self.dir, self.seg), "ab") as f:
-            f.write(self.block)  # always the whole block: padding stays 0xFF
+            f.write(self.block_mv[:cap])  # always the whole block: padding stays 0xFF
         self.block_writes += 1
         self.seg_blocks += 1
-        self.clear_block()
+        self.seg_bytes += cap
         if self.seg_blocks >= self.segment_blocks:
-            self.seg += 1
-            self.seg_blocks = 0
+            self._new_segment()
+        self.clear_block()
 
     def _spill(self, src, off, n, boot, seq, state):  # noqa: PLR0917
-        if self.block_used + _REC_HDR + n > self.block_bytes:
+        if self.block_used + _REC_HDR + n > self.cap:
             self._write_block()
         pos = self.block_used
         blk = self.block
         blk[pos] = _MAGIC
         struct.pack_into("<HI", blk, pos + 1, n, crc32(src[off : off + n]) & 0xFFFFFFFF)
         self._copy(blk, pos + _REC_HDR, src[off : off + n], n)
-        self.index_add(boot, seq, self.seg, self.seg_blocks * self.block_bytes + pos, n, state | _HIST)
+        self.index_add(boot, seq, self.seg, self.seg_bytes + pos, n, state | _HIST)
         self.block_used = pos + _REC_HDR + n
         self.spilled += 1
 
@@ -305,9 +338,9 @@ class OfflineQueue:
         off = self.f_off[i]
         n = self.f_len[i]
         rd = self.rd
-        if seg == self.seg and off >= self.seg_blocks * self.block_bytes:
+        if seg == self.seg and off >= self.seg_bytes:
             # still in the unwritten block
-            self._copy(rd, 0, self.block_mv[off - self.seg_blocks * self.block_bytes :], _REC_HDR + n)
+            self._copy(rd, 0, self.block_mv[off - self.seg_bytes :], _REC_HDR + n)
         else:
             try:
                 with open(seg_name(self.dir, seg), "rb") as f:
@@ -448,5 +481,5 @@ class OfflineQueue:
         self._write_block()
         if self.seg_blocks:
             # next records start a new segment: the synced one is closed
-            self.seg += 1
-            self.seg_blocks = 0
+            self._new_segment()
+            self.clear_block()

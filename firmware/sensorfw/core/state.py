@@ -107,7 +107,9 @@ def restore(board, directory):
     sleep_path = directory + "/sleep.dat"
     boot_path = directory + "/boot.dat"
     kept = None
-    if board.woke_from_deepsleep():
+    # None: the port cannot tell (rp2 has no DEEPSLEEP_RESET), so a valid sleep
+    # record on flash is what marks a wake-up
+    if board.woke_from_deepsleep() is not False:
         kept = _unpack(board.rtc_memory_read())
         if kept is None:
             kept = _unpack(_read(sleep_path))

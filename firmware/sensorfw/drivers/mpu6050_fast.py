@@ -1,19 +1,23 @@
-# Native-code (viper) unpacking of the MPU-6050 burst read: ~10x faster than the
-# bytecode loop and allocation-free. Imported by mpu6050.py where the port has the
-# viper emitter (MicroPython on ESP32, RP2040, unix); elsewhere (CircuitPython,
-# CPython) the import fails and the plain loop is used.
+# Native-code (viper) unpacking of MPU-6050 reads: ~10x faster than the bytecode loops
+# and allocation-free. Imported by mpu6050.py where the port has the viper emitter
+# (MicroPython on ESP32, RP2040, unix); elsewhere (CircuitPython, CPython) the import
+# fails and the plain loops are used. Four arguments at most: the limit of the viper
+# emitter on some architectures.
 import micropython
 
 
 @micropython.viper
-def unpack_motion(src: ptr8, dst: ptr16, off: int):  # noqa: F821 - viper pointer types
-    # src: ACCEL_X..GYRO_Z registers, big-endian int16 pairs; bytes 6-7 (TEMP) skipped.
-    # Storing into ptr16 keeps the low 16 bits: array('h') reads them back signed.
-    i = 0
+def unpack_fifo(src: ptr8, dst: ptr16, off: int, spec: int):  # noqa: F821 - viper pointer types
+    # src: k FIFO samples of 12 bytes (ACCEL X,Y,Z, GYRO X,Y,Z, big-endian int16);
+    # spec = stride << 6 | k (k <= 32). Sample i goes to dst[off + i*stride + 0..5].
+    k = spec & 63
+    stride = spec >> 6
     j = 0
-    while i < 6:
-        dst[off + i] = (src[j] << 8) | src[j + 1]
-        i += 1
-        j += 2
-        if j == 6:
-            j = 8
+    end = k * 12
+    while j < end:
+        c = 0
+        while c < 6:
+            dst[off + c] = (src[j] << 8) | src[j + 1]
+            c += 1
+            j += 2
+        off += stride

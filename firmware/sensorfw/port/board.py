@@ -25,6 +25,14 @@ class WiFi:
         self.wlan.active(True)
         self.connect()
 
+    def off(self):
+        """Leave the network and power the radio down (before a sleep)."""
+        try:
+            self.wlan.disconnect()
+        except OSError:
+            pass
+        self.wlan.active(False)
+
     def isconnected(self):
         return self.wlan.isconnected()
 
@@ -42,6 +50,23 @@ class WiFi:
             return 0
 
 
+LIGHTSLEEP_SLICE_MS = 4000  # rp2: below the watchdog maximum (8388 ms) and lightsleep's limit
+
+
+class CalibratedADC:
+    """esp32: read_u16() is the raw, uncalibrated reading, and at 11 dB attenuation the
+    input is linear only from ~150 to ~2450 mV; read_uv() applies the chip's eFuse
+    calibration. Scaled to the 0..65535 range that read_u16 uses (3.3 V full scale)
+    with small-int arithmetic (no allocation on a 32-bit port)."""
+
+    def __init__(self, adc):
+        self._read_uv = adc.read_uv
+
+    def read_u16(self):
+        v = (self._read_uv() >> 4) * 1311 // 4125  # uV * 65535 / 3300000
+        return 65535 if v > 65535 else v
+
+
 class Board:
     needs_wifi = True
 
@@ -54,6 +79,10 @@ class Board:
         self.hard_pin_irq = profile.HARD_PIN_IRQ
         self.schedule = micropython.schedule
         self.net = WiFi()
+        self.wdt_ms = 0
+
+    def configure_net(self, wifi_cfg):
+        self.net.configure(wifi_cfg)
 
     # hardware factories
     def make_timer(self):
@@ -72,6 +101,7 @@ class Board:
         adc = machine.ADC(machine.Pin(pin))
         if self.profile.ADC_ATTEN_11DB:
             adc.atten(machine.ADC.ATTN_11DB)
+            return CalibratedADC(adc)
         return adc
 
     def make_i2c(self, i2c_id, scl, sda, freq):
@@ -94,21 +124,23 @@ class Board:
             trig = machine.Pin.IRQ_FALLING
         else:
             trig = machine.Pin.IRQ_RISING | machine.Pin.IRQ_FALLING
-        pin.irq(handler=handler, trigger=trig, hard=self.hard_pin_irq)
+        if self.hard_pin_irq:
+            pin.irq(handler=handler, trigger=trig, hard=True)
+        else:
+            pin.irq(handler=handler, trigger=trig)  # esp32: no hard= (always scheduled)
 
     def make_pin_out(self, pin):
         return machine.Pin(pin, machine.Pin.OUT)
 
     def make_wdt(self, timeout_ms):
-        limit = self.profile.WDT_MAX_MS
-        if limit and timeout_ms > limit:
-            timeout_ms = limit
+        # the config validator keeps timeout_ms within the profile's WDT_MAX_MS
+        self.wdt_ms = timeout_ms
         return machine.WDT(timeout=timeout_ms)
 
     def transport(self, client_id, host, port, user, password, keepalive_s, timeout_ms):  # noqa: PLR0917
         from sensorfw.port.mqtt import MQTTTransport
 
-        return MQTTTransport(client_id, host, port, user, password, keepalive_s, timeout_ms, None)
+        return MQTTTransport(client_id, host, port, user, password, keepalive_s, timeout_ms)
 
     # RTC memory, deep sleep, reset
     def rtc_memory_read(self):
@@ -123,10 +155,35 @@ class Board:
         return True
 
     def woke_from_deepsleep(self):
-        return machine.reset_cause() == machine.DEEPSLEEP_RESET
+        """True/False where the port reports it; None where it cannot tell (rp2 has no
+        DEEPSLEEP_RESET: the sleep record on flash decides, core/state.py)."""
+        cause = getattr(machine, "DEEPSLEEP_RESET", None)
+        if cause is None:
+            return None
+        return machine.reset_cause() == cause
 
-    def deepsleep(self, ms):
-        machine.deepsleep(ms)
+    def deepsleep(self, ms, wdt=None):
+        """Sleep ms, then start again from main.py (state kept by core/state.py)."""
+        self.net.off()
+        if not self.profile.DEEPSLEEP_IS_LIGHTSLEEP:
+            machine.deepsleep(ms)
+            return
+        # rp2: machine.deepsleep is one lightsleep and a reboot, and the watchdog keeps
+        # counting in lightsleep (it would reset the board after at most 8.4 s); sleep
+        # in slices that the watchdog allows, feeding it between them, then reboot.
+        clock = self.clock
+        step = LIGHTSLEEP_SLICE_MS
+        if wdt is not None and self.wdt_ms:
+            step = min(step, self.wdt_ms // 2)
+        t0 = clock.ticks_ms()
+        while True:
+            left = ms - clock.ticks_diff(clock.ticks_ms(), t0)
+            if left <= 0:
+                break
+            machine.lightsleep(min(left, step))
+            if wdt is not None:
+                wdt.feed()
+        machine.reset()
 
     def reset(self):
         machine.reset()

@@ -14,23 +14,32 @@ import socket as _socket
 from umqtt import simple as _simple
 
 
+def _nodelay(sock):
+    # umqtt writes a PUBLISH in several small pieces: without TCP_NODELAY, Nagle plus
+    # the peer's delayed ACK stall every QoS 1 publish by ~40 ms. The option's numbers
+    # differ between stacks (lwIP on rp2 takes TCP_NODELAY = 0x40 and warns on anything
+    # it does not know), so only the port's own names are used, where it has them.
+    level = getattr(_socket, "IPPROTO_TCP", None)
+    opt = getattr(_socket, "TCP_NODELAY", None)
+    if level is None or opt is None:
+        return
+    try:
+        sock.setsockopt(level, opt, 1)
+    except (OSError, AttributeError):
+        pass
+
+
 class _BoundedSocket:
-    def __init__(self, timeout_s, fail):
+    def __init__(self, timeout_s, feed):
         self._s = _socket.socket()
         self.raw = self._s  # for select.poll
         self._t = timeout_s
-        self._fail = fail  # callable: True while the (simulated) link is down
+        self._feed = feed  # called before each blocking call: the watchdog
         self._s.settimeout(timeout_s)
-        try:
-            # umqtt writes a PUBLISH in several small pieces: without TCP_NODELAY, Nagle
-            # plus the peer's delayed ACK stall every QoS 1 publish by ~40 ms
-            self._s.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY (same values in lwIP)
-        except (OSError, AttributeError):
-            pass
+        _nodelay(self._s)
 
     def connect(self, addr):
-        if self._fail():
-            raise OSError(113)  # EHOSTUNREACH: link down
+        self._feed()
         self._s.connect(addr)
 
     def setblocking(self, flag):
@@ -43,20 +52,17 @@ class _BoundedSocket:
         self._s.settimeout(self._t if t is None else t)
 
     def read(self, n):
-        if self._fail():
-            raise OSError(104)  # ECONNRESET: link lost
+        self._feed()
         return self._s.read(n)
 
     def readinto(self, buf, n=-1):
-        if self._fail():
-            raise OSError(104)
+        self._feed()
         if n < 0:
             return self._s.readinto(buf)
         return self._s.readinto(buf, n)
 
     def write(self, buf, n=-1):
-        if self._fail():
-            raise OSError(104)
+        self._feed()
         if n < 0:
             return self._s.write(buf)
         return self._s.write(memoryview(buf)[:n])
@@ -68,26 +74,27 @@ class _BoundedSocket:
 class _SocketModule:
     """Stands in for the `socket` module inside umqtt.simple."""
 
-    def __init__(self, timeout_s, fail):
+    def __init__(self, timeout_s, feed):
         self.timeout_s = timeout_s
-        self.fail = fail
+        self.feed = feed
 
     def socket(self, *args):
-        return _BoundedSocket(self.timeout_s, self.fail)
+        return _BoundedSocket(self.timeout_s, self.feed)
 
     def getaddrinfo(self, host, port, *args):
+        self.feed()
         return _socket.getaddrinfo(host, port, *args)
 
 
-def _never():
-    return False
+def _nothing():
+    pass
 
 
 class MQTTTransport:
     """connect / publish / poll / ping / close over umqtt.simple, all bounded."""
 
     def __init__(  # noqa: PLR0917
-        self, client_id, host, port, user=None, password=None, keepalive_s=30, timeout_ms=2000, link_down=None
+        self, client_id, host, port, user=None, password=None, keepalive_s=30, timeout_ms=2000
     ):
         self.client_id = client_id
         self.host = host
@@ -96,7 +103,9 @@ class MQTTTransport:
         self._password = password
         self.keepalive_s = keepalive_s
         self.timeout_s = timeout_ms / 1000
-        self.link_down = link_down or _never
+        # Fed before every blocking socket call (the app sets it to the watchdog's feed):
+        # a connect is up to ~9 bounded calls in a row, longer than any watchdog.
+        self.feed = _nothing
         self.client = None
         self.on_message = None
         self._poller = None
@@ -105,7 +114,7 @@ class MQTTTransport:
         """Open a session with last will; subscribe. Raises OSError on any failure."""
         self.close()
         # umqtt resolves `socket` through its module globals: give it bounded sockets
-        setattr(_simple, "socket", _SocketModule(self.timeout_s, self.link_down))
+        setattr(_simple, "socket", _SocketModule(self.timeout_s, self.feed))
         c = _simple.MQTTClient(
             self.client_id, self.host, self.port, user=self.user, password=self._password, keepalive=self.keepalive_s
         )
