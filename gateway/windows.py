@@ -19,7 +19,12 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from numpy.typing import NDArray
 
-TIME_GAP_PERIODS = 16
+# The firmware stamps every row of a DATA frame within one sample period of when it was
+# taken (docs/firmware.md, "Interrupt rules") on a millisecond clock, and cuts the frame
+# at any hole it sees. So consecutive frames of one boot agree to within a period plus a
+# millisecond; a larger jump in the device clock is a hole of missing samples.
+TIME_GAP_PERIODS = 1.5
+TIME_GAP_SLACK_S = 0.002
 
 
 @dataclass(frozen=True)
@@ -111,11 +116,8 @@ class StreamWindower:
             self._gap(wall_time, missing_samples, "seq", boot, period_s)
         elif self._dev_next is not None:
             drift = dev_time - self._dev_next
-            # Sample stamps jitter (a soft timer fires late, a board is busy), so only a
-            # jump beyond what the firmware itself tolerates before re-anchoring its
-            # sampler (16 periods) counts as samples missing; lost frames are caught by
-            # their sequence numbers anyway.
-            if abs(drift) > max(TIME_GAP_PERIODS * self._period, 0.05):
+            # beyond the firmware's stamping bound (above): samples are missing there
+            if abs(drift) > max(TIME_GAP_PERIODS * self._period, self._period + TIME_GAP_SLACK_S):
                 missing = max(0, round(drift / self._period)) if self._period > 0 else 0
                 self._gap(wall_time, missing, "time", boot, period_s)
         self._dev_next = dev_time + n * period_s

@@ -155,6 +155,20 @@ def test_windows_time_jump_reboot_and_rate_change_are_gaps() -> None:
     assert w.stats.gaps == 3 and w.stats.skipped_windows == 12
 
 
+def test_windows_time_holes_within_and_beyond_the_firmware_stamping_bound() -> None:
+    # 50 Hz: the firmware stamps rows up to one period (+ 1 ms rounding) late, so frames
+    # that disagree by that much are contiguous; a hole of 3 periods (ticks the port
+    # dropped, after which the firmware starts a new frame) is a gap of 3 samples
+    w = StreamWindower(WindowSpec(4, 4), 1)
+    v = np.zeros((4, 1), dtype=np.float32)
+    w.push(v, boot=1, period_s=0.02, dev_time=0.0, wall_time=0.0)
+    w.push(v, boot=1, period_s=0.02, dev_time=0.08 + 0.021, wall_time=0.1)
+    w.push(v, boot=1, period_s=0.02, dev_time=0.16, wall_time=0.16)
+    assert w.stats.gaps == 0
+    w.push(v, boot=1, period_s=0.02, dev_time=0.24 + 0.06, wall_time=0.3)
+    assert w.stats.gaps == 1 and w.gaps[-1].reason == "time" and w.gaps[-1].samples == 3
+
+
 # --------------------------------------------------------------------------- raw log
 
 
