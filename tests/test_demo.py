@@ -7,12 +7,17 @@ while, the cloud is cut and comes back.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.upy import ROOT
+from tools.demo.fleet import DemoError, Fleet, VirtualDevice
+from tools.demo.scenario import DEVICES
 
 DURATION = 30.0
 
@@ -76,3 +81,20 @@ def test_fleet_demo_detects_the_fault_catches_up_and_loses_nothing(tmp_path: Pat
     assert report["wire_bytes_per_reading"] < 3.0, text
     assert report["json_bytes_per_reading"] > 5 * report["wire_bytes_per_reading"], text
     assert (out / "report.html").read_text().count("<circle") == report["alerts"]
+
+
+def test_a_board_that_stops_early_fails_the_demo_with_its_log(tmp_path: Path) -> None:
+    # A virtual board whose config.json is refused prints CONFIG ERROR and returns to the
+    # REPL, which ends the unix port with 0: the demo must stop and say so, not report a
+    # fleet of fewer boards with "nothing lost".
+    bad = dataclasses.replace(
+        DEVICES[0], sensors=[{"type": "analog", "name": "level", "pin": 14}]
+    )  # GPIO 14 is an ADC2 pin on the ESP32: dead while Wi-Fi runs
+    fleet = Fleet(tmp_path, "mosquitto", 20.0)
+    fleet.devices = [VirtualDevice(bad, tmp_path)]
+    fleet.devices[0].start(("127.0.0.1", 9), 20.0)  # the board stops before it connects
+    try:
+        with pytest.raises(DemoError, match=r"(?s)pump-01 stopped after .* of a 20 s run.*CONFIG ERROR.*ADC2"):
+            fleet.wait_devices(60.0, lambda: None)
+    finally:
+        fleet.devices[0].stop()

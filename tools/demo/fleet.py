@@ -46,6 +46,8 @@ class VirtualDevice:
         self.flash.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "logs" / f"{spec.device_id}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.started = 0.0
+        self.duration_s = 0.0
 
     def start(self, broker: tuple[str, int], duration_s: float) -> None:
         (self.flash / "config.json").write_text(json.dumps(self.spec.config(*broker), indent=1))
@@ -54,6 +56,7 @@ class VirtualDevice:
         env.update(self.spec.env(duration_s, self.flash))
         with open(self.log_path, "ab") as log:
             # The board's flash is its working directory, as on a real board.
+            self.started, self.duration_s = time.monotonic(), duration_s
             self.proc = subprocess.Popen(
                 [micropython(), str(ROOT / "firmware" / "main.py")],
                 cwd=self.flash,
@@ -65,6 +68,18 @@ class VirtualDevice:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def failure(self) -> str | None:
+        """Why this board stopped too early (a crash, or a CONFIG/START ERROR that leaves it at
+        the REPL, which ends the unix port with 0), or None while it runs or ran its course."""
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        ran = time.monotonic() - self.started
+        if self.proc.returncode != 0:
+            return f"{self.spec.device_id} exited with {self.proc.returncode} after {ran:.1f} s"
+        if ran < self.duration_s:
+            return f"{self.spec.device_id} stopped after {ran:.1f} s of a {self.duration_s:.0f} s run"
+        return None
 
     def stats(self) -> dict[str, object]:
         try:
@@ -152,7 +167,13 @@ class Fleet:
 
     def wait_devices(self, timeout: float, tick: Callable[[], None]) -> None:
         deadline = time.monotonic() + timeout
-        while any(d.running for d in self.devices) and time.monotonic() < deadline:
+        while True:
+            for dev in self.devices:
+                why = dev.failure()
+                if why is not None:
+                    raise DemoError(f"{why}:\n{self.tail(dev.log_path.name)}")
+            if not any(d.running for d in self.devices) or time.monotonic() >= deadline:
+                return
             tick()
             time.sleep(0.25)
 
