@@ -1,4 +1,4 @@
-"""Fetch the MicroPython libraries the firmware needs, pinned by sha256: one source for tests and boards.
+"""Fetch the MicroPython and CircuitPython libraries the firmware needs, pinned by sha256: one source for tests and boards.
 
 PyPI's ``micropython-umqtt.simple`` is an sdist that pip cannot install (it has no
 setup.py), and there is no mip index here. So this script asks the package index that pip
@@ -26,11 +26,14 @@ import sys
 import tarfile
 import urllib.parse
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = ROOT / ".cache" / "upy-lib"
+#: the CircuitPython libraries (CP_PINS), laid out as a CIRCUITPY drive's lib/ folder
+DEFAULT_CP_CACHE = ROOT / ".cache" / "cp-lib"
 #: the verified archives themselves (the flash tool builds board libraries from them)
 DEFAULT_ARCHIVES = ROOT / ".cache" / "upy-dist"
 #: how to (re)fetch, for error messages
@@ -39,16 +42,23 @@ FETCH_COMMAND = ".venv/bin/python tools/fetch_upy_deps.py"
 
 @dataclass(frozen=True)
 class Pin:
-    """One pinned sdist and the files to take from it."""
+    """One pinned archive (an sdist ``.tar.gz`` or a wheel ``.whl``) and the files to take from it."""
 
     project: str
     filename: str
     sha256: str
-    members: tuple[str, ...]  # paths inside the archive's top directory
+    members: tuple[str, ...]  # paths inside the sdist's top directory, or the wheel's root
+
+    @property
+    def is_wheel(self) -> bool:
+        return self.filename.endswith(".whl")
 
     @property
     def version(self) -> str:
-        """The release, from the file name: ``micropython-umqtt.simple-1.3.4.tar.gz`` -> 1.3.4."""
+        """The release, from the file name: ``micropython-umqtt.simple-1.3.4.tar.gz`` -> 1.3.4,
+        ``adafruit_circuitpython_ticks-1.1.7-py3-none-any.whl`` -> 1.1.7."""
+        if self.is_wheel:
+            return self.filename.split("-")[1]
         return self.filename.removesuffix(".tar.gz").rsplit("-", 1)[-1]
 
 
@@ -58,6 +68,34 @@ PINS = (
         filename="micropython-umqtt.simple-1.3.4.tar.gz",
         sha256="b6a2520239e3992c63a7de9370ee9b3d9d27819a90359c521f1c0f7ccab8d12f",
         members=("umqtt/simple.py",),
+    ),
+)
+
+
+#: CircuitPython libraries (PyPI wheels of the Adafruit bundle's sources): MiniMQTT and what
+#: it imports. The unix-port tests run them from DEFAULT_CP_CACHE; boards get the same files.
+CP_PINS = (
+    Pin(
+        project="adafruit-circuitpython-minimqtt",
+        filename="adafruit_circuitpython_minimqtt-8.1.0-py3-none-any.whl",
+        sha256="2abfc4ef9a629fc9b43ea85b7afc0a2335c1c0f69fb33a80cb5af18cf494a672",
+        members=(
+            "adafruit_minimqtt/__init__.py",
+            "adafruit_minimqtt/adafruit_minimqtt.py",
+            "adafruit_minimqtt/matcher.py",
+        ),
+    ),
+    Pin(
+        project="adafruit-circuitpython-connectionmanager",
+        filename="adafruit_circuitpython_connectionmanager-3.1.8-py3-none-any.whl",
+        sha256="f93e27874a840f728b5cdbb1bcf0aee4e75ed1c0ba46b4562606ac3ac3ea2cca",
+        members=("adafruit_connection_manager.py",),
+    ),
+    Pin(
+        project="adafruit-circuitpython-ticks",
+        filename="adafruit_circuitpython_ticks-1.1.7-py3-none-any.whl",
+        sha256="d6c28f766e40ff12b5791b63824244fa26a6abbd92af22c179c4dae7b54303c5",
+        members=("adafruit_ticks.py",),
     ),
 )
 
@@ -182,6 +220,8 @@ def read_archive(pin: Pin, archives: Path = DEFAULT_ARCHIVES) -> bytes:
 
 def unpack(pin: Pin, data: bytes) -> dict[str, bytes]:
     """The library files (``pin.members``) of an archive already checked against the pin."""
+    if pin.is_wheel:
+        return _unpack_wheel(pin, data)
     out: dict[str, bytes] = {}
     top = pin.filename.removesuffix(".tar.gz")
     try:
@@ -196,6 +236,20 @@ def unpack(pin: Pin, data: bytes) -> dict[str, bytes]:
                 out[member] = source.read()
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise FetchError(f"{pin.filename}: not a readable .tar.gz ({exc})") from None
+    return out
+
+
+def _unpack_wheel(pin: Pin, data: bytes) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as whl:
+            for member in pin.members:
+                try:
+                    out[member] = whl.read(member)
+                except KeyError:
+                    raise FetchError(f"{pin.filename}: {member} is missing from the archive") from None
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise FetchError(f"{pin.filename}: not a readable wheel ({exc})") from None
     return out
 
 
@@ -253,12 +307,19 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_ARCHIVES,
         help="where to keep the verified archives (default: %(default)s)",
     )
+    parser.add_argument(
+        "--cp-cache",
+        type=Path,
+        default=DEFAULT_CP_CACHE,
+        help="where to unpack the CircuitPython libraries (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
-    args.cache.mkdir(parents=True, exist_ok=True)
     try:
-        for pin in PINS:
-            for path in fetch(pin, args.cache, args.archives):
-                print(f"upy-lib: {path.relative_to(args.cache)} ({pin.project} {pin.filename}, sha256 ok)")
+        for pins, cache, label in ((PINS, args.cache, "upy-lib"), (CP_PINS, args.cp_cache, "cp-lib")):
+            cache.mkdir(parents=True, exist_ok=True)
+            for pin in pins:
+                for path in fetch(pin, cache, args.archives):
+                    print(f"{label}: {path.relative_to(cache)} ({pin.project} {pin.filename}, sha256 ok)")
     except FetchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.upy import UPY_LIB
-from tools.fetch_upy_deps import DEFAULT_ARCHIVES, PINS
+from tools.fetch_upy_deps import CP_PINS, DEFAULT_ARCHIVES, PINS
 from tools.fetch_upy_deps import main as fetch_main
 from tools.flash.board import BOARD_MANIFEST, Board
 from tools.flash.build import ARCHES, MANIFEST_NAME, BuildManifest, find_mpy_cross, sha256_bytes
@@ -170,9 +170,14 @@ def test_fetch_replaces_a_tampered_archive_and_unpacks_the_tested_file(
     (cache / "umqtt").mkdir(parents=True)
     (cache / "umqtt" / "simple.py").write_text("# edited by hand\n")
 
-    assert fetch_main(["--cache", str(cache), "--archives", str(archives)]) == 0
+    for pin in CP_PINS:  # the CircuitPython libraries' archives are intact: kept as they are
+        shutil.copyfile(DEFAULT_ARCHIVES / pin.filename, archives / pin.filename)
+    cp_cache = tmp_path / "cp-lib"
+
+    assert fetch_main(["--cache", str(cache), "--cp-cache", str(cp_cache), "--archives", str(archives)]) == 0
     assert sha256_bytes((archives / PIN.filename).read_bytes()) == PIN.sha256
     assert (cache / "umqtt" / "simple.py").read_bytes() == TESTED.read_bytes()
+    assert (cp_cache / "adafruit_minimqtt" / "adafruit_minimqtt.py").is_file()
     # and the flash tool accepts the archive again
     assert run("build", "--arch", "native", "--build-dir", str(tmp_path / "b"), archives=archives)[0] == 0
 

@@ -45,6 +45,9 @@ KEEP_SOURCE = frozenset({"main.py", "boot.py"})
 #: imports every other shared_protocol module on the unix port, so a new CPython-only module
 #: fails that test until it is listed here.
 EXCLUDE = frozenset({"shared_protocol/np_decode.py", "shared_protocol/timebase.py"})
+#: folders of firmware/ that are not MicroPython board code: the CircuitPython simulation
+#: modules for the unix port (socketpool, typing shims)
+EXCLUDE_DIRS = ("cpsim/",)
 
 #: where libraries go on the board (on sys.path of every MicroPython port)
 LIB_DIR = "lib"
@@ -178,7 +181,7 @@ def board_sources(root: Path = ROOT) -> list[tuple[Path, str]]:
                 continue
             rel = path.relative_to(base).as_posix()
             board_path = f"{prefix}/{rel}" if prefix else rel
-            if board_path not in EXCLUDE:
+            if board_path not in EXCLUDE and not board_path.startswith(EXCLUDE_DIRS):
                 found.append((path, board_path))
     found.sort(key=lambda item: item[1])
     return found
