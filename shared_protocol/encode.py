@@ -8,8 +8,8 @@ length for the CRC and for publishing.
 """
 
 import struct
-from binascii import crc32
 
+from shared_protocol.crc import crc32
 from shared_protocol.errors import BadField
 from shared_protocol.header import pack_header, seal
 

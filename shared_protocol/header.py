@@ -10,7 +10,7 @@ Layout, little-endian (docs/protocol.md, "Header"):
   5      4    seq       u32 sequence number within the boot
   9      4    ticks     u32 device ticks in ms (ticks_ms, wraps at 2**tick_bits)
   13     ...  payload
-  n-4    4    crc       CRC-32 (binascii.crc32) of bytes [0, n-4)
+  n-4    4    crc       CRC-32 (zlib's, shared_protocol/crc.py) of bytes [0, n-4)
 
 The CRC trailer and the version byte at offset 0 are invariant across all
 protocol versions, so any decoder can reject a corrupted frame ("crc") before
@@ -18,9 +18,9 @@ it looks at the version.
 """
 
 import struct
-from binascii import crc32
 
 from shared_protocol import PROTOCOL_VERSION
+from shared_protocol.crc import crc32
 from shared_protocol.errors import (
     BadCRC,
     BadField,

@@ -7,9 +7,9 @@ so the gateway notices a DATA frame decoded against a stale BIRTH.
 """
 
 import struct
-from binascii import crc32
 
 from shared_protocol import ST_INT16, ST_INT32
+from shared_protocol.crc import crc32
 from shared_protocol.errors import BadField
 
 SAMPLE_SIZES = {ST_INT16: 2, ST_INT32: 4}
