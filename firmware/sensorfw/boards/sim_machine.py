@@ -415,41 +415,31 @@ def make_socket_module(port):
         def close(self):
             self._s.close()
 
-        def connect(self, addr):
+        def _blocking(self, err, fn, *args):
+            # a blocking call in C: callbacks serviced as the port does meanwhile, and the
+            # simulated link-down windows failing it with the port's errno
             t0 = _board.emu_block_begin()
             try:
                 if _board.net_down():
-                    raise OSError(113)  # EHOSTUNREACH
-                return self._s.connect(addr)
+                    raise OSError(err)
+                return fn(*args)
             finally:
                 _board.emu_block_end(t0)
+
+        def connect(self, addr):
+            return self._blocking(113, self._s.connect, addr)  # EHOSTUNREACH
 
         def read(self, n=-1):
-            t0 = _board.emu_block_begin()
-            try:
-                if _board.net_down():
-                    raise OSError(104)  # ECONNRESET: link lost
-                return self._s.read(n) if n >= 0 else self._s.read()
-            finally:
-                _board.emu_block_end(t0)
+            # ECONNRESET: the link is lost
+            return self._blocking(104, self._s.read, n) if n >= 0 else self._blocking(104, self._s.read)
 
         def readinto(self, buf, n=-1):
-            t0 = _board.emu_block_begin()
-            try:
-                if _board.net_down():
-                    raise OSError(104)
-                return self._s.readinto(buf) if n < 0 else self._s.readinto(buf, n)
-            finally:
-                _board.emu_block_end(t0)
+            return (
+                self._blocking(104, self._s.readinto, buf) if n < 0 else self._blocking(104, self._s.readinto, buf, n)
+            )
 
         def write(self, buf, n=-1):
-            t0 = _board.emu_block_begin()
-            try:
-                if _board.net_down():
-                    raise OSError(104)
-                return self._s.write(buf) if n < 0 else self._s.write(memoryview(buf)[:n])
-            finally:
-                _board.emu_block_end(t0)
+            return self._blocking(104, self._s.write, buf if n < 0 else memoryview(buf)[:n])
 
     class _SocketModule:
         __name__ = "socket"
