@@ -73,6 +73,8 @@ log = logging.getLogger(__name__)
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _TYPE_OF_KIND = {"birth": BIRTH, "data": DATA, "event": EVENT, "health": HEALTH, "death": DEATH, "loss": LOSS}
 MAX_BAD_DEVICES = 4096  # devices counted apart in BadFrames; the rest count under "?"
+RESYNC_WINDOW = 4096  # sequence numbers below the highest that a first ACK after a start repeats
+RESYNC_RUNS = 32  # at most this many runs of them (the newest)
 
 
 class Publisher(Protocol):
@@ -123,6 +125,7 @@ class Counters:
     rebirth_requests: int = 0
     acks_sent: int = 0
     ack_ranges: int = 0
+    acks_resynced: int = 0  # first ACKs after a start that repeat recent stored frames
     alerts: int = 0
     commands: int = 0
     publish_failures: int = 0
@@ -318,6 +321,9 @@ class Gateway:
             attempts=sq.resend_attempts,
         )
         self._seq_dirty: set[str] = set()  # sequence state changed outside a batch's ACKs
+        # Devices stored before this start: their first ACK also repeats what is stored of their
+        # recent frames, since the ACKs of the last commit before a crash may never have left.
+        self._resync: set[str] = set(self.sequence.devices())
         self.clocks = DeviceClocks()
         self.bad = BadFrames()
         self.counters = Counters()
@@ -574,7 +580,24 @@ class Gateway:
         self.registry.write(commit.registry_ops)
         self.rawlog.commit_batch(commit.rows, commit.seq_states, now=commit.now)
         for device, seqs in commit.acks.items():
+            if device in self._resync:
+                self._resync.discard(device)
+                seqs = seqs + self._recent_stored(device, commit.seq_states.get(device))
+                self.counters.acks_resynced += 1
             self._ack(device, seqs)
+
+    def _recent_stored(self, device: str, state: Any) -> list[tuple[int, int]]:
+        """(boot, seq) of the frames of the device's current boot stored in the raw log, up to
+        RESYNC_WINDOW numbers below the highest seen: what a device may still hold, unACKed."""
+        if state is None or state[0] is None:
+            return []
+        boot = state[0]
+        highest = next((st[2] for st in state[1] if st[0] == boot), -1)
+        if highest < 0:
+            return []
+        seqs = self.rawlog.stored_seqs(device, boot, since=max(0, highest - RESYNC_WINDOW))
+        runs = ranges_of([(boot, s) for s in seqs])[-RESYNC_RUNS:]  # a small ACK for a small board
+        return [(boot, s) for _b, first, last in runs for s in range(first, last + 1)]
 
     def _parse_topic(self, fr: RawFrame, now: float) -> tuple[str, str] | None:
         try:
@@ -1195,7 +1218,7 @@ class Gateway:
                 "loss_frames": c.loss_frames,
             },
             "admission": self.admission.stats(),
-            "acks": {"sent": c.acks_sent, "ranges": c.ack_ranges},
+            "acks": {"sent": c.acks_sent, "ranges": c.ack_ranges, "resynced": c.acks_resynced},
             "rebirth_requests": c.rebirth_requests,
             "raw_requests": self.raw_requests.stats() if self.raw_requests is not None else None,
             "alerts": c.alerts,

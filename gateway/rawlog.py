@@ -336,6 +336,20 @@ class RawLog:
                 return True
         return False
 
+    def stored_seqs(self, device: str, boot: int, *, since: int) -> list[int]:
+        """The sequence numbers >= since of (device, boot) held here, sorted (numbers are unique
+        per chunk, so a chunk of n frames spanning n numbers holds all of them)."""
+        out: set[int] = set()
+        for first, last, n, blob in self.db.execute(
+            "SELECT seq_first, seq_last, n, frames FROM chunks WHERE device = ? AND boot = ? AND seq_last >= ?",
+            (device, boot, since),
+        ):
+            if n == last - first + 1:
+                out.update(range(max(first, since), last + 1))
+            else:
+                out.update(r.seq for r in _unpack(device, boot, blob) if r.seq >= since)
+        return sorted(out)
+
     def stats(self) -> RawLogStats:
         size = 0
         for suffix in ("", "-wal"):

@@ -105,6 +105,34 @@ def test_no_ack_ever_when_the_raw_log_write_fails(tmp_path: Path) -> None:
     assert _acked(pub2) == set()
 
 
+def test_the_first_ack_after_a_restart_repeats_what_was_stored_before(tmp_path: Path) -> None:
+    """A crash between the commit and the ACK's publish leaves the device holding frames that
+    are stored here; nothing would ask for them again. The restarted gateway's first ACK to the
+    device repeats its recent stored frames, and never a number it does not hold."""
+    cfg = from_dict({"gateway": {"id": "gw1", "site": "s1", "data_dir": str(tmp_path / "data")}})
+    dev, other = SimDevice("pump-1"), SimDevice("pump-2")
+    now = time.time()  # the raw log evicts by age
+    gw = Gateway(cfg, Published())  # its ACKs are "lost": nobody reads them
+    gw.process(
+        [RawFrame(dev.topic("birth"), dev.birth(), now)]
+        + [RawFrame(dev.topic("data"), dev.data(), now) for _ in range(5)]
+    )
+    gw.close()
+    dev.data()  # seq 7: never reaches the gateway
+    pub = Published()
+    gw2 = Gateway(cfg, pub)
+    gw2.process(
+        [RawFrame(dev.topic("data"), dev.data(), now + 1), RawFrame(other.topic("birth"), other.birth(), now + 1)]
+    )
+    ranges = {t.split("/")[2]: [tuple(r) for r in decode(p).fields["ranges"]] for t, p, _q in pub.kind("ack")}
+    assert ranges == {"pump-1": [(1, 1, 6), (1, 8, 8)], "pump-2": [(1, 1, 1)]}  # 7 is not held here
+    pub.clear()
+    gw2.process([RawFrame(dev.topic("data"), dev.data(), now + 2)])
+    assert _acked(pub) == {9}  # once per device and start
+    assert gw2.counters.acks_resynced == 1
+    gw2.close()
+
+
 # --------------------------------------------------------------------------- a real process, kill -9
 
 
