@@ -580,11 +580,12 @@ class Gateway:
         self.registry.write(commit.registry_ops)
         self.rawlog.commit_batch(commit.rows, commit.seq_states, now=commit.now)
         for device, seqs in commit.acks.items():
+            extra: list[tuple[int, int]] = []
             if device in self._resync:
                 self._resync.discard(device)
-                seqs = seqs + self._recent_stored(device, commit.seq_states.get(device))
+                extra = self._recent_stored(device, commit.seq_states.get(device))
                 self.counters.acks_resynced += 1
-            self._ack(device, seqs)
+            self._ack(device, seqs + extra)
 
     def _recent_stored(self, device: str, state: Any) -> list[tuple[int, int]]:
         """(boot, seq) of the frames of the device's current boot stored in the raw log, up to
