@@ -2,7 +2,7 @@
 
 Real firmware on the unix port, real Mosquitto brokers (local and cloud), the real gateway with
 the committed model. The story: pump-01 develops a bearing fault, pump-02 loses its network for a
-while, the cloud is cut and comes back.
+while, the cloud is cut and comes back; room-04 runs the CircuitPython firmware.
 """
 
 from __future__ import annotations
@@ -55,6 +55,12 @@ def test_fleet_demo_detects_the_fault_catches_up_and_loses_nothing(tmp_path: Pat
     for name, dev in report["devices"].items():
         assert dev["missing_seqs"] == 0, (name, text)
         assert dev["queue_dropped"] == 0, (name, text)
+
+    # room-04 is a CircuitPython board (code.py, settings.toml, MiniMQTT): decoded, nothing lost.
+    cp = json.loads((tmp_path / "work" / "devices" / "room-04" / "stats.json").read_text())
+    assert cp["runtime"] == "circuitpython" and cp["board"] == "cp_pico_w", cp
+    assert report["devices"]["room-04"]["data_frames"] == cp["frames"] > 0, text
+    assert report["devices"]["room-04"]["readings"] == 2 * cp["samples"], text
 
     # The injected bearing fault is detected on pump-01, after it starts; healthy pump-02 stays quiet.
     assert report["alerts_by_device"].get("pump-01", 0) > 0, text

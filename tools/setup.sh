@@ -5,7 +5,8 @@
 #                           unix port, mpy-cross, umqtt.simple for the unix port, Mosquitto
 #   tools/setup.sh --test   the same, plus openssl, .venv-tflite (tflite-runtime 2.14 with
 #                           numpy<2, the second inference backend the tests check) and
-#                           .venv-stubs (mypy with the official ESP32 and RP2040 port stubs)
+#                           .venv-stubs (mypy with the official ESP32 and RP2040 port stubs,
+#                           and circuitpython-stubs in .venv-stubs/circuitpython-env)
 #
 # Safe to run again: each step is skipped when it is already done.
 set -euo pipefail

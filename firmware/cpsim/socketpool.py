@@ -7,13 +7,18 @@
 # recv_into(buffer, bufsize=0) reads at most bufsize bytes (0: the whole buffer) and
 # returns the count, 0 when the peer closed; a read that times out raises
 # OSError(ETIMEDOUT), one that would block on a non-blocking socket OSError(EAGAIN).
+# While the simulated network is down (EDGELINE_SIM_LINK_DOWN) every call fails, and a
+# connection open at that time stays broken.
 import errno
 import socket as _socket
+
+from _cpsim import link_down
 
 
 class Socket:
     def __init__(self, family, type, proto):
         self._sock = _socket.socket(family, type, proto)
+        self._dead = False
         self.family = family
         self.type = type
         self.proto = proto
@@ -27,11 +32,20 @@ class Socket:
     def setsockopt(self, level, optname, value):
         self._sock.setsockopt(level, optname, value)
 
+    def _check(self):
+        # the simulated network went away (EDGELINE_SIM_LINK_DOWN): this connection is
+        # gone for good, as a TCP connection whose peer vanished
+        if self._dead or link_down():
+            self._dead = True
+            raise OSError(errno.ECONNABORTED)
+
     def connect(self, address):
+        self._check()
         host, port = address
         self._sock.connect(_socket.getaddrinfo(host, port)[0][-1])
 
     def send(self, data):
+        self._check()
         return self._sock.send(data)
 
     def sendall(self, data):
@@ -40,6 +54,7 @@ class Socket:
             view = view[self.send(view) :]
 
     def recv_into(self, buffer, bufsize=0):
+        self._check()
         n = bufsize or len(buffer)
         # the port raises OSError(ETIMEDOUT) on a timeout, as CircuitPython does
         got = self._sock.readinto(memoryview(buffer)[:n])

@@ -51,10 +51,13 @@ class SimDevice:
         self.env.setdefault("EDGELINE_SIM_STATS", str(self.stats_path))
         self.proc: subprocess.Popen[bytes] | None = None
         self.output = b""
+        self.micropypath: tuple[Path, ...] = ()  # prepended to MICROPYPATH
 
     def start(self, **env: Any) -> SimDevice:
         e = {**self.env, **{k: str(v) for k, v in env.items()}}
-        self.proc = spawn_micropython([self.main], heapsize=self.heapsize, env=e, cwd=self.flash)
+        self.proc = spawn_micropython(
+            [self.main], heapsize=self.heapsize, env=e, cwd=self.flash, micropypath=self.micropypath
+        )
         return self
 
     def wait(self, timeout: float = 60) -> int:

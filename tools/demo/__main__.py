@@ -169,7 +169,11 @@ def run_story(fleet: Fleet, mon: Monitor, args: argparse.Namespace, t0: float) -
             fwd = status.get("forward")
             lanes = fwd.get("lanes", {}) if isinstance(fwd, dict) else {}
             pending = sum(int(v.get("depth", 0)) + int(v.get("buffered", 0)) for v in lanes.values())
-            if lanes and pending == 0:
+            # the gateway has decoded every reading the boards sent (its status lags by up to
+            # status_interval_s), and forwarded everything
+            frames = status.get("frames")
+            decoded = int(frames.get("readings", 0)) if isinstance(frames, dict) else 0
+            if lanes and pending == 0 and decoded >= sum(d.readings for d in mon.devices.values()):
                 break
             time.sleep(0.25)
         time.sleep(1.0)  # the last PUBACKed records reach the monitor

@@ -18,10 +18,13 @@ from pathlib import Path
 from tools.demo.brokers import make_broker
 from tools.demo.linkcut import LinkCut
 from tools.demo.scenario import DEVICES, GATEWAY_ID, SITE, DeviceSpec, gateway_toml
+from tools.flash.cpsettings import settings_toml
 from tools.mosquitto import BrokerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 UPY_LIB = ROOT / ".cache" / "upy-lib"
+CP_LIB = ROOT / ".cache" / "cp-lib"  # the pinned MiniMQTT and its dependencies
+CP_SIM = ROOT / "firmware" / "cpsim"  # CircuitPython's modules on the unix port
 
 
 class DemoError(RuntimeError):
@@ -34,6 +37,8 @@ def micropython() -> str:
         raise DemoError("the MicroPython unix port is missing: run `make demo` (it installs it)")
     if not (UPY_LIB / "umqtt" / "simple.py").exists():
         raise DemoError("umqtt.simple for the unix port is missing: run `python tools/fetch_upy_deps.py`")
+    if not (CP_LIB / "adafruit_minimqtt").is_dir():
+        raise DemoError("MiniMQTT for the CircuitPython boards is missing: run `python tools/fetch_upy_deps.py`")
     return str(exe)
 
 
@@ -50,20 +55,32 @@ class VirtualDevice:
         self.duration_s = 0.0
 
     def start(self, broker: tuple[str, int], duration_s: float) -> None:
-        (self.flash / "config.json").write_text(json.dumps(self.spec.config(*broker), indent=1))
+        config = self.spec.config(*broker)
         env = dict(os.environ)
-        env["MICROPYPATH"] = ":".join([str(ROOT / "firmware"), str(ROOT), str(UPY_LIB)])
         env.update(self.spec.env(duration_s, self.flash))
+        if self.spec.circuitpython:
+            # A CIRCUITPY drive: settings.toml as the flash tool writes it; boot.py runs at
+            # power-on and gives the code write access to the drive.
+            (self.flash / "settings.toml").write_text(settings_toml(config))
+            env["MICROPYPATH"] = ":".join([str(CP_SIM), str(ROOT / "firmware"), str(ROOT), str(CP_LIB)])
+            entry = [str(ROOT / "firmware" / "cp" / "code.py")]
+            self._run_once([micropython(), str(ROOT / "firmware" / "cp" / "boot.py")], env)
+        else:
+            (self.flash / "config.json").write_text(json.dumps(config, indent=1))
+            env["MICROPYPATH"] = ":".join([str(ROOT / "firmware"), str(ROOT), str(UPY_LIB)])
+            entry = [str(ROOT / "firmware" / "main.py")]
         with open(self.log_path, "ab") as log:
             # The board's flash is its working directory, as on a real board.
             self.started, self.duration_s = time.monotonic(), duration_s
             self.proc = subprocess.Popen(
-                [micropython(), str(ROOT / "firmware" / "main.py")],
-                cwd=self.flash,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                [micropython(), *entry], cwd=self.flash, env=env, stdout=log, stderr=subprocess.STDOUT
             )
+
+    def _run_once(self, cmd: list[str], env: dict[str, str]) -> None:
+        with open(self.log_path, "ab") as log:
+            rc = subprocess.run(cmd, cwd=self.flash, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
+        if rc.returncode != 0:
+            raise DemoError(f"{self.spec.device_id}: {cmd[-1]} failed; see {self.log_path}")
 
     @property
     def running(self) -> bool:

@@ -31,7 +31,12 @@ class DeviceSpec:
     fault_at: float | None = None  # fraction of the run when a bearing fault starts
     link_down: tuple[float, float] | None = None  # fractions of the run without network
     seed: int = 1
-    board: str = "esp32_devkit"  # the virtual board's profile (boards/esp32_devkit.py, pico_w.py)
+    board: str = "esp32_devkit"  # the virtual board's profile (boards/esp32_devkit.py, pico_w.py, cp_pico_w.py)
+
+    @property
+    def circuitpython(self) -> bool:
+        """CircuitPython boards (boards/cp_*.py) run firmware/cp/code.py with settings.toml."""
+        return self.board.startswith("cp_")
 
     def config(self, broker_host: str, broker_port: int) -> dict[str, Any]:
         return {
@@ -92,6 +97,18 @@ DEVICES = (
         outputs=[{"name": "valve", "pin": 16}],
         seed=33,
         board="pico_w",
+    ),
+    DeviceSpec(
+        "room-04",
+        "CircuitPython Pico W: temperature (analogio) + door (keypad events)",
+        [
+            {"type": "analog", "name": "temp", "pin": 26, "unit": "degC", "scale": 0.01, "offset": -100.0},
+            {"type": "pulse", "name": "door", "pin": 14, "mode": "event", "debounce_ms": 20, "sim_hz": 0.5},
+        ],
+        10,
+        20,
+        seed=44,
+        board="cp_pico_w",
     ),
 )
 

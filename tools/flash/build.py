@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 
 from tools.fetch_upy_deps import DEFAULT_ARCHIVES, PINS, FetchError, Pin, read_archive, unpack
@@ -46,8 +47,13 @@ KEEP_SOURCE = frozenset({"main.py", "boot.py"})
 #: fails that test until it is listed here.
 EXCLUDE = frozenset({"shared_protocol/np_decode.py", "shared_protocol/timebase.py"})
 #: folders of firmware/ that are not MicroPython board code: the CircuitPython simulation
-#: modules for the unix port (socketpool, typing shims)
-EXCLUDE_DIRS = ("cpsim/",)
+#: modules for the unix port (socketpool, typing shims), CircuitPython's entry points
+#: (cp/code.py, cp/boot.py) and port layer (sensorfw/cpport/); the ``circuitpy`` command
+#: (tools/flash/circuitpy.py) puts those on a CIRCUITPY drive
+EXCLUDE_DIRS = ("cpsim/", "cp/", "sensorfw/cpport/")
+#: files of firmware/ left out by pattern (fnmatch, on board paths): the CircuitPython
+#: board profiles and simulation board
+EXCLUDE_GLOBS = ("sensorfw/boards/cp_*.py",)
 
 #: where libraries go on the board (on sys.path of every MicroPython port)
 LIB_DIR = "lib"
@@ -169,8 +175,11 @@ def mpy_cross_version(binary: str) -> str:
     return out.stdout.strip()
 
 
-def board_sources(root: Path = ROOT) -> list[tuple[Path, str]]:
-    """(source file, board path) for every board file, sorted by board path."""
+def board_sources(
+    root: Path = ROOT, exclude_dirs: tuple[str, ...] = EXCLUDE_DIRS, exclude_globs: tuple[str, ...] = EXCLUDE_GLOBS
+) -> list[tuple[Path, str]]:
+    """(source file, board path) for every board file, sorted by board path; ``EXCLUDE``, the
+    folders ``exclude_dirs`` and the files matching ``exclude_globs`` (board paths) left out."""
     found: list[tuple[Path, str]] = []
     for src_dir, prefix in SOURCES:
         base = root / src_dir
@@ -181,7 +190,9 @@ def board_sources(root: Path = ROOT) -> list[tuple[Path, str]]:
                 continue
             rel = path.relative_to(base).as_posix()
             board_path = f"{prefix}/{rel}" if prefix else rel
-            if board_path not in EXCLUDE and not board_path.startswith(EXCLUDE_DIRS):
+            if board_path in EXCLUDE or board_path.startswith(exclude_dirs):
+                continue
+            if not any(fnmatch(board_path, pattern) for pattern in exclude_globs):
                 found.append((path, board_path))
     found.sort(key=lambda item: item[1])
     return found

@@ -1,4 +1,4 @@
-"""edgeline-flash: build, provision and deploy edgeline firmware to MicroPython boards.
+"""edgeline-flash: build, provision and deploy edgeline firmware to MicroPython and CircuitPython boards.
 
     python -m tools.flash build --arch xtensawin
     python -m tools.flash provision --device esp32-01 --config devices.toml [--port /dev/ttyUSB0]
@@ -6,6 +6,7 @@
     python -m tools.flash config --device esp32-01 --config devices.toml --check
     python -m tools.flash status --port /dev/ttyUSB0 --arch xtensawin
     python -m tools.flash ls --port /dev/ttyUSB0
+    python -m tools.flash circuitpy --device cp-01 --config devices.toml --drive /media/$USER/CIRCUITPY
 
 Modelled on mpremote: a command table (name -> handler, argument parser), one State handed to
 every handler, one FlashError for every failure the user must act on.
@@ -18,10 +19,12 @@ import sys
 from collections.abc import Callable, Sequence
 
 from tools.flash.build import ARCH_BOARDS, ARCHES
+from tools.flash.circuitpy import BOOT_OUT
 from tools.flash.commands import (
     Handler,
     State,
     do_build,
+    do_circuitpy,
     do_config,
     do_deploy,
     do_ls,
@@ -146,6 +149,20 @@ def parser_status() -> argparse.ArgumentParser:
     return p
 
 
+def parser_circuitpy() -> argparse.ArgumentParser:
+    p = _parser(
+        "circuitpy",
+        "copy the code (.py), pinned libraries and settings.toml to a CircuitPython board's CIRCUITPY drive",
+    )
+    _add_device(p, required=True)
+    p.add_argument(
+        "--drive", required=True, metavar="PATH", help="the mounted CIRCUITPY drive, e.g. /media/$USER/CIRCUITPY"
+    )
+    p.add_argument("--arch", choices=list(ARCHES), help="board kind, whose pin rules the config is checked against")
+    p.add_argument("--force", action="store_true", help=f"write even though the drive has no {BOOT_OUT}")
+    return p
+
+
 COMMANDS: dict[str, tuple[Handler, ParserFactory]] = {
     "build": (do_build, parser_build),
     "provision": (do_provision, parser_provision),
@@ -153,6 +170,7 @@ COMMANDS: dict[str, tuple[Handler, ParserFactory]] = {
     "config": (do_config, parser_config),
     "ls": (do_ls, parser_ls),
     "status": (do_status, parser_status),
+    "circuitpy": (do_circuitpy, parser_circuitpy),
 }
 
 

@@ -15,6 +15,7 @@ from typing import TextIO
 from tools.fetch_upy_deps import DEFAULT_ARCHIVES
 from tools.flash.board import BOARD_MANIFEST, Board
 from tools.flash.build import ARCHES, LIBRARIES, ROOT, BuildManifest, build, sha256_bytes
+from tools.flash.circuitpy import flash_drive
 from tools.flash.deploy import (
     LIB_PREFIX,
     RECORDED_HASH,
@@ -26,7 +27,15 @@ from tools.flash.deploy import (
     deploy,
     umqtt_payload,
 )
-from tools.flash.devices import CONFIG_NAME, Device, Validator, load_device, render_config
+from tools.flash.devices import (
+    CONFIG_NAME,
+    CP_ARCH_BOARDS,
+    Device,
+    Validator,
+    config_checker,
+    load_device,
+    render_config,
+)
 from tools.flash.errors import FlashError
 
 
@@ -217,6 +226,24 @@ def do_config(state: State, args: argparse.Namespace) -> None:
     board = state.connect(_port(args, device))
     _write_config(state, board, device, arch)
     _finish(state, board, args)
+
+
+def do_circuitpy(state: State, args: argparse.Namespace) -> None:
+    device = _require_device(args)
+    arch = args.arch or device.arch
+    board = CP_ARCH_BOARDS.get(arch) if arch else None
+    where = f"board profile {board} (arch {arch})" if board else "no board profile (give --arch)"
+    state.say(f"config of {device.id}: checked against {where}")
+    check = config_checker(device, state.validator, arch=arch, board=board)
+    flash_drive(
+        Path(args.drive),
+        device,
+        root=state.root,
+        archives=state.archives,
+        check=check,
+        force=args.force,
+        say=state.say,
+    )
 
 
 def do_ls(state: State, args: argparse.Namespace) -> None:

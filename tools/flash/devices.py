@@ -27,7 +27,8 @@ import re
 import stat
 import sys
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,27 +217,40 @@ WIFI_ARCHES = frozenset({"armv6m", "xtensawin"})
 #: heap budget apply to a config.json built for an arch; native: the virtual board on the unix
 #: port emulates an ESP32 DevKit (boards/sim.py, unless EDGELINE_SIM_BOARD says otherwise)
 ARCH_BOARDS: dict[str, str | None] = {"xtensawin": "esp32_devkit", "armv6m": "pico_w", "native": "esp32_devkit"}
+#: the same for a CircuitPython board (boards/cp_*.py), as firmware/cp/code.py picks it from
+#: the board id: the Pico W (armv6m) or an ESP32-S3 (xtensawin); native: the CircuitPython
+#: simulation board on the unix port, which uses the Pico W profile (boards/cp_sim.py)
+CP_ARCH_BOARDS: dict[str, str] = {"xtensawin": "cp_esp32s3", "armv6m": "cp_pico_w", "native": "cp_pico_w"}
 
 
-def firmware_validator(root: Path = ROOT, arch: str | None = None) -> Validator:
+@contextmanager
+def firmware_on_path(root: Path = ROOT) -> Iterator[Path]:
+    """``root``/firmware on sys.path for the block: board code imported under CPython."""
+    firmware = root / "firmware"
+    added = str(firmware) not in sys.path
+    if added:
+        sys.path.insert(0, str(firmware))
+    try:
+        yield firmware
+    finally:
+        if added:
+            sys.path.remove(str(firmware))
+
+
+def firmware_validator(root: Path = ROOT, arch: str | None = None, *, board: str | None = None) -> Validator:
     """The firmware's own check (``validate`` of firmware/sensorfw/core/config.py) run under
     CPython, so the tool never writes a config.json that the board would refuse. With
     ``arch`` the board profile of that arch (``ARCH_BOARDS``) is checked too, as the board
-    does at boot."""
-    firmware = str(root / "firmware")
-    added = firmware not in sys.path
-    if added:
-        sys.path.insert(0, firmware)
-    board = ARCH_BOARDS.get(arch) if arch is not None else None
-    try:
-        from sensorfw.core import config as fw_config  # type: ignore[import-not-found]
+    does at boot; ``board`` names another profile (boards/<board>.py) instead."""
+    if board is None and arch is not None:
+        board = ARCH_BOARDS.get(arch)
+    with firmware_on_path(root) as firmware:
+        try:
+            from sensorfw.core import config as fw_config  # type: ignore[import-not-found]
 
-        profile = importlib.import_module(f"sensorfw.boards.{board}") if board else None
-    except ImportError as exc:
-        raise FlashError(f"cannot load the firmware's config validator from {firmware}: {exc}") from None
-    finally:
-        if added:
-            sys.path.remove(firmware)
+            profile = importlib.import_module(f"sensorfw.boards.{board}") if board else None
+        except ImportError as exc:
+            raise FlashError(f"cannot load the firmware's config validator from {firmware}: {exc}") from None
 
     def check(config: dict[str, Any], needs_wifi: bool) -> object:
         return fw_config.validate(config, ".", needs_wifi, profile)
@@ -244,20 +258,39 @@ def firmware_validator(root: Path = ROOT, arch: str | None = None) -> Validator:
     return check
 
 
-def render_config(device: Device, validator: Validator | None = None, *, arch: str | None = None) -> bytes:
-    """Validate the device's config and return config.json's bytes (compact, sorted keys).
+def config_data(device: Device) -> bytes:
+    """The device's config as config.json holds it (compact, sorted keys), not yet validated."""
+    return json.dumps(device.config, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def config_checker(
+    device: Device, validator: Validator | None = None, *, arch: str | None = None, board: str | None = None
+) -> Callable[[dict[str, Any]], object]:
+    """The check ``render_config`` applies: a config as the board parses it -> the complete
+    configuration the board computes; a rejected one raises DeviceConfigError (redacted).
 
     ``arch`` (default: the device's) decides whether Wi-Fi settings are required and, for the
-    firmware's own validator, which board's pin roles, watchdog maximum and heap budget apply.
+    firmware's own validator, which board's pin roles, watchdog maximum and heap budget apply
+    (``board``: another board profile than the arch's MicroPython one, see CP_ARCH_BOARDS).
     """
     target = arch or device.arch
-    check = validator if validator is not None else firmware_validator(arch=target)
+    check = validator if validator is not None else firmware_validator(arch=target, board=board)
     needs_wifi = target is None or target in WIFI_ARCHES
-    data = json.dumps(device.config, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    try:
-        check(json.loads(data), needs_wifi)  # validate exactly what the board will parse
-    except ValueError as exc:  # the firmware's ConfigError is a ValueError
-        raise DeviceConfigError(
-            device.id, "config", device.secrets.redact(f"rejected by the firmware: {exc}")
-        ) from None
+
+    def run(config: dict[str, Any]) -> object:
+        try:
+            return check(config, needs_wifi)
+        except ValueError as exc:  # the firmware's ConfigError is a ValueError
+            raise DeviceConfigError(
+                device.id, "config", device.secrets.redact(f"rejected by the firmware: {exc}")
+            ) from None
+
+    return run
+
+
+def render_config(device: Device, validator: Validator | None = None, *, arch: str | None = None) -> bytes:
+    """Validate the device's config and return config.json's bytes (compact, sorted keys).
+    ``arch``: as for ``config_checker``."""
+    data = config_data(device)
+    config_checker(device, validator, arch=arch)(json.loads(data))  # exactly what the board will parse
     return data

@@ -1,0 +1,337 @@
+"""``circuitpy``: put edgeline on a CircuitPython board through its mounted CIRCUITPY drive.
+
+What lands on the drive (CircuitPython cannot load MicroPython's .mpy, so all are sources):
+
+- ``code.py`` and ``boot.py`` from firmware/cp/;
+- ``lib/sensorfw/``: firmware/sensorfw without MicroPython's machine layer (``port/``)
+  and the unix-port simulation boards (``boards/sim*.py``, ``boards/cp_sim.py``);
+- ``lib/shared_protocol/``: the modules the MicroPython build takes (build.EXCLUDE);
+- ``lib/``: the pinned CircuitPython libraries (tools/fetch_upy_deps.CP_PINS), read from
+  their archives after checking the sha256, as the MicroPython build reads umqtt.simple;
+- ``settings.toml`` from devices.toml (cpsettings.py).
+
+Everything is read, checked and rendered before the first write. A file whose bytes are
+already on the drive is skipped; a changed one is written under a temporary name in its
+folder, flushed to the drive, and renamed over the old one, so a drive pulled out mid-copy
+never holds half a file under the real name. Files under ``lib/sensorfw/`` and
+``lib/shared_protocol/`` that the build no longer has are removed; nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tools.fetch_upy_deps import CP_PINS, FetchError, Pin, read_archive, unpack
+from tools.flash.build import board_sources
+from tools.flash.cpsettings import SETTINGS_NAME, Check, Settings, load_rule, parse, render_settings
+from tools.flash.devices import Device
+from tools.flash.errors import FlashError
+
+#: firmware/ folder of the CircuitPython entry points, copied to the drive's root
+ENTRY_DIR = Path("firmware") / "cp"
+#: in write order: code.py last, so the auto-reload after it runs the complete new set
+ENTRY_POINTS = ("boot.py", "code.py")
+LIB_DIR = "lib"
+#: the packages that go to lib/ (board paths of build.board_sources)
+PACKAGES = ("sensorfw/", "shared_protocol/")
+#: firmware/ folders that are no CircuitPython library code: the unix-port simulation
+#: modules, the entry points (copied to the root instead), MicroPython's machine layer
+EXCLUDE_DIRS = ("cpsim/", "cp/", "sensorfw/port/")
+#: the simulation boards of the unix port (MicroPython's and CircuitPython's) and their parts
+EXCLUDE_GLOBS = ("sensorfw/boards/sim*.py", "sensorfw/boards/cp_sim*.py")
+#: the drive folders this command owns: files there that the build lacks are removed
+OWNED = tuple(f"{LIB_DIR}/{package}" for package in PACKAGES)
+#: CircuitPython writes it at every start; its absence means the path is not a CIRCUITPY drive
+BOOT_OUT = "boot_out.txt"
+#: suffix of the temporary name a file is written under before the rename
+PART_SUFFIX = ".edgeline-part"
+CIRCUITPY_DOC = "docs/circuitpython.md"
+DRIVE_EXAMPLES = "/media/$USER/CIRCUITPY on Linux, /Volumes/CIRCUITPY on macOS, E:\\ on Windows"
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DriveFile:
+    """A file to put on the drive: its path there, its bytes, where it comes from."""
+
+    path: str
+    data: bytes
+    source: str
+    private: bool = False  # holds secrets: mode 0600, never shown
+
+
+@dataclass
+class DriveReport:
+    written: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------ the files
+
+
+def package_files(root: Path) -> list[DriveFile]:
+    """lib/sensorfw/... and lib/shared_protocol/..., as sources, sorted."""
+    out = []
+    for source, board_path in board_sources(root, exclude_dirs=EXCLUDE_DIRS, exclude_globs=EXCLUDE_GLOBS):
+        if not board_path.startswith(PACKAGES):
+            continue  # main.py: MicroPython's entry point
+        shown = source.relative_to(root).as_posix()
+        out.append(DriveFile(f"{LIB_DIR}/{board_path}", _read(source, shown), shown))
+    return out
+
+
+def _read(path: Path, shown: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise FlashError(f"{shown} is missing") from None
+    except OSError as exc:
+        raise FlashError(f"{shown} is unreadable ({exc.strerror})") from None
+
+
+def describe(pin: Pin) -> str:
+    """One line naming a pinned library, its hash and where it goes on the drive."""
+    tops = sorted({m.split("/")[0] + ("/" if "/" in m else "") for m in pin.members})
+    where = ", ".join(f"{LIB_DIR}/{top}" for top in tops)
+    return f"{pin.project} {pin.version} (pinned, sha256 {pin.sha256}) -> {where}"
+
+
+def library_files(archives: Path) -> list[DriveFile]:
+    """The pinned CircuitPython libraries, from their archives after the sha256 check."""
+    out = []
+    for pin in CP_PINS:
+        try:
+            members = unpack(pin, read_archive(pin, archives))
+        except FetchError as exc:
+            raise FlashError(f"{pin.project} {pin.version} (pinned): {exc}") from None
+        for member, data in sorted(members.items()):
+            out.append(DriveFile(f"{LIB_DIR}/{member}", data, f"{pin.filename}:{member}"))
+    return out
+
+
+def entry_files(root: Path) -> list[DriveFile]:
+    """code.py and boot.py, in write order."""
+    out = []
+    for name in ENTRY_POINTS:
+        shown = (ENTRY_DIR / name).as_posix()
+        path = root / ENTRY_DIR / name
+        if not path.is_file():
+            raise FlashError(
+                f"{shown} is missing: CircuitPython's entry points ({' and '.join(ENTRY_POINTS)}) live there"
+            )
+        out.append(DriveFile(name, _read(path, shown), shown))
+    return out
+
+
+def check_syntax(files: list[DriveFile]) -> None:
+    """Refuse a .py file that does not parse, before anything is written."""
+    for item in files:
+        if not item.path.endswith(".py"):
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # SyntaxWarning (escapes) is not the board's concern
+                compile(item.data, item.source, "exec", dont_inherit=True)
+        except SyntaxError as exc:
+            raise FlashError(
+                f"{item.source}:{exc.lineno}: {exc.msg}: fix the source (nothing was written to the drive)"
+            ) from None
+
+
+# ------------------------------------------------------------------------------ the drive
+
+
+def check_drive(drive: Path, *, force: bool) -> str | None:
+    """Refuse a path that is not a writable CIRCUITPY drive (``force``: one without
+    boot_out.txt); return the first line of boot_out.txt (CircuitPython version and board)."""
+    if not drive.exists():
+        raise FlashError(
+            f"--drive {drive} does not exist: plug the board in and give its mounted CIRCUITPY drive ({DRIVE_EXAMPLES})"
+        )
+    if not drive.is_dir():
+        raise FlashError(f"--drive {drive} is not a directory: give the mounted CIRCUITPY drive ({DRIVE_EXAMPLES})")
+    first: str | None = None
+    boot_out = drive / BOOT_OUT
+    if boot_out.is_file():
+        lines = boot_out.read_text(encoding="utf-8", errors="replace").splitlines()
+        first = lines[0].strip()[:120] if lines else ""
+    elif not force:
+        raise FlashError(
+            f"--drive {drive} has no {BOOT_OUT}, which CircuitPython writes at every start: it does not look "
+            "like a CIRCUITPY drive. Check the path (is the board running CircuitPython?), or add --force to "
+            "write there anyway"
+        )
+    if not os.access(drive, os.W_OK):
+        raise FlashError(_read_only(drive))
+    return first
+
+
+def _read_only(drive: Path) -> str:
+    return (
+        f"--drive {drive} is not writable. edgeline's boot.py gives CIRCUITPY to the firmware, and the "
+        "computer then gets it read-only, unless the USB-write pin is held while the board resets: "
+        f"hold it, press reset, run again ({CIRCUITPY_DOC}). Otherwise check how the drive is mounted"
+    )
+
+
+def _write_problem(drive: Path, path: str, exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        why = "the drive is full: delete files it does not need (other projects' lib/ folders) and run again"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        why = _read_only(drive)
+    elif exc.errno in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+        why = "a file or folder on the drive is in the way of edgeline's: move it"
+    else:
+        why = f"{exc.strerror}; run the command again (finished files are skipped)"
+    return f"cannot write {path} on {drive}: {why}"
+
+
+def read_settings(drive: Path) -> dict[str, Any]:
+    """The keys of the drive's settings.toml ({} when there is none)."""
+    path = drive / SETTINGS_NAME
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise FlashError(f"cannot read {path}: {exc.strerror}") from None
+    return parse(data, str(path))
+
+
+def is_current(target: Path, data: bytes) -> bool:
+    """Whether ``target`` holds exactly ``data``."""
+    try:
+        return target.read_bytes() == data
+    except FileNotFoundError:
+        return False
+    except (IsADirectoryError, NotADirectoryError):
+        raise FlashError(f"{target}: a file or folder on the drive is in the way of edgeline's: move it") from None
+    except OSError as exc:
+        raise FlashError(f"cannot read {target}: {exc.strerror}") from None
+
+
+def write_atomic(target: Path, data: bytes, *, private: bool = False) -> None:
+    """Write via a temporary name in the same folder, synced, then renamed over ``target``.
+    ``private``: created with mode 0600 (where the file system has modes)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(f".{target.name}{PART_SUFFIX}")
+    part.unlink(missing_ok=True)  # left by a run that was cut off
+    mode = 0o600 if private else 0o666  # 0o666: the umask decides, as for any new file
+
+    def opener(path: str, flags: int) -> int:
+        return os.open(path, flags, mode)
+
+    try:
+        with open(part, "xb", opener=opener) as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(part, target)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+
+
+def stale_files(drive: Path, wanted: set[str], owned: tuple[str, ...] = OWNED) -> list[str]:
+    """Files under the ``owned`` folders that are not ``wanted``. FAT ignores case, so
+    neither does the comparison."""
+    folded = {path.casefold() for path in wanted}
+    out = []
+    for folder in owned:
+        base = drive / folder
+        if not base.is_dir():
+            continue
+        for path in sorted(base.rglob("*")):
+            rel = path.relative_to(drive).as_posix()
+            if not path.is_dir() and rel.casefold() not in folded:
+                out.append(rel)
+    return out
+
+
+def prune_empty(drive: Path, owned: tuple[str, ...] = OWNED) -> None:
+    """Remove the folders under ``owned`` that the removals left empty."""
+    for folder in owned:
+        base = drive / folder
+        for dirpath, _dirnames, _filenames in os.walk(base, topdown=False):  # deepest first
+            if Path(dirpath) != base and not os.listdir(dirpath):
+                os.rmdir(dirpath)
+
+
+def sync(drive: Path, files: list[DriveFile], *, say: Say) -> DriveReport:
+    """Write the files that differ, in the given order, then remove stale ones."""
+    wanted = {item.path for item in files}
+    if len(wanted) != len(files):
+        raise FlashError("two files map to the same path on the drive")
+    report = DriveReport()
+    for item in files:
+        target = drive / item.path
+        if is_current(target, item.data):
+            report.unchanged.append(item.path)
+            continue
+        try:
+            write_atomic(target, item.data, private=item.private)
+        except OSError as exc:
+            raise FlashError(_write_problem(drive, item.path, exc)) from None
+        report.written.append(item.path)
+        secret = ", secrets not shown" if item.private else ""
+        say(f"  write   {item.path} ({len(item.data)} B{secret})")
+    for path in stale_files(drive, wanted):
+        try:
+            (drive / path).unlink()
+        except OSError as exc:
+            raise FlashError(f"cannot remove {path} from {drive}: {exc.strerror}") from None
+        report.removed.append(path)
+        say(f"  remove  {path} (no longer in the build)")
+    prune_empty(drive)
+    return report
+
+
+# ------------------------------------------------------------------------------ the command
+
+
+def settings_file(device: Device, drive: Path, check: Check, say: Say) -> DriveFile:
+    """settings.toml for ``device``, keeping the readable other keys of the drive's one."""
+    settings: Settings = render_settings(device, load_rule(), check, read_settings(drive))
+    say(f"{SETTINGS_NAME}: {len(settings.keys)} keys for {device.id} (values not shown)")
+    if settings.kept:
+        say(f"{SETTINGS_NAME}: kept the drive's other keys: {', '.join(settings.kept)}")
+    if settings.dropped:
+        say(f"{SETTINGS_NAME}: left out {', '.join(settings.dropped)} (CircuitPython reads only integers and strings)")
+    return DriveFile(SETTINGS_NAME, settings.data, f"devices.toml [devices.{device.id}]", private=True)
+
+
+def drive_files(root: Path, archives: Path, settings: DriveFile, say: Say) -> list[DriveFile]:
+    """Every file for the drive, in write order: libraries, packages, settings, boot.py, code.py."""
+    libraries = library_files(archives)
+    for pin in CP_PINS:
+        say(describe(pin))
+    files = [*libraries, *package_files(root), settings, *entry_files(root)]
+    check_syntax(files)
+    return files
+
+
+def flash_drive(
+    drive: Path, device: Device, *, root: Path, archives: Path, check: Check, force: bool, say: Say
+) -> None:
+    """The ``circuitpy`` command: check the drive, render and check everything, then copy."""
+    board = check_drive(drive, force=force)
+    say(f"drive {drive}: {board if board is not None else f'no {BOOT_OUT} (--force)'}")
+    settings = settings_file(device, drive, check, say)
+    files = drive_files(root, archives, settings, say)
+    report = sync(drive, files, say=say)
+    say(
+        f"circuitpy: {len(report.written)} written, {len(report.unchanged)} unchanged, "
+        f"{len(report.removed)} removed on {drive}"
+    )
+    if "boot.py" in report.written:
+        say("boot.py changed: CircuitPython runs it only at a hard reset: press the board's reset button")
+    elif report.written or report.removed:
+        say("CircuitPython restarts code.py after the copy by itself (auto-reload); if not, press reset")
