@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.firmware.simdevice import SimDevice
+from tests.firmware.simdevice import SimDevice, base_config
 from tests.support.upy import ROOT, run_micropython
 from tools.fetch_upy_deps import DEFAULT_CP_CACHE
 from tools.flash.cpsettings import settings_toml
@@ -18,23 +18,10 @@ CP_PATH = (ROOT / "firmware" / "cpsim", DEFAULT_CP_CACHE)
 
 
 def cp_config(port: int, device: str = "cp1", **over: Any) -> dict[str, Any]:
-    """A Pico W under CircuitPython with an MPU-6050 on its default I2C pins."""
-    cfg: dict[str, Any] = {
-        "device_id": device,
-        "site": "s1",
-        "broker": {"host": "127.0.0.1", "port": port, "timeout_ms": 1000, "keepalive_s": 10},
-        "sample": {"rate_hz": 50, "batch": 10},
-        "sensors": [{"type": "mpu6050"}],
-        "backoff": {"min_ms": 100, "max_ms": 400},
-        "health_s": 2,
-        "watchdog_ms": 0,
-    }
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(cfg.get(k), dict):
-            cfg[k] = {**cfg[k], **v}
-        else:
-            cfg[k] = v
-    return cfg
+    """The firmware tests' config (an MPU-6050 on the default I2C pins) for a Pico W under
+    CircuitPython, batches of 10 samples."""
+    sample = {"rate_hz": 50, "batch": 10, **over.pop("sample", {})}
+    return base_config(port, device, sample=sample, **over)
 
 
 class CPDevice(SimDevice):

@@ -13,20 +13,16 @@ not exist proves the stubs are really consulted.
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.support.stubcheck import SETUP_COMMAND, STUBS_VENV, run_mypy
 from tests.support.upy import ROOT
 from tools.fetch_upy_deps import DEFAULT_CP_CACHE, FETCH_COMMAND
 
-STUBS_VENV = ROOT / ".venv-stubs"
-MYPY = STUBS_VENV / "bin" / "mypy"
 CP_ENV = STUBS_VENV / "circuitpython-env"
 CP_PYTHON = CP_ENV / "bin" / "python"
-SETUP_COMMAND = "bash tools/setup_stubs_env.sh"
 FILES = [
     "firmware/sensorfw/cpport/board.py",
     "firmware/sensorfw/cpport/mqtt.py",
@@ -48,40 +44,20 @@ def _site_packages() -> Path:
 
 
 def _mypy(platform: str, files: list[str], tmp: Path) -> list[str]:
-    if not MYPY.exists() or not CP_PYTHON.exists():
-        raise FileNotFoundError(f"{MYPY} or {CP_PYTHON} is missing: {SETUP_COMMAND}")
+    if not CP_PYTHON.exists():
+        raise FileNotFoundError(f"{CP_PYTHON} is missing: {SETUP_COMMAND}")
     stubs = _site_packages()
     assert (stubs / "wifi-stubs" / "__init__.pyi").exists(), (
         f"circuitpython-stubs not installed in {stubs}: {SETUP_COMMAND}"
     )
     assert (DEFAULT_CP_CACHE / "adafruit_minimqtt").is_dir(), f"{DEFAULT_CP_CACHE} has no MiniMQTT: {FETCH_COMMAND}"
-    env = dict(os.environ)
-    env["MYPYPATH"] = os.pathsep.join([str(ROOT / "firmware"), str(ROOT), str(DEFAULT_CP_CACHE)])
-    cmd = [
-        str(MYPY),
-        "--config-file",
-        os.devnull,
-        "--cache-dir",
-        str(tmp / f"cache-{platform}"),
-        "--python-executable",
-        str(CP_PYTHON),
-        "--follow-imports=silent",
-        "--check-untyped-defs",
-        "--python-version",
-        "3.11",
-        "--platform",
-        platform,
-        *files,
-    ]
-    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    out = res.stdout + res.stderr
-    lines = out.splitlines()
-    # mypy exits 0 on success and 1 when it found errors; anything else (a bad flag, a
-    # crash) must not pass as "no error in our files"
-    errors = [ln for ln in lines if ": error:" in ln]
-    assert (res.returncode == 0 and "Success:" in out) or (res.returncode == 1 and errors), out
-    ours = [ln for ln in errors if not ln.startswith(".venv-stubs") and "/.venv-stubs/" not in ln]
-    return ours
+    return run_mypy(
+        files,
+        cache=tmp / f"cache-{platform}",
+        mypypath=[ROOT / "firmware", ROOT, DEFAULT_CP_CACHE],
+        platform=platform,
+        options=["--python-executable", str(CP_PYTHON)],
+    )
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)

@@ -10,16 +10,13 @@ API that does not exist proves the stubs are really consulted.
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.support.stubcheck import SETUP_COMMAND, STUBS_VENV, run_mypy
 from tests.support.upy import ROOT
 
-STUBS_VENV = ROOT / ".venv-stubs"
-MYPY = STUBS_VENV / "bin" / "mypy"
 FILES = [
     "firmware/sensorfw/port/board.py",
     "firmware/sensorfw/port/mqtt.py",
@@ -31,34 +28,15 @@ FILES = [
 
 
 def _mypy(port: str, files: list[str], tmp: Path) -> list[str]:
-    if not MYPY.exists():
-        raise FileNotFoundError(
-            f"{MYPY} is missing: python3.11 -m venv .venv-stubs && .venv-stubs/bin/pip install mypy && "
-            f".venv-stubs/bin/pip install --target .venv-stubs/{port} micropython-{port}-stubs"
-        )
     stubs = STUBS_VENV / port
-    assert (stubs / "machine.pyi").exists(), f"micropython-{port}-stubs not installed in {stubs}"
-    env = dict(os.environ)
-    env["MYPYPATH"] = os.pathsep.join([str(stubs), str(ROOT / "firmware"), str(ROOT), str(ROOT / ".cache" / "upy-lib")])
-    cmd = [
-        str(MYPY),
-        "--config-file",
-        os.devnull,
-        "--cache-dir",
-        str(tmp / f"cache-{port}"),
-        "--no-site-packages",
-        "--follow-imports=silent",
-        "--check-untyped-defs",
-        "--python-version",
-        "3.11",
-        "--platform",
-        port,
-        *files,
-    ]
-    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    lines = (res.stdout + res.stderr).splitlines()
-    ours = [ln for ln in lines if ": error:" in ln and not ln.startswith(".venv-stubs") and "/.venv-stubs/" not in ln]
-    return ours
+    assert (stubs / "machine.pyi").exists(), f"micropython-{port}-stubs not installed in {stubs}: {SETUP_COMMAND}"
+    return run_mypy(
+        files,
+        cache=tmp / f"cache-{port}",
+        mypypath=[stubs, ROOT / "firmware", ROOT, ROOT / ".cache" / "upy-lib"],
+        platform=port,
+        options=["--no-site-packages"],
+    )
 
 
 @pytest.mark.parametrize("port", ["esp32", "rp2"])

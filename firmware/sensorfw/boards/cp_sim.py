@@ -22,12 +22,12 @@
 #   EDGELINE_SIM_STATS      write a JSON stats file at the end
 # Exit codes: 0 run limit reached, 3 deep sleep (restart = wake), 4 reset, 137 watchdog.
 
-import os
 import time
 
 import _cpsim
 import wifi
 
+from sensorfw.boards.sim_stop import read_limits, stop_due
 from sensorfw.cpport.board import Board, pin_of
 
 
@@ -35,14 +35,8 @@ class SimBoard(Board):
     def __init__(self, profile):
         Board.__init__(self, profile, _cpsim.drive())
         self.needs_wifi = False  # settings.toml may leave Wi-Fi out: the sim joins "sim"
-        env = _cpsim.env
-        self.duration_us = int(float(env("EDGELINE_SIM_DURATION_S", "0")) * 1000000)
-        self.max_samples = int(env("EDGELINE_SIM_SAMPLES", "0"))
-        self.stop_file = env("EDGELINE_SIM_STOP_FILE")
-        self.drain_s = float(env("EDGELINE_SIM_DRAIN_S", "0"))
-        self.stats_path = env("EDGELINE_SIM_STATS")
+        read_limits(self, _cpsim.env)
         self.imus = []
-        self._stop_check_us = 0
 
     def configure_net(self, wifi_cfg):
         if not wifi_cfg.get("ssid"):
@@ -59,17 +53,7 @@ class SimBoard(Board):
         return m
 
     def should_stop(self, app):
-        if self.max_samples and app.sampler.samples >= self.max_samples:
-            return True
-        now = _cpsim.now_us()
-        if self.stop_file and now >= self._stop_check_us:
-            self._stop_check_us = now + 100000
-            try:
-                os.stat(self.stop_file)
-                return True
-            except OSError:
-                pass
-        return bool(self.duration_us and now >= self.duration_us)
+        return stop_due(self, app, _cpsim.now_us())
 
     def drain(self, app):
         from sensorfw.boards.sim_extras import drain
@@ -77,15 +61,12 @@ class SimBoard(Board):
         drain(self, app)
 
     def report(self, app):
-        import json
+        from sensorfw.boards.sim_extras import report
 
-        st = app.stats()
-        try:
-            import micropython
+        report(self, app)
 
-            st["mem_peak"] = getattr(micropython, "mem_peak")()  # unix port only
-        except (ImportError, AttributeError):
-            pass
+    def report_fields(self, st):
+        """What the firmware's own stats cannot see (sim_extras.report adds them)."""
         import digitalio
 
         st["board"] = self.profile.NAME
@@ -96,11 +77,6 @@ class SimBoard(Board):
         st["edge_overflows"] = sum([getattr(p, "overflows", 0) for p in self.inputs])
         st["wifi_joins"] = wifi.radio.joins
         st["sim_time_s"] = _cpsim.now_us() / 1e6
-        text = json.dumps(st)
-        print("SIM-STATS " + text)
-        if self.stats_path:
-            with open(self.stats_path, "w") as f:
-                f.write(text)
 
     def idle(self, app):
         time.sleep_ms(1)

@@ -44,6 +44,7 @@ from sensorfw import unload
 from sensorfw.boards import sim_machine, sim_signals
 from sensorfw.boards.sim_machine import SCHEDULER_DEPTH, SOCKET_POLL_US, Scheduler
 from sensorfw.boards.sim_parts import SimWDT, SimWLAN
+from sensorfw.boards.sim_stop import read_limits, stop_due
 
 EXIT_DEEPSLEEP = 3
 EXIT_RESET = 4
@@ -122,6 +123,14 @@ from sensorfw.port.board import Board  # noqa: E402 - after the port's modules a
 
 
 class SimBoard(Board):
+    # the run's limits (sim_stop.read_limits)
+    duration_us = 0
+    max_samples = 0
+    stop_file = None
+    drain_s = 0.0
+    stats_path = None
+    stop_check_us = 0
+
     def __init__(self, profile):
         sim_machine.bind(self)
         flash_dir = _env("EDGELINE_SIM_DIR", ".")
@@ -147,15 +156,10 @@ class SimBoard(Board):
         self.clock = clock  # type: ignore[assignment]  # time.ticks_* in simulated time
         self.needs_wifi = False  # config.json may leave Wi-Fi out: the sim joins "sim"
         self.config_path = _env("EDGELINE_CONFIG", self.flash_dir + "/config.json")
-        self.duration_us = int(float(_env("EDGELINE_SIM_DURATION_S", "0")) * 1000000)
-        self.max_samples = int(_env("EDGELINE_SIM_SAMPLES", "0"))
-        self.stop_file = _env("EDGELINE_SIM_STOP_FILE")
-        self._stop_check_us = 0
-        self.drain_s = float(_env("EDGELINE_SIM_DRAIN_S", "0"))
+        read_limits(self, _env)
         self.seed = int(_env("EDGELINE_SIM_SEED", "1"))
         self.replay_path = _env("EDGELINE_SIM_REPLAY")
         self.who_am_i = int(_env("EDGELINE_SIM_IMU_WHOAMI", "0x68"), 0)
-        self.stats_path = _env("EDGELINE_SIM_STATS")
         self.verbose = _env("EDGELINE_SIM_VERBOSE") == "1"
         self.hang_us = int(float(_env("EDGELINE_SIM_HANG_AT_S", "-1")) * 1000000)
         self.sched = Scheduler(SCHEDULER_DEPTH)
@@ -436,17 +440,7 @@ class SimBoard(Board):
             time.sleep_us(wait * clock.den // clock.num)
 
     def should_stop(self, app):
-        if self.max_samples and app.sampler.samples >= self.max_samples:
-            return True
-        now = self.sclock.now_us()
-        if self.stop_file and now >= self._stop_check_us:
-            self._stop_check_us = now + 100000  # a stat every 0.1 s of simulated time
-            try:
-                os.stat(self.stop_file)
-                return True
-            except OSError:
-                pass
-        return bool(self.duration_us and now >= self.duration_us)
+        return stop_due(self, app, self.sclock.now_us())
 
     def drain(self, app):
         from sensorfw.boards.sim_extras import drain

@@ -86,8 +86,18 @@ def _stats_text(board, app):
         st["mem_peak"] = getattr(micropython, "mem_peak")()  # unix port only
     except (ImportError, AttributeError):
         pass
+    fields = getattr(board, "report_fields", None)
+    if fields is not None:
+        fields(st)  # the CircuitPython simulation board's own
+    else:
+        _machine_fields(board, st)
+    return json.dumps(st)
+
+
+def _machine_fields(board, st):
+    """What the firmware cannot see on the MicroPython simulation: the port's scheduler,
+    the pins, the sensor's own counts."""
     st["outputs"] = [[p.id, p.level, p.history] for p in board.outputs]
-    # what the firmware cannot see: the port's scheduler and the sensor's own counts
     st["board"] = board.profile.NAME
     st["sched_dropped"] = board.sched.dropped
     st["sched_peak"] = board.sched.peak
@@ -97,7 +107,6 @@ def _stats_text(board, app):
     st["nodelay"] = board.nodelay
     st["imu"] = [d.stats() for d in board.imus]
     st["sim_time_s"] = board.sclock.now_us() / 1e6
-    return json.dumps(st)
 
 
 def parse_windows(text):
