@@ -131,3 +131,19 @@ def test_commands_set_rate_and_output_and_reboot(
         assert dev2.wait(timeout=30) == EXIT_RESET, dev2.text()
     finally:
         dev2.kill()
+
+
+def test_the_watchdog_resets_a_hung_board_and_the_next_boot_goes_on(
+    mosquitto: Mosquitto, gateway: GatewayStub, flash: Callable[[str], Path]
+) -> None:
+    cfg = cp_config(mosquitto.port, watchdog_ms=3000, broker={"timeout_ms": 1000})
+    fl = flash("cp1")
+    dev = CPDevice(fl, cfg)
+    dev.power_on()
+    rc = dev.run(timeout=60, EDGELINE_SIM_HANG_AT_S=2)
+    assert rc in (-9, 137), dev.text()  # microcontroller.watchdog reset the board
+    assert "main loop hangs" in dev.text() and "watchdog expired" in dev.text()
+    dev.output = b""
+    assert dev.run(timeout=60, EDGELINE_SIM_DURATION_S=2, EDGELINE_SIM_DRAIN_S=10) == 0, dev.text()
+    assert dev.stats()["boot"] == 2
+    gateway.wait_for(lambda g: any(r.frame.boot == 2 for r in g.of(DATA)), what="DATA of boot 2")

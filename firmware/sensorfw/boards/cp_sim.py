@@ -20,6 +20,7 @@
 #   EDGELINE_SIM_HELD_PINS  GPIOs held to ground (boot.py's USB-write pin)
 #   EDGELINE_SIM_SEED       signal seed (default 1)
 #   EDGELINE_SIM_STATS      write a JSON stats file at the end
+#   EDGELINE_SIM_HANG_AT_S  the main loop hangs at this time (watchdog test)
 # Exit codes: 0 run limit reached, 3 deep sleep (restart = wake), 4 reset, 137 watchdog.
 
 import time
@@ -36,6 +37,7 @@ class SimBoard(Board):
         Board.__init__(self, profile, _cpsim.drive())
         self.needs_wifi = False  # settings.toml may leave Wi-Fi out: the sim joins "sim"
         read_limits(self, _cpsim.env)
+        self.hang_us = int(float(_cpsim.env("EDGELINE_SIM_HANG_AT_S", "-1")) * 1000000)
         self.imus = []
 
     def configure_net(self, wifi_cfg):
@@ -51,6 +53,13 @@ class SimBoard(Board):
         m = Board.make_i2c(self, i2c_id, scl, sda, freq)
         self.imus.append(m.i2c.imu)
         return m
+
+    def poll(self):
+        if 0 <= self.hang_us <= _cpsim.now_us():
+            print("[cpsim] main loop hangs (EDGELINE_SIM_HANG_AT_S)")
+            while True:  # a stuck driver or network call: only the watchdog ends this
+                time.sleep_ms(100)
+        Board.poll(self)
 
     def should_stop(self, app):
         return stop_due(self, app, _cpsim.now_us())
