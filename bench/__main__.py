@@ -32,6 +32,11 @@ BENCHMARKS = (
     ("decode", "bench.bench_decode", "gateway decode throughput"),
     ("firmware", "bench.bench_firmware", "firmware capture cost and heap (unix port)"),
     ("boards", "bench.bench_boards", "firmware on the emulated ESP32 / Pico W: minimum heap, timing gaps"),
+    (
+        "circuitpython",
+        "bench.bench_circuitpython",
+        "CircuitPython beside MicroPython: capture cost per reading, minimum heap",
+    ),
     ("gateway", "bench.bench_gateway", "gateway ingest, alert latency, memory"),
     ("inference", "bench.bench_inference", "inference stage vs bare invoke()"),
     ("forward", "bench.bench_forward", "store-and-forward drain and write amplification"),

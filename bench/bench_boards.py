@@ -20,10 +20,14 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tests.firmware.simdevice import SimDevice
 
 WORD_RATIO = 1.42  # 64-bit unix port heap / 32-bit board heap for the same objects
 # free heap with Wi-Fi up on each board (shared design notes, ports.md): the baselines
@@ -35,30 +39,64 @@ def _env(lib: Path) -> dict[str, str]:
     return {"MICROPYPATH": str(lib), "EDGELINE_SIM_SPEED": "max"}
 
 
-def _min_heap(board: str, quick: bool) -> dict[str, Any]:
-    from tests.firmware.gateway_stub import GatewayStub
+# A device for one bisection run: flash directory, config, heap size -> a SimDevice to run
+DeviceFactory = Callable[[Path, dict[str, Any], int], "SimDevice"]
+# Prepare a runtime in a scratch directory for a board: (simulated hardware's heap bytes,
+# device factory, environment of every run)
+Prepare = Callable[[Path, str], tuple[int, DeviceFactory, dict[str, str]]]
+
+
+def prepare_micropython(d: Path, board: str) -> tuple[int, DeviceFactory, dict[str, str]]:
+    """MicroPython: main.py over .mpy files, as the flash tool installs them."""
     from tests.firmware.simdevice import SimDevice
     from tests.firmware.test_fw_heap64k import build_mpy, sim_footprint
     from tests.support.upy import ROOT
+
+    lib = build_mpy(d / "mpy")
+    main = lib / "main.py"
+    main.write_text((ROOT / "firmware" / "main.py").read_text())
+    sim = sim_footprint(lib, d / "probe", board)
+
+    def device(flash: Path, cfg: dict[str, Any], heap: int) -> SimDevice:
+        return SimDevice(flash, cfg, heapsize=str(heap), main=str(main))
+
+    return sim, device, _env(lib)
+
+
+def _min_heap(
+    board: str,
+    quick: bool,
+    *,
+    prepare: Prepare = prepare_micropython,
+    seconds: int | None = None,
+    step: int | None = None,
+    free: int | None = None,
+    over: dict[str, Any] | None = None,
+    bracket: tuple[int, int] = (60_000, 400_000),
+) -> dict[str, Any]:
+    """Bisect the smallest heap the default configuration runs `seconds` in, within
+    bracket (the top must run). prepare: the runtime; step: the bisection's resolution (a
+    step of the bracket's width: one run at the top); over: config keys on top of the
+    defaults."""
+    from tests.firmware.gateway_stub import GatewayStub
     from tools.mosquitto import Mosquitto
 
-    seconds = 10 if quick else 60
+    if seconds is None:
+        seconds = 10 if quick else 60
     with tempfile.TemporaryDirectory(prefix="bench-boards-") as tmp:
         d = Path(tmp)
         mq = Mosquitto(d / "broker").start()
-        lib = build_mpy(d / "mpy")
-        main = lib / "main.py"
-        main.write_text((ROOT / "firmware" / "main.py").read_text())
-        sim = sim_footprint(lib, d / "probe", board)
+        sim, device, run_env = prepare(d, board)
         gw = GatewayStub(mq.host, mq.port).start()  # ACKs, as the gateway
         cfg = {
             "device_id": "d1",
             "site": "s1",
             "broker": {"host": mq.host, "port": mq.port},
             "sensors": [{"type": "mpu6050"}],
+            **(over or {}),
         }
         env = {
-            **_env(lib),
+            **run_env,
             "EDGELINE_SIM_BOARD": board,
             "EDGELINE_SIM_DURATION_S": str(seconds),
             "EDGELINE_SIM_LINK_DOWN": f"{seconds // 3}-{seconds // 3 + seconds // 6}",
@@ -69,20 +107,24 @@ def _min_heap(board: str, quick: bool) -> dict[str, Any]:
             nonlocal runs
             runs += 1
             fl = d / f"flash-{heap}"
-            dev = SimDevice(fl, cfg, heapsize=str(heap), main=str(main))
+            dev = device(fl, cfg, heap)
             dev.env.update(env)
-            rc = dev.run(timeout=300)
+            try:
+                rc = dev.run(timeout=seconds + 60)
+            except subprocess.TimeoutExpired:
+                return None  # hung (seen on the edge of the heap): it does not run in it
             out = dev.text()
             if rc != 0 or "ERROR" in out or "MemoryError" in out or not (fl / "stats.json").exists():
                 return None
             return dev.stats()
 
-        lo, hi = 60_000, 400_000
+        lo, hi = bracket
         try:
             best = runs_in(hi)
             if best is None:
                 raise RuntimeError(f"the default config does not run on {board} even in {hi} B of heap")
-            step = 32768 if quick else 1024  # quick: only that it runs
+            if step is None:
+                step = 32768 if quick else 1024  # quick: only that it runs
             while hi - lo > step:
                 mid = (lo + hi) // 2
                 st = runs_in(mid)
@@ -96,6 +138,7 @@ def _min_heap(board: str, quick: bool) -> dict[str, Any]:
             mq.kill()
     firmware64 = hi - sim
     board32 = int(firmware64 / WORD_RATIO)
+    free = FREE[board] if free is None else free
     return {
         "kind": "heap",
         "board": board,
@@ -104,10 +147,11 @@ def _min_heap(board: str, quick: bool) -> dict[str, Any]:
         "sim_bytes": sim,
         "firmware64": firmware64,
         "board32": board32,
-        "free": FREE[board],
-        "headroom": 1 - board32 / FREE[board],
+        "free": free,
+        "headroom": 1 - board32 / free,
         "samples": best["samples"],
         "runs": runs,
+        "stats": best,
     }
 
 

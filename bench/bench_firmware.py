@@ -20,18 +20,34 @@ from __future__ import annotations
 import argparse
 import ast
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _cost(rows: int, reps: int) -> dict[str, Any]:
+def _cost(
+    rows: int,
+    reps: int,
+    *,
+    script: str = "upy_firmware_cost.py",
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    micropypath: Sequence[Path] = (),
+) -> dict[str, Any]:
+    """Run a cost script of bench/ on the unix port (in a scratch directory, which is also
+    the simulated flash) and return its RESULT dict; micropypath: put before the default."""
     from tests.support.upy import run_micropython
 
     with tempfile.TemporaryDirectory(prefix="bench-fw-") as d:
-        res = run_micropython([str(ROOT / "bench" / "upy_firmware_cost.py"), str(rows), str(reps)], cwd=d, timeout=600)
+        res = run_micropython(
+            [str(ROOT / "bench" / script), str(rows), str(reps), *args],
+            cwd=d,
+            timeout=600,
+            env={"EDGELINE_SIM_DIR": d, **(env or {})},
+            micropypath=micropypath,
+        )
     if res.returncode != 0:
         raise RuntimeError(res.stdout.decode() + res.stderr.decode())
     line = [ln for ln in res.stdout.decode().splitlines() if ln.startswith("RESULT ")][-1]

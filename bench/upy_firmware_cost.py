@@ -1,7 +1,7 @@
 # Runs on the MicroPython unix port (bench_firmware.py starts it): cost per captured
 # reading of the firmware path against baselines measured in the same process.
 #
-# usage: micropython upy_firmware_cost.py <samples> [rounds]
+# usage: micropython upy_firmware_cost.py <samples> [rounds] [analog]
 #
 # The simulated MPU-6050 (boards/sim_i2c.py) makes its samples from the board's virtual
 # clock, which the bench pins and moves by hand (clock.frozen): no sleeps, the same work
@@ -16,6 +16,11 @@
 #   bare       a loop storing the values the firmware captured into an array
 #   *_sim      the bus transactions of firmware / firmware1 / naive alone, with the
 #              simulated chip making its samples: hardware and C code on a board
+# With `analog` (bench_circuitpython.py, beside the CircuitPython path), also
+#   analog     one ADC channel, timer-paced: Sampler.on_tick per sample (each tick on
+#              time for its slot) -> ring -> DATA frames of 32 -> queue, ACK per frame;
+#              SAMPLES x 6 readings, as the others
+#   analog_sim its ADC reads alone (machine.ADC.read_u16: C on a board)
 import gc
 import sys
 import time
@@ -28,45 +33,15 @@ from sensorfw.core.offline_queue import OfflineQueue
 from sensorfw.core.ring import SampleRing
 from sensorfw.core.sampler import Sampler
 from sensorfw.drivers.mpu6050 import MPU6050
+from upy_cost_common import BATCH, PER_DRAIN, RATE, WIDTH, Hold, HoldADC, P, Rig, Sink, bare_loop, bursts, summarise
 
 SAMPLES = int(sys.argv[1])
-ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 5
-WIDTH = 6
-BATCH = 32
-RATE = 100
-P = 1000000 // RATE
-PER_DRAIN = 5  # samples per drain: Sampler.timer_hz is 20 at 100 Hz
+ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2].isdigit() else 5
+ANALOG = "analog" in sys.argv
 
 BOARD = simboard.make_board()
 CLOCK = BOARD.clock  # the simulated chip's clock (pinned); the Sampler gets `time`
 CLOCK.frozen = 1000000
-
-
-class Sink:
-    boot = 1
-
-    def __init__(self, q):
-        self.q = q
-        self.seq = 0
-
-    def next_seq(self):
-        s = self.seq
-        self.seq = s + 1
-        return s
-
-    def put_frame(self, ftype, frame, n):
-        self.q.push(frame, n, True)
-
-
-class Rig:
-    pass
-
-
-class Hold:
-    """Stands in for the simulated chip's signal generator: the last sample again."""
-
-    def fill_raw(self, buf, n, accel_lsb, gyro_lsb):
-        pass
 
 
 def _settle(ms):  # the driver's wait after DEVICE_RESET, in virtual time
@@ -111,19 +86,6 @@ def firmware_path(samples, per):
     return dt, batcher.frames, ring.vals
 
 
-def _bursts(per):
-    # the driver's FIFO reads for `per` samples: power-of-two chunks of at most 32
-    out = []
-    left = per
-    while left:
-        k = 32
-        while k > left:
-            k >>= 1
-        out.append(bytearray(12 * k))
-        left -= k
-    return out
-
-
 def firmware_sim(samples, per):
     # the drain's bus transactions alone: INT_STATUS, FIFO_COUNT, the FIFO reads
     # (4 + 1 samples for 5), INT_STATUS
@@ -131,7 +93,7 @@ def firmware_sim(samples, per):
     rd = g.i2c.readfrom_mem_into
     one = bytearray(1)
     two = bytearray(2)
-    bursts = _bursts(per)
+    bs = bursts(per)
     step = per * P
     got = 0
     t0 = time.ticks_us()
@@ -139,7 +101,7 @@ def firmware_sim(samples, per):
         CLOCK.frozen += step
         rd(0x68, 0x3A, one)
         rd(0x68, 0x72, two)
-        for b in bursts:
+        for b in bs:
             rd(0x68, 0x74, b)
         rd(0x68, 0x3A, one)
         got += per
@@ -194,26 +156,63 @@ def naive_sim(samples):
     return time.ticks_diff(time.ticks_us(), t0)
 
 
-def bare_loop(samples, src):
-    n = samples * WIDTH
-    out = array("h", bytes(2 * n))
-    m = len(src)
+def _analog_rig():
+    g = Rig()
+    pin = BOARD.profile.ADC_PINS[0]
+    g.adc = BOARD.make_adc(pin)
+    if hasattr(g.adc, "gen"):
+        g.adc.gen = HoldADC()  # the signal generator (hardware on a board) off
+    g.ring = SampleRing(256, 1)
+    g.sampler = Sampler(g.ring, [AnalogChannel(g.adc, "a")], time, RATE)
+    enc = RingDataEncoder(1, BATCH)
+    g.q = OfflineQueue("benchqa", 8, 64, len(enc.buf), 4096, 4)
+    g.sink = Sink(g.q)
+    g.batcher = Batcher(g.ring, None, enc, BATCH, g.sampler, g.sink)
     gc.collect()
+    return g
+
+
+def analog_path(readings):
+    # the timer's soft callback (dispatched by C code on a board) each period: on_tick
+    g = _analog_rig()
+    s, batcher, q, sink = g.sampler, g.batcher, g.q, g.sink
+    tick = s.irq_ref
+    us = time.ticks_us
+    r = 0
     t0 = time.ticks_us()
-    j = 0
-    k = 0
-    while j < n:
-        out[j] = src[k]  # the values the firmware captured, stored one by one
-        j += 1
-        k += 1
-        if k == m:
-            k = 0
+    while r < readings:
+        s._due = us()  # the tick comes on time for its slot (time runs, nothing waits)
+        tick(None)
+        r += 1
+        if batcher.drain():  # the main loop, between ticks
+            q.ack(1, 0, sink.seq)
+    batcher.drain(True)
+    dt = time.ticks_diff(time.ticks_us(), t0)
+    assert s.samples == readings and s.missed == 0 and s.stale == 0 and g.ring.overruns == 0
+    return dt
+
+
+def analog_sim(readings):
+    g = _analog_rig()
+    s = g.sampler
+    read = g.adc.read_u16
+    us = time.ticks_us
+    r = 0
+    t0 = time.ticks_us()
+    while r < readings:
+        s._due = us()
+        read()
+        r += 1
     return time.ticks_diff(time.ticks_us(), t0)
 
 
 # Every variant once per round, many short rounds: the machine is shared and noisy, so
 # each figure is the fastest round, and ratios are to the fastest bare loop.
 KEYS = ("bare_us", "naive_us", "naive_sim_us", "firmware_us", "firmware_sim_us", "firmware1_us", "firmware1_sim_us")
+if ANALOG:
+    from sensorfw.drivers.analog import AnalogChannel
+
+    KEYS += ("analog_us", "analog_sim_us")
 runs = {k: [] for k in KEYS}
 frames = 0
 for _ in range(ROUNDS):
@@ -225,15 +224,13 @@ for _ in range(ROUNDS):
     runs["firmware1_sim_us"].append(firmware_sim(SAMPLES, 1))
     runs["naive_us"].append(naive(SAMPLES))
     runs["naive_sim_us"].append(naive_sim(SAMPLES))
+    if ANALOG:
+        runs["analog_us"].append(analog_path(SAMPLES * WIDTH))
+        runs["analog_sim_us"].append(analog_sim(SAMPLES * WIDTH))
 
 
-best = {k: min(v) for k, v in runs.items()}
-# the code of each path without the simulated hardware under it: fastest path minus
-# fastest simulation (per-round differences of two noisy timings are noisier)
-for k in ("firmware", "firmware1", "naive"):
-    best[k + "_own_us"] = best[k + "_us"] - best[k + "_sim_us"]
-for k in list(best):
-    best[k.replace("_us", "_ratio")] = best[k] / best["bare_us"]
+# the code of each path without the simulated hardware under it
+best = summarise(runs, ("firmware", "firmware1", "naive") + (("analog",) if ANALOG else ()))
 if "-v" in sys.argv:
     print(runs)
 best["samples"] = SAMPLES
@@ -241,4 +238,5 @@ best["readings"] = SAMPLES * WIDTH
 best["per_drain"] = PER_DRAIN
 best["frames"] = frames
 best["rounds"] = ROUNDS
+best["board"] = BOARD.profile.NAME
 print("RESULT", best)
