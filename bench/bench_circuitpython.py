@@ -199,9 +199,9 @@ def stand_ins() -> dict[str, int]:
 
 
 # The CircuitPython runs join Wi-Fi in 1 s at most: CircuitPython's wifi.radio.connect()
-# blocks for wifi.connect_timeout_ms (default 15 s) when the network is away, longer than
-# the default watchdog (8 s), which then resets the board during the outage. MicroPython's
-# join does not block; its runs keep every default.
+# blocks for wifi.connect_timeout_ms (5 s by default on the CircuitPython profiles) when the
+# network is away, and the loop with it. MicroPython's join does not block; its runs keep
+# every default.
 CP_OVER: dict[str, Any] = {"wifi": {"connect_timeout_ms": 1000}}
 ONE_RUN = 1 << 20  # a bisection step wider than the bracket: one run at its top
 S3_MARGIN = 8 * 1024
@@ -389,8 +389,9 @@ def _notes(all_rows: Sequence[dict[str, Any]]) -> list[str]:
             out.append(f"- ESP32-S3: did not run in cp_pico_w's minimum + {S3_MARGIN // 1024} KB (see above).")
     out += [
         "- The CircuitPython runs set wifi.connect_timeout_ms = 1000: CircuitPython's wifi.radio.connect() blocks "
-        "for that long when the network is away, and with the default (15 s) the default watchdog (8 s) resets "
-        "the board during the outage. Everything else is the default configuration on both.",
+        "for that long when the network is away (found here: with MicroPython's 15 s default the 8 s watchdog "
+        "reset the board during the outage; the CircuitPython profiles now default to 5 s and a join longer than "
+        "watchdog_ms - 1 s is refused with the config). Everything else is the default configuration on both.",
         '- Reproduce: `make bench ARGS="--only circuitpython --output /tmp/circuitpython.md"` (minutes: the '
         "CircuitPython simulation runs in real time, 60 s per bisection run; without --output a full run rewrites "
         'docs/benchmarks.md with this section alone); `make bench ARGS="--only circuitpython --quick"` checks in '

@@ -58,7 +58,7 @@ def test_fleet_demo_detects_the_fault_catches_up_and_loses_nothing(tmp_path: Pat
 
     # room-04 is a CircuitPython board (code.py, settings.toml, MiniMQTT): decoded, nothing lost.
     cp = json.loads((tmp_path / "work" / "devices" / "room-04" / "stats.json").read_text())
-    assert cp["runtime"] == "circuitpython" and cp["board"] == "cp_pico_w", cp
+    assert cp["runtime"] == "circuitpython" and cp["board"] == "cp_esp32s3", cp
     assert report["devices"]["room-04"]["data_frames"] == cp["frames"] > 0, text
     assert report["devices"]["room-04"]["readings"] == 2 * cp["samples"], text
 

@@ -54,6 +54,10 @@ def test_settings_errors_name_the_settings_toml_key(flash: Callable[[str], Path]
         'EDGELINE_DEVICE_ID = "cp1"\nEDGELINE_SITE = "s1"\nEDGELINE_BROKER_HOST = "h"\n'
         'EDGELINE_SENSOR0_TYPE = "thermo"\n': "EDGELINE_SENSOR0_TYPE",
         'EDGELINE_DEVICE_ID = "cp1"\nEDGELINE_SITE = "s1"\nEDGELINE_BROKER_HOST = "h"\n'
+        'EDGELINE_SENSOR0_TYPE = "analog"\nEDGELINE_SENSOR0_PIN = 26\nEDGELINE_WIFI_CONNECT_TIMEOUT_MS = 15000\n': (
+            "EDGELINE_WIFI_CONNECT_TIMEOUT_MS = 15000 is too long for EDGELINE_WATCHDOG_MS = 8000"
+        ),
+        'EDGELINE_DEVICE_ID = "cp1"\nEDGELINE_SITE = "s1"\nEDGELINE_BROKER_HOST = "h"\n'
         'EDGELINE_SENSOR0_TYPE = "analog"\nEDGELINE_SENSOR0_PIN = 26\nEDGELINE_SAMPLE_DELTA = "maybe"\n': (
             "EDGELINE_SAMPLE_DELTA"
         ),
@@ -136,7 +140,7 @@ def test_commands_set_rate_and_output_and_reboot(
 def test_the_watchdog_resets_a_hung_board_and_the_next_boot_goes_on(
     mosquitto: Mosquitto, gateway: GatewayStub, flash: Callable[[str], Path]
 ) -> None:
-    cfg = cp_config(mosquitto.port, watchdog_ms=3000, broker={"timeout_ms": 1000})
+    cfg = cp_config(mosquitto.port, watchdog_ms=3000, broker={"timeout_ms": 1000}, wifi={"connect_timeout_ms": 2000})
     fl = flash("cp1")
     dev = CPDevice(fl, cfg)
     dev.power_on()

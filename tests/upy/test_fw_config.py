@@ -2,7 +2,7 @@
 # with a board profile, pins by role, the watchdog budget and the heap budget.
 from array import array
 
-from sensorfw.boards import esp32_devkit, pico_w
+from sensorfw.boards import cp_esp32s3, cp_pico_w, esp32_devkit, pico_w
 from sensorfw.core.config import WDT_LOOP_MARGIN_MS, ConfigError, buffer_bytes, validate
 
 RUNTIMES = ("micropython", "cpython")
@@ -27,7 +27,7 @@ def _error(cfg, needs_wifi=False, profile=None):
 
 # one valid configuration per board: an MPU-6050 on the board's default I2C pins and an
 # analog input on an ADC pin that works with Wi-Fi on
-ADC = {esp32_devkit: 34, pico_w: 26}
+ADC = {esp32_devkit: 34, pico_w: 26, cp_pico_w: 26, cp_esp32s3: 4}
 BOARDS = (esp32_devkit, pico_w)
 
 
@@ -459,3 +459,28 @@ def test_buffer_bytes_matches_the_firmware_objects():
         os.rmdir(d)
     except OSError:
         pass
+
+
+def test_circuitpython_wifi_joins_stay_within_the_watchdog():
+    # wifi.radio.connect() blocks the loop: the join plus the loop margin must fit the watchdog,
+    # in every mode, and the CircuitPython profiles default to a 5 s join
+    for b in (cp_pico_w, cp_esp32s3):
+        c = _board_good(b)
+        assert validate(c, ".", True, b)["wifi"]["connect_timeout_ms"] == 5000
+        c["wifi"]["connect_timeout_ms"] = 15000
+        msg = _refused(
+            c,
+            b,
+            "'wifi.connect_timeout_ms' = 15000 is too long for 'watchdog_ms' = 8000 on %s" % b.NAME,
+            "set wifi.connect_timeout_ms to at most %d" % (8000 - WDT_LOOP_MARGIN_MS),
+        )
+        assert ("watchdog_ms to at least 16000" in msg) == (b is cp_esp32s3), msg  # the RP2040 stops at 8388
+        c["wifi"]["connect_timeout_ms"] = 8000 - WDT_LOOP_MARGIN_MS
+        _ok(c, b)
+        c["wifi"]["connect_timeout_ms"] = 15000
+        c["watchdog_ms"] = 0
+        _ok(c, b)
+    # MicroPython's join returns at once: only sleep mode bounds it
+    c = _board_good(pico_w)
+    c["wifi"]["connect_timeout_ms"] = 15000
+    _ok(c, pico_w)

@@ -31,7 +31,7 @@ class DeviceSpec:
     fault_at: float | None = None  # fraction of the run when a bearing fault starts
     link_down: tuple[float, float] | None = None  # fractions of the run without network
     seed: int = 1
-    board: str = "esp32_devkit"  # the virtual board's profile (boards/esp32_devkit.py, pico_w.py, cp_pico_w.py)
+    board: str = "esp32_devkit"  # the virtual board's profile (boards/esp32_devkit.py, pico_w.py, cp_*.py)
 
     @property
     def circuitpython(self) -> bool:
@@ -100,15 +100,15 @@ DEVICES = (
     ),
     DeviceSpec(
         "room-04",
-        "CircuitPython Pico W: temperature (analogio) + door (keypad events)",
+        "CircuitPython ESP32-S3: temperature (analogio) + door (keypad events)",
         [
-            {"type": "analog", "name": "temp", "pin": 26, "unit": "degC", "scale": 0.01, "offset": -100.0},
+            {"type": "analog", "name": "temp", "pin": 4, "unit": "degC", "scale": 0.01, "offset": -100.0},
             {"type": "pulse", "name": "door", "pin": 14, "mode": "event", "debounce_ms": 20, "sim_hz": 0.5},
         ],
         10,
         20,
         seed=44,
-        board="cp_pico_w",
+        board="cp_esp32s3",  # the CircuitPython board the firmware fits (docs/circuitpython.md, Memory)
     ),
 )
 

@@ -17,7 +17,13 @@ I2C_SCL = None  # any output-capable GPIO (GPIO matrix)
 I2C_SDA = None
 I2C_DEFAULT = {"id": 0, "scl": 9, "sda": 8}
 LED_PIN = 2
+# wifi.radio.connect() blocks until joined or timed out: core/config.py keeps the join
+# within the watchdog, and the default join short (a 5 s join still loses samples at 50 Hz:
+# the MPU-6050's FIFO spans 1.7 s; docs/circuitpython.md)
+WIFI_JOIN_BLOCKS = True
+WIFI_CONNECT_TIMEOUT_MS = 5000
 WDT_MAX_MS = 0  # no limit worth clamping to
-# 8 MB of PSRAM hold CircuitPython's heap: the preallocated buffers are not the limit;
-# this bound keeps a configuration portable to the N8 module (no PSRAM, ~150 KB free).
+# 8 MB of PSRAM hold CircuitPython's heap: the firmware's ~210 KB (docs/benchmarks.md,
+# circuitpython) fit; the N8 module (no PSRAM, ~150 KB free: an estimate) is too small for
+# it from .py sources. This bound on the preallocated buffers keeps configurations modest.
 HEAP_BUDGET = 64 * 1024

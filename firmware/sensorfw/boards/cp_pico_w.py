@@ -19,10 +19,17 @@ PORT = "circuitpython-raspberrypi"
 ADC2_PINS = ()
 LED_PIN = "LED"  # board.LED: the CYW43439's LED
 # microcontroller.watchdog: the RP2040 counter's limit (CircuitPython refuses more)
+# wifi.radio.connect() blocks until joined or timed out: core/config.py keeps the join
+# within the watchdog, and the default join short (a 5 s join still loses samples at 50 Hz:
+# the MPU-6050's FIFO spans 1.7 s; docs/circuitpython.md)
+WIFI_JOIN_BLOCKS = True
+WIFI_CONNECT_TIMEOUT_MS = 5000
 WDT_MAX_MS = 8388
-# Heap: CircuitPython keeps more for itself than MicroPython, and code.py's modules are
-# compiled from source on the board (MicroPython's .mpy files do not load): of the
-# ~190 KB MicroPython leaves with Wi-Fi up, count on ~120 KB. The firmware and MiniMQTT
-# take ~70 KB at the boot peak on a 32-bit board (docs/benchmarks.md, CircuitPython), and
-# 25 % headroom stays free for gc and sockets: 32 KB for the preallocated buffers.
+# Heap: CircuitPython keeps more RAM for itself than MicroPython (of the ~190 KB MicroPython
+# leaves with Wi-Fi up, count on ~120 KB: an estimate, not measured on a board) and compiles
+# every .py on the board. The bench (docs/benchmarks.md, circuitpython) puts the firmware
+# with MiniMQTT at ~210 KB on a 32-bit board from .py sources, ~143 KB with the libraries as
+# .mpy: over that. Until the firmware ships as CircuitPython .mpy, run a Pico W on
+# MicroPython, or CircuitPython on an ESP32-S3 with PSRAM. The budget below is for the
+# preallocated buffers alone (core/config.py buffer_bytes).
 HEAP_BUDGET = 32 * 1024

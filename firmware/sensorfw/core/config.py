@@ -179,7 +179,10 @@ def validate(raw, base_dir=".", needs_wifi=False, profile=None):
     c["wifi"] = {
         "ssid": _str(wifi, "wifi.ssid", required=needs_wifi, maxlen=32),
         "password": _secret(wifi, "wifi", base_dir),
-        "connect_timeout_ms": _int(wifi, "wifi.connect_timeout_ms", 15000, 1000, 120000),
+        # a board whose join blocks the loop (CircuitPython) has a shorter default: see _check_watchdog
+        "connect_timeout_ms": _int(
+            wifi, "wifi.connect_timeout_ms", getattr(profile, "WIFI_CONNECT_TIMEOUT_MS", 15000), 1000, 120000
+        ),
     }
     b = _obj(raw, "broker", required=True)
     c["broker"] = {
@@ -328,6 +331,19 @@ def _check_watchdog(c, profile, needs_wifi):
             "between two feeds): set %s" % (w, t, WDT_LOOP_MARGIN_MS, need, " or ".join(fix))
         )
     ct = c["wifi"]["connect_timeout_ms"]
+    if getattr(profile, "WIFI_JOIN_BLOCKS", False) and ct + WDT_LOOP_MARGIN_MS > w:
+        # CircuitPython's wifi.radio.connect() returns only when joined or timed out, and
+        # the loop cannot feed the watchdog meanwhile: every outage would reset the board
+        fix = []
+        if w - WDT_LOOP_MARGIN_MS >= 1000:
+            fix.append("wifi.connect_timeout_ms to at most %d" % (w - WDT_LOOP_MARGIN_MS))
+        if not top or ct + WDT_LOOP_MARGIN_MS <= top:
+            fix.append("watchdog_ms to at least %d" % (ct + WDT_LOOP_MARGIN_MS))
+        raise ConfigError(
+            "config.json: 'wifi.connect_timeout_ms' = %d is too long for 'watchdog_ms' = %d on %s: a Wi-Fi "
+            "join blocks the loop that long, so it must be at most watchdog_ms - %d: set %s"
+            % (ct, w, profile.NAME, WDT_LOOP_MARGIN_MS, " or ".join(fix))
+        )
     if needs_wifi and c["sleep"]["enabled"] and ct >= w:
         fix = []
         if w - 1 >= 1000:
