@@ -51,6 +51,7 @@ class DeviceView:
     frames: int = 0
     data_frames: int = 0
     historical_frames: int = 0
+    repeated_frames: int = 0  # DATA frames seen before (each reading is counted once)
     readings: int = 0
     wire_bytes: int = 0
     json_bytes: int = 0
@@ -152,6 +153,7 @@ class Monitor:
         except ProtocolError:
             self.bad_frames += 1
             return
+        repeat = frame.seq in view.seqs[frame.boot]  # sent again (its ACK was late or lost)
         if kind != "death":  # the last will is prepared at connect time with its own number
             view.seqs[frame.boot].add(frame.seq)
         if kind == "birth":
@@ -162,6 +164,11 @@ class Monitor:
         elif kind == "health":
             view.health = dict(frame.fields)
             view.online = True
+        elif frame.type == DATA and repeat:
+            # the same readings again: the gateway drops it as a duplicate; its bytes count
+            view.online = True
+            view.repeated_frames += 1
+            view.wire_bytes += size
         elif frame.type == DATA:
             view.online = True
             view.data_frames += 1

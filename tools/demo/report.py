@@ -54,6 +54,7 @@ def build(
         devices[name] = {
             "data_frames": d.data_frames,
             "replayed_frames": d.historical_frames,
+            "repeated_frames": d.repeated_frames,  # sent twice (a late ACK): counted once
             "readings": d.readings,
             "missing_seqs": d.missing_seqs(),
             "queue_dropped": st.get("dropped", st.get("dropped_frames", 0)),

@@ -254,6 +254,8 @@ class SimBoard(Board):
         sys.exit(EXIT_DEEPSLEEP)
 
     def emu_lightsleep(self, ms):
+        if self.lightsleeps == 0:
+            self.sleep_t0 = self.sclock.now_us()
         self.lightsleeps += 1
         if self.wlan.active():
             # rp2: lightsleep returns at once while the Wi-Fi chip has work pending
@@ -274,6 +276,7 @@ class SimBoard(Board):
     lightsleeps = 0
     lightsleep_early = 0
     slept_ms = 0
+    sleep_t0 = 0  # simulated time of the first lightsleep
 
     def report_sleep(self):
         if self.stats_path:
@@ -287,6 +290,8 @@ class SimBoard(Board):
                             "lightsleeps": self.lightsleeps,
                             "lightsleep_early": self.lightsleep_early,
                             "slept_ms": self.slept_ms,
+                            # from the first lightsleep to now: asleep, and awake between slices
+                            "sleep_span_ms": (self.sclock.now_us() - self.sleep_t0) // 1000 if self.lightsleeps else 0,
                             "wifi_active": self.wlan.active(),
                             "imu": imu,
                         }
