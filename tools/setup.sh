@@ -50,7 +50,8 @@ else
   say ".venv is up to date"
 fi
 
-# --- MicroPython libraries for the unix port (umqtt.simple, sha256-pinned) ------------
+# --- libraries for the unix port, sha256-pinned: umqtt.simple, and MiniMQTT with its two
+#     dependencies for the CircuitPython firmware (.cache/upy-lib, .cache/cp-lib) --------
 .venv/bin/python tools/fetch_upy_deps.py
 
 # --- Mosquitto ------------------------------------------------------------------------
