@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -145,48 +145,55 @@ class Decider:
         return [{"rule": s.rule.name, "fired": s.fired, "suppressed": s.suppressed} for s in self._rules]
 
 
-@dataclass
 class _ChannelStats:
     """Running per-channel statistics (count, mean, M2 = sum of squared deviations, min, max).
 
-    Blocks are buffered and folded in with Chan's parallel formula every FOLD_ROWS rows,
-    so the per-batch cost is an append and the variance stays numerically sound."""
+    Rows are copied into a small per-device buffer and folded in with Chan's parallel
+    formula when it is full, so the per-batch cost is a copy, the memory per device is
+    bounded (FOLD_ROWS rows, whatever the interval) and the variance stays sound."""
 
-    names: tuple[str, ...]
-    count: int = 0
-    mean: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
-    m2: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
-    min: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
-    max: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
-    pending: list[NDArray[np.float32]] = field(default_factory=list)
-    pending_rows: int = 0
+    def __init__(self, names: tuple[str, ...]) -> None:
+        n = len(names)
+        self.names = names
+        self.count = 0
+        self.mean: NDArray[np.float64] = np.zeros(n)
+        self.m2: NDArray[np.float64] = np.zeros(n)
+        self.min: NDArray[np.float64] = np.full(n, np.inf)
+        self.max: NDArray[np.float64] = np.full(n, -np.inf)
+        self._buf: NDArray[np.float32] = np.empty((FOLD_ROWS, n), dtype=np.float32)
+        self._fill = 0
+
+    def add(self, values: NDArray[np.float32]) -> None:
+        i = 0
+        rows = values.shape[0]
+        while i < rows:
+            take = min(rows - i, FOLD_ROWS - self._fill)
+            self._buf[self._fill : self._fill + take] = values[i : i + take]
+            self._fill += take
+            i += take
+            if self._fill == FOLD_ROWS:
+                self.fold()
 
     def fold(self) -> None:
-        if not self.pending:
+        if not self._fill:
             return
-        v = np.concatenate(self.pending).astype(np.float64) if len(self.pending) > 1 else self.pending[0]
-        v = v.astype(np.float64, copy=False)
-        self.pending = []
-        self.pending_rows = 0
+        v = self._buf[: self._fill].astype(np.float64)
+        self._fill = 0
         n_b = v.shape[0]
         mean_b = v.mean(axis=0)
         d = v - mean_b
         m2_b = np.einsum("ij,ij->j", d, d)
         n_a = self.count
-        if n_a == 0:
-            self.mean, self.m2 = mean_b, m2_b
-            self.min, self.max = v.min(axis=0), v.max(axis=0)
-        else:
-            n = n_a + n_b
-            delta = mean_b - self.mean
-            self.mean = self.mean + delta * (n_b / n)
-            self.m2 = self.m2 + m2_b + delta * delta * (n_a * n_b / n)
-            np.minimum(self.min, v.min(axis=0), out=self.min)
-            np.maximum(self.max, v.max(axis=0), out=self.max)
-        self.count = n_a + n_b
+        n = n_a + n_b
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (n_b / n)
+        self.m2 = self.m2 + m2_b + delta * delta * (n_a * n_b / n)
+        np.minimum(self.min, v.min(axis=0), out=self.min)
+        np.maximum(self.max, v.max(axis=0), out=self.max)
+        self.count = n
 
 
-FOLD_ROWS = 4096
+FOLD_ROWS = 256  # rows buffered per device (6 channels: 6 KiB) before they are folded in
 
 
 class Summaries:
@@ -203,13 +210,9 @@ class Summaries:
     def add_values(self, device: str, names: tuple[str, ...], values: NDArray[np.float32]) -> None:
         st = self._channels.get(device)
         if st is None or st.names != names:
-            if st is not None:
-                st.fold()  # a new schema: keep what was summed so far out of the new columns
-            st = self._channels[device] = _ChannelStats(names=names)
-        st.pending.append(values)
-        st.pending_rows += values.shape[0]
-        if st.pending_rows >= FOLD_ROWS:
-            st.fold()
+            # A new schema starts its statistics afresh (what was summed so far is in other columns).
+            st = self._channels[device] = _ChannelStats(names)
+        st.add(values)
 
     def add_scores(self, device: str, pipeline: str, scores: NDArray[np.floating[Any]], threshold: float) -> None:
         key = (device, pipeline)

@@ -26,6 +26,12 @@ from shared_protocol.topics import DEVICE_KINDS
 
 log = logging.getLogger(__name__)
 
+DROP_LOG_S = 10.0  # a full queue is logged at most this often (every drop is counted)
+# QoS 1 publishes paho may hold (in flight or waiting) before it refuses more: a broker that
+# stops reading cannot make the gateway's memory grow without limit. A refused ACK is kept and
+# sent again (gateway/acker.py); a refused alert or CMD is counted and logged.
+MAX_QUEUED_PUBLISHES = 20_000
+
 
 class RawFrame(NamedTuple):
     topic: str
@@ -42,6 +48,7 @@ class QueueStats:
     dropped: int
     blocked_s: float
     blocked_events: int
+    refused_after_stop: int
 
 
 class FrameQueue:
@@ -62,23 +69,33 @@ class FrameQueue:
         self._blocked_s = 0.0
         self._blocked_events = 0
         self._closed = False
+        self._intake = True
+        self._refused = 0  # offered after stop_intake (never ACKed: devices send them again)
+        self._drop_logged = 0.0
 
     def put(self, item: RawFrame) -> bool:
         """Append; wait while full up to block_timeout_s, then drop and count."""
         with self._lock:
+            if not self._intake:
+                self._refused += 1
+                return False
             items = self._items
             if len(items) >= self.capacity:
                 t0 = time.perf_counter()
                 self._blocked_events += 1
                 deadline = t0 + self.block_timeout_s
-                while len(items) >= self.capacity and not self._closed:
+                while len(items) >= self.capacity and not self._closed and self._intake:
                     left = deadline - time.perf_counter()
                     if left <= 0:
                         break
                     self._not_full.wait(left)
                 self._blocked_s += time.perf_counter() - t0
+                if not self._intake:
+                    self._refused += 1
+                    return False
                 if len(items) >= self.capacity:
                     self._dropped += 1
+                    self._log_drop()
                     return False
             items.append(item)
             self._enqueued += 1
@@ -86,6 +103,23 @@ class FrameQueue:
             self._high_water = max(self._high_water, n)
             self._not_empty.notify()
             return True
+
+    def _log_drop(self) -> None:
+        now = time.monotonic()
+        if now - self._drop_logged >= DROP_LOG_S:
+            self._drop_logged = now
+            log.warning(
+                "ingest queue full (%d frames, processing falls behind): %d frame(s) dropped so far; "
+                "they are not ACKed, devices send them again",
+                self.capacity,
+                self._dropped,
+            )
+
+    def stop_intake(self) -> None:
+        """Take nothing more in (a stop, or a raw log that cannot be written); what is queued stays."""
+        with self._lock:
+            self._intake = False
+            self._not_full.notify_all()
 
     def get_batch(self, max_items: int, timeout: float) -> list[RawFrame]:
         """Everything queued (up to max_items); waits up to ``timeout`` for the first."""
@@ -121,6 +155,7 @@ class FrameQueue:
                 dropped=self._dropped,
                 blocked_s=self._blocked_s,
                 blocked_events=self._blocked_events,
+                refused_after_stop=self._refused,
             )
 
 
@@ -176,7 +211,7 @@ class MQTTIngest:
             client.username_pw_set(settings.username, settings.password)
         if will is not None:
             client.will_set(will[0], will[1], qos=1, retain=True)
-        client.max_queued_messages_set(0)
+        client.max_queued_messages_set(MAX_QUEUED_PUBLISHES)
         client.max_inflight_messages_set(100)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect

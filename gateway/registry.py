@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 SEEN_WRITE_S = 5.0
+SEEN_SCAN_S = 1.0  # devices whose last_seen changed are looked at this often (not every batch)
 
 # (name, unit, scale, offset, sample_type, rate_hz) as in shared_protocol.encode_birth
 Channel = tuple[str, str, float, float, int, float]
@@ -95,6 +96,7 @@ class Registry:
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
         self._write_lock = threading.Lock()
         self._seen_written: dict[str, float] = {}
+        self._next_seen_scan = 0.0
         for row in self.db.execute(
             "SELECT device, boot, fw_version, channels, birth_at, births, first_seen, last_seen,"
             " online, state_reason, state_at FROM devices"
@@ -116,6 +118,7 @@ class Registry:
 
     def close(self) -> None:
         self._seen_written.clear()  # write every last_seen on the way out
+        self._next_seen_scan = 0.0
         self.flush()
         self.db.close()
 
@@ -214,9 +217,12 @@ class Registry:
         """Hand over the writes accumulated since the last call (for write(), maybe on another thread)."""
         ops = self._pending
         self._pending = []
-        if self._dirty_seen:
+        now = time.monotonic()
+        if self._dirty_seen and (ops or now >= self._next_seen_scan):
             # last_seen is advisory on disk (memory is exact): write it at most every
-            # SEEN_WRITE_S per device, and always together with a state change.
+            # SEEN_WRITE_S per device, and always together with a state change. Looked at
+            # every SEEN_SCAN_S, so a batch's cost does not grow with the fleet.
+            self._next_seen_scan = now + SEEN_SCAN_S
             keep: set[str] = set()
             for d in self._dirty_seen:
                 info = self.devices[d]

@@ -25,10 +25,12 @@ from gateway.config import from_dict
 from gateway.ingest import RawFrame
 from gateway.pipeline import Gateway
 from gateway.rawlog import LogRow, RawLog, SeqStates, read_all
+from gateway.writer import CommitFailed
 from shared_protocol import DATA
 from shared_protocol.decode import decode
+from tests.gateway.doubles import Published
 from tests.gateway.mqtt_util import Client
-from tests.gateway.simdevice import Published, SimDevice, historical
+from tests.support.simdevice import SimDevice, historical
 from tests.support.upy import ROOT
 from tests.support.waiting import wait_until
 
@@ -93,15 +95,15 @@ def test_no_ack_ever_when_the_raw_log_write_fails(tmp_path: Path) -> None:
     # On the writer thread the failure is fatal: later batches are refused, never ACKed.
     gw2, pub2, rawlog2 = _gateway(tmp_path / "second")
     rawlog2.fail = True
-    gw2.start_writer()
+    failed = threading.Event()
+    gw2.start_writer(on_error=lambda exc: failed.set())
     gw2.process([RawFrame(dev.topic("data"), dev.data(), 1.2)])
     assert rawlog2.entered.wait(10)
-    writer = gw2.writer
-    assert writer is not None
-    wait_until(lambda: writer.error is not None, what="the writer to record the failed commit")
-    with pytest.raises(RuntimeError, match="raw log commit failed"):
+    # The runner hears of it at once (it stops intake there), not at the next submit.
+    assert failed.wait(10)
+    with pytest.raises(CommitFailed, match="raw log commit failed"):
         gw2.process([RawFrame(dev.topic("data"), dev.data(), 1.3)])
-    gw2.close()
+    assert gw2.close()
     assert _acked(pub2) == set()
 
 
@@ -129,7 +131,7 @@ def test_the_first_ack_after_a_restart_repeats_what_was_stored_before(tmp_path: 
     pub.clear()
     gw2.process([RawFrame(dev.topic("data"), dev.data(), now + 2)])
     assert _acked(pub) == {9}  # once per device and start
-    assert gw2.counters.acks_resynced == 1
+    assert gw2.acker.stats.resynced == 1
     gw2.close()
 
 

@@ -11,12 +11,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from gateway.batch import ranges_of
 from gateway.config import from_dict
 from gateway.ingest import RawFrame
-from gateway.pipeline import Gateway, ranges_of
+from gateway.pipeline import Gateway
 from shared_protocol import CMD_REBIRTH, CMD_SET_OUTPUT, DATA, FLAG_HISTORICAL
 from shared_protocol.decode import decode
-from tests.gateway.simdevice import Published, RMSModel, SimDevice, historical
+from tests.gateway.doubles import Published, RMSModel
+from tests.support.simdevice import SimDevice, historical
 
 
 def make_gateway(
@@ -86,8 +88,9 @@ def test_readings_decoded_stored_and_acked_after_commit(tmp_path: Path) -> None:
     from gateway.export import readings
 
     rows = gw.rawlog.frames("pump-1", 0, 2e9, types=(DATA,))
-    assert gw._schemas["pump-1"] is not None
-    t, v, skipped = readings(rows, gw._schemas["pump-1"])
+    schema = gw.schemas.get("pump-1")
+    assert schema is not None
+    t, v, skipped = readings(rows, schema)
     assert skipped == 0 and v.shape == (160, 3)
     expect = SimDevice("pump-1").raw_block()
     np.testing.assert_allclose(v[:32, 0], expect[:, 0] * 0.001, atol=1e-6)
@@ -312,7 +315,7 @@ def test_historical_flag_constant() -> None:
 
 
 def test_writer_thread_commits_then_acks_everything_in_order(tmp_path: Path) -> None:
-    from gateway.pipeline import Commit, merge_commits
+    from gateway.batch import Commit
     from gateway.rawlog import RawLog
 
     gw, pub, _ = make_gateway(tmp_path)
@@ -330,5 +333,5 @@ def test_writer_thread_commits_then_acks_everything_in_order(tmp_path: Path) -> 
     # Grouped commits keep order: later sequence state wins, ACK lists concatenate.
     a = Commit(rows=[], seq_states={"d": (1, [(1, 1, 5, [])])}, registry_ops=[], acks={"d": [(1, 5)]}, now=1.0)
     b = Commit(rows=[], seq_states={"d": (1, [(1, 1, 9, [])])}, registry_ops=[], acks={"d": [(1, 9)]}, now=2.0)
-    m = merge_commits([a, b])
-    assert m.seq_states["d"][1][0][2] == 9 and m.acks["d"] == [(1, 5), (1, 9)] and m.now == 2.0
+    a.merge(b)
+    assert a.seq_states["d"][1][0][2] == 9 and a.acks["d"] == [(1, 5), (1, 9)] and a.now == 2.0

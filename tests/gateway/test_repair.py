@@ -15,8 +15,9 @@ from gateway.pipeline import Gateway
 from gateway.rawlog import read_all
 from shared_protocol import CMD_RESEND, LOSS_GONE, LOSS_UNSAVED, LOSS_UNUSED
 from shared_protocol.decode import decode
-from tests.gateway.simdevice import Published, SimDevice, historical
+from tests.gateway.doubles import Published
 from tests.gateway.test_pipeline import T0, acked, make_gateway
+from tests.support.simdevice import SimDevice, historical
 
 
 class Clock:
@@ -174,7 +175,7 @@ def test_unknown_ids_are_quarantined_with_bounded_state(tmp_path: Path) -> None:
     assert len(a.admitted) == 3 and len(a.quarantine) == 16
     assert a.quarantined_frames == 2 * 497 and a.quarantine_forgotten == 497 - 16
     assert len(gw.registry.devices) == 3 and len(gw.sequence.devices()) == 3
-    assert len(gw.bad.counts) <= 1 and len(gw._topic_cache) <= 3 * 2
+    assert len(gw.bad.counts) <= 1 and gw.router.cached_topics() <= 3 * 2
     # Nothing is stored, ACKed or asked of a quarantined id.
     assert {t.split("/")[2] for t, _p, _q in pub} == {"flood-0", "flood-1", "flood-2"}
     assert not read_all(gw.rawlog.path, "flood-3")
