@@ -79,7 +79,7 @@ class Acker:
         self._resync = resync if resync is not None else set()
         self._recent_stored = recent_stored
         self._clock = clock
-        self._buf = bytearray(16 + 10 * MAX_RANGES)
+        self._buf = bytearray(64 + 10 * MAX_RANGES)  # header, count, ranges, CRC
         self._waiting: dict[str, list[tuple[int, int, int]]] = {}
         self._last: dict[str, float] = {}  # device -> when its last ACK left
         self._refusing = False
