@@ -16,9 +16,11 @@ from typing import TextIO
 import numpy as np
 from numpy.typing import NDArray
 
-from gateway.protocol import ProtocolError, Schema, decode_data_many, make_schema
 from gateway.rawlog import LogRow, read_frames
 from shared_protocol import DATA
+from shared_protocol.decode import Schema
+from shared_protocol.errors import ProtocolError
+from shared_protocol.np_decode import decode_data_many
 
 
 def readings(rows: list[LogRow], schema: Schema) -> tuple[NDArray[np.float64], NDArray[np.float32], int]:
@@ -55,7 +57,7 @@ def device_schema(data_dir: Path, device: str) -> Schema | None:
         db.close()
     if row is None or not row[0]:
         return None
-    return make_schema([tuple(c) for c in json.loads(row[0])])
+    return Schema([tuple(c) for c in json.loads(row[0])])
 
 
 def _read_rows(data_dir: Path, device: str, t_from: float, t_to: float) -> list[LogRow]:

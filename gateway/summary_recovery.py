@@ -18,9 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.decisions import Summaries
-from gateway.protocol import ProtocolError, Schema, decode_data_many
 from gateway.rawlog import LogRow, RawLog
 from shared_protocol import DATA
+from shared_protocol.decode import Schema
+from shared_protocol.errors import ProtocolError
+from shared_protocol.np_decode import decode_data_many
 
 WATERMARK = "summary_end"
 

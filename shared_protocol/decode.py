@@ -1,21 +1,17 @@
 """Plain-Python frame decoder (all runtimes).
 
-Boards use it for ACK and CMD; the gateway uses it for every frame type except
-the DATA hot path (np_decode.py). Every check failure raises a ProtocolError
+The gateway uses it for every frame type except the DATA hot path
+(np_decode.py); a board parses ACK and CMD with gw_decode.py, whose layout code
+this module shares. Every check failure raises a ProtocolError
 subclass with a stable `.reason`; nothing else escapes for any input bytes.
 """
 
 import struct
 
-from shared_protocol.errors import (
-    BadField,
-    BadFlags,
-    BadLength,
-    ProtocolError,
-    SchemaMismatch,
-    TruncatedFrame,
-)
-from shared_protocol.header import CRC_SIZE, HEADER_FMT, HEADER_SIZE, check_frame, read_ranges
+from shared_protocol.cmd_args import CMD_ARGS, arg_values
+from shared_protocol.errors import BadField, BadFlags, ProtocolError, SchemaMismatch
+from shared_protocol.gw_decode import check_length, payload
+from shared_protocol.header import CRC_SIZE, HEADER_FMT, HEADER_SIZE, check_frame
 
 try:
     from micropython import const
@@ -31,13 +27,6 @@ _ACK = const(6)
 _BIRTH = const(1)
 _CMD = const(7)
 _CMD_CONFIG = const(7)
-_CMD_RAW_BURST = const(4)
-_CMD_REBIRTH = const(6)
-_CMD_REBOOT = const(3)
-_CMD_RESEND = const(8)
-_CMD_SET_BATCH = const(2)
-_CMD_SET_OUTPUT = const(5)
-_CMD_SET_RATE = const(1)
 _DATA = const(2)
 _DEATH = const(5)
 _EVENT = const(3)
@@ -71,14 +60,6 @@ HEALTH_FIELDS = (
 )
 _HEALTH_FMT = "<IIbHIIIII"
 _HEALTH_SIZE = 31
-_CMD_ARGS = {
-    _CMD_SET_RATE: ("<I", ("rate_mhz",)),
-    _CMD_SET_BATCH: ("<H", ("batch",)),
-    _CMD_REBOOT: ("", ()),
-    _CMD_RAW_BURST: ("<H", ("seconds",)),
-    _CMD_SET_OUTPUT: ("<BBI", ("output", "value", "duration_ms")),
-    _CMD_REBIRTH: ("", ()),
-}
 
 
 class Frame:
@@ -110,7 +91,7 @@ class Frame:
 
 
 class Schema:
-    """Channel schema a _DATA frame is decoded with (from a _BIRTH frame).
+    """Channel schema a DATA frame is decoded with (from a BIRTH frame).
 
     channels: list of (name, unit, scale, offset, sample_type, rate_hz).
     """
@@ -128,15 +109,15 @@ class Schema:
         self.offsets = [float(c[3]) for c in channels]
 
     def check(self, nchannels, schema_id):
-        """Raise SchemaMismatch unless a _DATA frame with these values fits."""
+        """Raise SchemaMismatch unless a DATA frame with these values fits."""
         if nchannels != self.nchannels:
             raise SchemaMismatch(
-                "_DATA frame has %d channels, schema %04x has %d: request a new _BIRTH (_CMD_REBIRTH)"
+                "DATA frame has %d channels, schema %04x has %d: request a new BIRTH (CMD_REBIRTH)"
                 % (nchannels, self.schema_id, self.nchannels)
             )
         if schema_id and schema_id != self.schema_id:
             raise SchemaMismatch(
-                "_DATA frame is for schema %04x, decoder holds %04x: request a new _BIRTH (_CMD_REBIRTH)"
+                "DATA frame is for schema %04x, decoder holds %04x: request a new BIRTH (CMD_REBIRTH)"
                 % (schema_id, self.schema_id)
             )
 
@@ -145,23 +126,16 @@ class Schema:
 
 
 def schema_from_birth(frame):
-    """Schema of a _BIRTH frame (a decoded Frame, or the frame's bytes)."""
+    """Schema of a BIRTH frame (a decoded Frame, or the frame's bytes)."""
     if not isinstance(frame, Frame):
         frame = decode(frame)
     if frame.type != _BIRTH:
-        raise BadField("schema_from_birth needs a _BIRTH frame, got type %d" % frame.type)
+        raise BadField("schema_from_birth needs a BIRTH frame, got type %d" % frame.type)
     return Schema(frame.fields["channels"])
 
 
-def _exact(n, want, what):
-    if n < want:
-        raise TruncatedFrame("%s frame of %d bytes, layout needs %d" % (what, n, want))
-    if n != want:
-        raise BadLength("%s frame of %d bytes, its fields announce %d" % (what, n, want))
-
-
 def _decode_health(frame, n):
-    _exact(n, HEADER_SIZE + _HEALTH_SIZE + CRC_SIZE, "_HEALTH")
+    check_length(n, HEADER_SIZE + _HEALTH_SIZE + CRC_SIZE, "HEALTH")
     vals = struct.unpack_from(_HEALTH_FMT, frame, HEADER_SIZE)
     fields = {}
     i = 0
@@ -171,57 +145,37 @@ def _decode_health(frame, n):
     return fields
 
 
-def _decode_ack(frame, n):
-    if n < HEADER_SIZE + 1 + CRC_SIZE:
-        raise TruncatedFrame("_ACK frame of %d bytes has no range count" % n)
-    count = frame[HEADER_SIZE]
-    _exact(n, HEADER_SIZE + 1 + 10 * count + CRC_SIZE, "_ACK")
-    return {"ranges": read_ranges(frame, HEADER_SIZE + 1, count, "ACK")}
-
-
 def _decode_cmd(frame, n):
-    if n < HEADER_SIZE + 7 + CRC_SIZE:
-        raise TruncatedFrame("_CMD frame of %d bytes, fixed part needs %d" % (n, HEADER_SIZE + 7 + CRC_SIZE))
-    cmd_id, op, alen = struct.unpack_from("<IBH", frame, HEADER_SIZE)
-    _exact(n, HEADER_SIZE + 7 + alen + CRC_SIZE, "_CMD")
-    arg = bytes(frame[HEADER_SIZE + 7 : HEADER_SIZE + 7 + alen])
+    cmd_id, op, arg = payload(frame, n, _CMD)
     fields = {"cmd_id": cmd_id, "op": op, "arg": arg}
-    if op == _CMD_CONFIG:
+    values = arg_values(op, arg)
+    if values is not None:
+        names = CMD_ARGS[op][1]
+        i = 0
+        while i < len(names):
+            fields[names[i]] = values[i]
+            i += 1
+    elif op == _CMD_CONFIG:
         try:
             import json
 
             cfg = json.loads(arg.decode("utf-8"))
         except (ValueError, UnicodeError):
-            raise BadField("_CMD_CONFIG argument is not UTF-8 JSON") from None
+            raise BadField("CMD_CONFIG argument is not UTF-8 JSON") from None
         if not isinstance(cfg, dict):
-            raise BadField("_CMD_CONFIG argument must be a JSON object")
+            raise BadField("CMD_CONFIG argument must be a JSON object")
         fields["config"] = cfg
-        return fields
-    if op == _CMD_RESEND:
+    else:  # CMD_RESEND
         from shared_protocol.repair import resend_ranges
 
         fields["ranges"] = resend_ranges(arg)
-        return fields
-    spec = _CMD_ARGS.get(op)
-    if spec is None:
-        raise BadField("unknown _CMD op %d" % op)
-    fmt, names = spec
-    size = struct.calcsize(fmt) if fmt else 0
-    if alen != size:
-        raise BadField("_CMD op %d needs a %d-byte argument, got %d" % (op, size, alen))
-    if fmt:
-        vals = struct.unpack(fmt, arg)
-        i = 0
-        while i < len(names):
-            fields[names[i]] = vals[i]
-            i += 1
     return fields
 
 
 def decode(frame, schema=None):
     """Decode one frame (bytes, bytearray or memoryview) into a Frame.
 
-    schema: a Schema to check _DATA/_EVENT frames against and to turn their raw
+    schema: a Schema to check DATA/EVENT frames against and to turn their raw
     integers into physical values ("values"). Raises a ProtocolError subclass
     for any frame that fails a check.
     """
@@ -230,12 +184,12 @@ def decode(frame, schema=None):
     if flags & ~_FLAGS_KNOWN:
         raise BadFlags("unknown flag bits %02x" % (flags & ~_FLAGS_KNOWN))
     if flags & _FLAG_DELTA and ftype != _DATA:
-        raise BadFlags("_FLAG_DELTA set on a %s frame" % TYPE_NAMES[ftype])
+        raise BadFlags("FLAG_DELTA set on a %s frame" % TYPE_NAMES[ftype])
     if flags and ftype >= _DEATH:
-        # _DEATH (the last will), _ACK, _CMD and _LOSS are never replayed: no flag applies
+        # DEATH (the last will), ACK, CMD and LOSS are never replayed: no flag applies
         raise BadFlags("flags %02x set on a %s frame" % (flags, TYPE_NAMES[ftype]))
     if ftype <= _EVENT:
-        # _BIRTH, _DATA, _EVENT: only the gateway decodes these; a board never loads them
+        # BIRTH, DATA, EVENT: only the gateway decodes these; a board never loads them
         from shared_protocol import decode_device
 
         if ftype == _DATA:
@@ -247,10 +201,10 @@ def decode(frame, schema=None):
     elif ftype == _HEALTH:
         fields = _decode_health(frame, n)
     elif ftype == _DEATH:
-        _exact(n, HEADER_SIZE + CRC_SIZE, "_DEATH")
+        check_length(n, HEADER_SIZE + CRC_SIZE, "DEATH")
         fields = {}
     elif ftype == _ACK:
-        fields = _decode_ack(frame, n)
+        fields = {"ranges": payload(frame, n, _ACK)}
     elif ftype == _CMD:
         fields = _decode_cmd(frame, n)
     else:

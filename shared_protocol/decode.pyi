@@ -1,10 +1,13 @@
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 from shared_protocol.errors import ProtocolError as ProtocolError
-from shared_protocol.schema import Channel
 
-Buffer = bytes | bytearray | memoryview
+# stub-only alias (no runtime name; stubtest checks the stubs against the code)
+_Buffer: TypeAlias = bytes | bytearray | memoryview
+_Channel: TypeAlias = tuple[str, str, float, float, int, float]  # (name, unit, scale, offset, sample_type, rate_hz)
+
+__all__ = ["TYPE_NAMES", "Frame", "ProtocolError", "Schema", "decode", "schema_from_birth"]
 
 TYPE_NAMES: dict[int, str]
 
@@ -23,7 +26,7 @@ class Frame:
     def kind(self) -> str: ...
 
 class Schema:
-    channels: list[Channel]
+    channels: list[_Channel]
     schema_id: int
     nchannels: int
     names: list[str]
@@ -33,7 +36,7 @@ class Schema:
     def __init__(self, channels: Sequence[Sequence[Any]]) -> None: ...
     def check(self, nchannels: int, schema_id: int) -> None: ...
 
-def schema_from_birth(frame: Frame | Buffer) -> Schema: ...
-def decode(frame: Buffer, schema: Schema | None = None) -> Frame: ...
+def schema_from_birth(frame: Frame | _Buffer) -> Schema: ...
+def decode(frame: _Buffer, schema: Schema | None = None) -> Frame: ...
 
 HEALTH_FIELDS: tuple[str, ...]

@@ -7,8 +7,8 @@ never pays the RAM for them.
 import struct
 
 from shared_protocol import FLAG_DELTA, ST_INT16, ST_INT32
-from shared_protocol.decode import _exact
 from shared_protocol.errors import BadField, BadFlags, BadLength, SchemaMismatch, TruncatedFrame
+from shared_protocol.gw_decode import check_length
 from shared_protocol.header import CRC_SIZE, HEADER_SIZE
 from shared_protocol.schema import parse_channel_table, table_schema_id
 
@@ -39,7 +39,7 @@ def decode_data_fields(frame, n, flags, schema):
         raise TruncatedFrame("DATA frame of %d bytes, fixed part needs %d" % (n, _DATA_HDR + CRC_SIZE))
     period_us, nch, stype, nsamples, sid = struct.unpack_from(_DATA_FMT, frame, HEADER_SIZE)
     width, want = data_layout(nch, stype, nsamples, flags)
-    _exact(n, want, "DATA")
+    check_length(n, want, "DATA")
     if nsamples > 1 and period_us == 0:
         raise BadField("DATA frame of %d samples with period_us 0" % nsamples)
     if schema is not None:
@@ -113,7 +113,7 @@ def decode_event_fields(frame, n, schema):
     count = frame[HEADER_SIZE]
     if count < 1:
         raise BadField("EVENT frame with 0 events")
-    _exact(n, HEADER_SIZE + 1 + 9 * count + CRC_SIZE, "EVENT")
+    check_length(n, HEADER_SIZE + 1 + 9 * count + CRC_SIZE, "EVENT")
     flat = struct.unpack_from("<" + "BIi" * count, frame, HEADER_SIZE + 1)
     events = []
     i = 0

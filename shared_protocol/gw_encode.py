@@ -6,18 +6,8 @@ board that only sends frames does not load them.
 
 import struct
 
-from shared_protocol import (
-    ACK,
-    CMD,
-    CMD_CONFIG,
-    CMD_RAW_BURST,
-    CMD_REBIRTH,
-    CMD_REBOOT,
-    CMD_RESEND,
-    CMD_SET_BATCH,
-    CMD_SET_OUTPUT,
-    CMD_SET_RATE,
-)
+from shared_protocol import ACK, CMD, CMD_CONFIG, CMD_RESEND
+from shared_protocol.cmd_args import arg_size, arg_spec
 from shared_protocol.errors import BadField
 from shared_protocol.header import pack_header, seal
 
@@ -25,24 +15,6 @@ _HDR = 13
 _CRC = 4
 _U32 = 0xFFFFFFFF
 MAX_RANGES = 255
-
-# Exact argument length of each CMD op (None: variable, CMD_CONFIG and CMD_RESEND).
-CMD_ARG_SIZES = {
-    CMD_SET_RATE: 4,
-    CMD_SET_BATCH: 2,
-    CMD_REBOOT: 0,
-    CMD_RAW_BURST: 2,
-    CMD_SET_OUTPUT: 6,
-    CMD_REBIRTH: 0,
-    CMD_CONFIG: None,
-    CMD_RESEND: None,
-}
-_CMD_ARG_FMT = {
-    CMD_SET_RATE: "<I",
-    CMD_SET_BATCH: "<H",
-    CMD_RAW_BURST: "<H",
-    CMD_SET_OUTPUT: "<BBI",
-}
 
 
 def _need(buf, n, what):
@@ -59,19 +31,25 @@ def encode_ack(buf, boot, seq, ticks, ranges):
     _need(buf, _HDR + 1 + 10 * n + _CRC, "ACK")
     pack_header(buf, ACK, 0, boot, seq, ticks)
     buf[_HDR] = n
-    o = _HDR + 1
-    for rb, first, last in ranges:
-        if not (0 <= rb <= 0xFFFF and 0 <= first <= last <= _U32):
-            raise BadField("bad ACK range (%r, %r, %r): need boot u16, first <= last u32" % (rb, first, last))
-        struct.pack_into("<HII", buf, o, rb, first, last)
-        o += 10
-    return seal(buf, o)
+    return seal(buf, write_ranges(buf, _HDR + 1, ranges, "ACK"))
+
+
+def write_ranges(buf, offset, ranges, what):
+    """Write (u16 boot, u32 first, u32 last) ranges at offset (ACK, CMD_RESEND; read back
+    by header.read_ranges); return the offset after them. Raises BadField for a range
+    out of bounds or with first > last."""
+    for boot, first, last in ranges:
+        if not (0 <= boot <= 0xFFFF and 0 <= first <= last <= _U32):
+            raise BadField("bad %s range (%r, %r, %r): need boot u16, first <= last u32" % (what, boot, first, last))
+        struct.pack_into("<HII", buf, offset, boot, first, last)
+        offset += 10
+    return offset
 
 
 def cmd_arg(op, *values):
-    """Build the argument bytes of a CMD op, e.g. cmd_arg(CMD_SET_RATE, 50000)."""
-    if op not in CMD_ARG_SIZES:
-        raise BadField("unknown CMD op %r" % op)
+    """Build the argument bytes of a CMD op, e.g. cmd_arg(CMD_SET_RATE, 50000)
+    (layouts: cmd_args.CMD_ARGS)."""
+    spec = arg_spec(op)
     if op == CMD_CONFIG:
         if len(values) != 1:
             raise BadField("CMD_CONFIG takes one argument: JSON text or bytes")
@@ -83,11 +61,9 @@ def cmd_arg(op, *values):
         from shared_protocol.repair import resend_arg
 
         return resend_arg(values[0])
-    fmt = _CMD_ARG_FMT.get(op)
-    if fmt is None:
-        if values:
-            raise BadField("CMD op %d takes no argument" % op)
-        return b""
+    fmt, names = spec
+    if len(values) != len(names):
+        raise BadField("CMD op %d takes %d values (%s), got %d" % (op, len(names), ", ".join(names), len(values)))
     try:
         return struct.pack(fmt, *values)
     except (struct.error, OverflowError, TypeError, ValueError):
@@ -97,9 +73,7 @@ def cmd_arg(op, *values):
 def encode_cmd(buf, boot, seq, ticks, cmd_id, op, arg=b""):  # noqa: PLR0917
     """CMD (gateway -> device): cmd_id u32 (echoed by the device), op u8,
     arg_len u16, arg (op-specific, see cmd_arg)."""
-    if op not in CMD_ARG_SIZES:
-        raise BadField("unknown CMD op %r" % op)
-    want = CMD_ARG_SIZES[op]
+    want = arg_size(op)  # raises BadField for an unknown op
     if want is not None and len(arg) != want:
         raise BadField("CMD op %d needs a %d-byte argument, got %d" % (op, want, len(arg)))
     if op == CMD_RESEND:

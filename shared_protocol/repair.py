@@ -13,6 +13,7 @@ import struct
 
 from shared_protocol import LOSS, LOSS_GONE, LOSS_UNSAVED, LOSS_UNUSED
 from shared_protocol.errors import BadField
+from shared_protocol.gw_decode import check_length
 from shared_protocol.header import pack_header, read_ranges, seal
 
 _HDR = 13
@@ -28,14 +29,11 @@ def resend_arg(ranges):
     n = len(ranges)
     if not 1 <= n <= RESEND_MAX_RANGES:
         raise BadField("CMD_RESEND carries 1..%d ranges, got %d" % (RESEND_MAX_RANGES, n))
+    from shared_protocol.gw_encode import write_ranges  # gateway side: a board never builds one
+
     out = bytearray(1 + 10 * n)
     out[0] = n
-    o = 1
-    for boot, first, last in ranges:
-        if not (0 <= boot <= 0xFFFF and 0 <= first <= last <= _U32):
-            raise BadField("bad CMD_RESEND range (%r, %r, %r): need boot u16, first <= last u32" % (boot, first, last))
-        struct.pack_into("<HII", out, o, boot, first, last)
-        o += 10
+    write_ranges(out, 1, ranges, "CMD_RESEND")
     return bytes(out)
 
 
@@ -83,10 +81,7 @@ def decode_loss_fields(frame, n):
         raise TruncatedFrame("LOSS frame of %d bytes has no range count" % n)
     count = frame[_HDR]
     want = loss_size(count)
-    if n != want:
-        from shared_protocol.decode import _exact
-
-        _exact(n, want, "LOSS")
+    check_length(n, want, "LOSS")
     if count < 1:
         raise BadField("LOSS frame with 0 ranges")
     out = []

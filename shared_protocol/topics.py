@@ -72,8 +72,10 @@ def topic(prefix, site, device, kind):
     return prefix + "/" + site + "/" + device + "/" + kind
 
 
-def parse_topic(text):
-    """Split a topic into (prefix, site, device, kind); raises BadTopic."""
+def levels(text):
+    """Split any topic of the scheme into (prefix, site, device, kind), checking the ids
+    but not the kind: also the gateway's own topics (`<device>/alert`, `_gateway/status`,
+    `_gateway/summary`). Raises BadTopic."""
     if isinstance(text, (bytes, bytearray, memoryview)):
         try:
             text = bytes(text).decode("utf-8")
@@ -88,8 +90,18 @@ def parse_topic(text):
     _check_id(prefix, "prefix")
     _check_id(site, "site")
     _check_id(device, "device")
+    _check_id(kind, "kind")
+    return prefix, site, device, kind
+
+
+def parse_topic(text):
+    """Split a device topic into (prefix, site, device, kind), kind one of KINDS;
+    raises BadTopic."""
+    prefix, site, device, kind = levels(text)
     if kind not in TYPE_OF_KIND:
-        raise BadTopic("topic %r: kind %r is not one of %s" % (text, kind, ", ".join(KINDS)))
+        raise BadTopic(
+            "topic %r: kind %r is not one of %s" % ("/".join((prefix, site, device, kind)), kind, ", ".join(KINDS))
+        )
     return prefix, site, device, kind
 
 

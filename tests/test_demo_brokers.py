@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import queue
-import time
+import threading
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -18,11 +18,13 @@ def test_amqtt_broker_pub_sub_stop_start(tmp_path: Path) -> None:
     try:
         inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
         sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="sub")
+        suback = threading.Event()
         sub.on_message = lambda _c, _u, m: inbox.put((m.topic, m.payload))
         sub.on_connect = lambda c, _u, _f, _rc, _p: c.subscribe("el/#", qos=1)
+        sub.on_subscribe = lambda _c, _u, _mid, _rcs, _p: suback.set()
         sub.connect(broker.host, broker.port)
         sub.loop_start()
-        time.sleep(0.5)
+        assert suback.wait(10), "no SUBACK from amqtt"
         pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="pub")
         pub.connect(broker.host, broker.port)
         pub.loop_start()

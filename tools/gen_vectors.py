@@ -21,15 +21,8 @@ from pathlib import Path
 from typing import Any
 from zlib import crc32
 
+import shared_protocol as sp
 from shared_protocol import (
-    CMD_CONFIG,
-    CMD_RAW_BURST,
-    CMD_REBIRTH,
-    CMD_REBOOT,
-    CMD_RESEND,
-    CMD_SET_BATCH,
-    CMD_SET_OUTPUT,
-    CMD_SET_RATE,
     FLAG_DELTA,
     FLAG_HISTORICAL,
     LOSS_GONE,
@@ -37,7 +30,7 @@ from shared_protocol import (
     ST_INT16,
     ST_INT32,
 )
-from shared_protocol.decode import Schema, decode
+from shared_protocol.decode import HEALTH_FIELDS, Schema, decode
 from shared_protocol.encode import (
     DataEncoder,
     cmd_arg,
@@ -204,14 +197,14 @@ def build_frames() -> list[dict[str, Any]]:
         _frame_case("ack_empty", "ack", {"boot": 3, "seq": 56, "ticks": 123457, "ranges": []}, bytes(buf[:n]), None)
     )
     cmds: list[tuple[str, int, bytes]] = [
-        ("cmd_set_rate", CMD_SET_RATE, cmd_arg(CMD_SET_RATE, 100000)),
-        ("cmd_set_batch", CMD_SET_BATCH, cmd_arg(CMD_SET_BATCH, 64)),
-        ("cmd_reboot", CMD_REBOOT, b""),
-        ("cmd_raw_burst", CMD_RAW_BURST, cmd_arg(CMD_RAW_BURST, 10)),
-        ("cmd_set_output", CMD_SET_OUTPUT, cmd_arg(CMD_SET_OUTPUT, 2, 1, 1500)),
-        ("cmd_rebirth", CMD_REBIRTH, b""),
-        ("cmd_config", CMD_CONFIG, cmd_arg(CMD_CONFIG, '{"batch": 32, "rate_hz": 50}')),
-        ("cmd_resend", CMD_RESEND, cmd_arg(CMD_RESEND, [(7, 42, 44), (6, 101, 130)])),
+        ("cmd_set_rate", sp.CMD_SET_RATE, cmd_arg(sp.CMD_SET_RATE, 100000)),
+        ("cmd_set_batch", sp.CMD_SET_BATCH, cmd_arg(sp.CMD_SET_BATCH, 64)),
+        ("cmd_reboot", sp.CMD_REBOOT, b""),
+        ("cmd_raw_burst", sp.CMD_RAW_BURST, cmd_arg(sp.CMD_RAW_BURST, 10)),
+        ("cmd_set_output", sp.CMD_SET_OUTPUT, cmd_arg(sp.CMD_SET_OUTPUT, 2, 1, 1500)),
+        ("cmd_rebirth", sp.CMD_REBIRTH, b""),
+        ("cmd_config", sp.CMD_CONFIG, cmd_arg(sp.CMD_CONFIG, '{"batch": 32, "rate_hz": 50}')),
+        ("cmd_resend", sp.CMD_RESEND, cmd_arg(sp.CMD_RESEND, [(7, 42, 44), (6, 101, 130)])),
     ]
     for i, (name, op, arg) in enumerate(cmds):
         n = encode_cmd(buf, 3, 60 + i, 200000 + i, 1000 + i, op, arg)
@@ -349,7 +342,7 @@ class _Cursor:
 TYPE_NAMES = {1: "BIRTH", 2: "DATA", 3: "EVENT", 4: "HEALTH", 5: "DEATH", 6: "ACK", 7: "CMD", 8: "LOSS"}
 
 
-def annotate(frame: bytes) -> list[tuple[int, str, str, str]]:
+def annotate(frame: bytes) -> list[tuple[int, str, str, str]]:  # noqa: C901 (one branch per frame type)
     """Byte-by-byte breakdown of a valid frame (used for docs/protocol.md)."""
     c = _Cursor(frame)
     c.take("<B", "version")
@@ -389,22 +382,8 @@ def annotate(frame: bytes) -> list[tuple[int, str, str, str]]:
         for i in range(n):
             c.take("<BIi", f"event {i}: channel, ticks, value", lambda v: ", ".join(map(str, v)))
     elif ftype == 4:
-        for name, fmt in zip(
-            (
-                "uptime_s",
-                "free_heap",
-                "rssi (dBm)",
-                "battery_mv",
-                "queue_depth",
-                "dropped_frames",
-                "irq_overruns",
-                "worst_latency_us",
-                "jitter_us",
-            ),
-            "IIbHIIIII",
-            strict=True,
-        ):
-            c.take("<" + fmt, name)
+        for name, fmt in zip(HEALTH_FIELDS, "IIbHIIIII", strict=True):
+            c.take("<" + fmt, "rssi (dBm)" if name == "rssi" else name)
     elif ftype == 6:
         n = c.take("<B", "count")
         for i in range(n):

@@ -19,7 +19,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from shared_protocol import ACK, BIRTH, CMD, DATA, EVENT, HEALTH
 from shared_protocol.decode import Frame, Schema, decode, schema_from_birth
 from shared_protocol.encode import cmd_arg, encode_ack, encode_cmd
-from shared_protocol.topics import parse_topic, topic
+from shared_protocol.topics import parse_topic, subscription, topic
+from tests.support.waiting import wait_until
 
 
 @dataclass
@@ -52,16 +53,17 @@ class GatewayStub:
             CallbackAPIVersion.VERSION2, client_id=f"gwstub-{site}-{port}", clean_session=not persistent
         )
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(1, 2)
-        self._connected = threading.Event()
+        self._subscribed = threading.Event()  # SUBACK: from here on no device frame is missed
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> GatewayStub:
         self.client.connect_async(self.host, self.port, keepalive=10)
         self.client.loop_start()
-        if not self._connected.wait(10):
-            raise RuntimeError("gateway stub could not connect to the broker")
+        if not self._subscribed.wait(10):
+            raise RuntimeError("gateway stub could not connect and subscribe to the broker")
         return self
 
     def stop(self) -> None:
@@ -75,8 +77,7 @@ class GatewayStub:
         self.stop()
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
-        client.subscribe(f"{self.prefix}/{self.site}/+/+", qos=1)
-        self._connected.set()
+        client.subscribe(subscription(self.prefix, self.site), qos=1)
 
     # -- receive -------------------------------------------------------------------
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -110,12 +111,12 @@ class GatewayStub:
         return [(r.frame.boot, r.frame.seq) for r in self.of(DATA)]
 
     def wait_for(self, pred: Callable[[GatewayStub], bool], timeout: float = 20.0, what: str = "condition") -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if pred(self):
-                return
-            time.sleep(0.02)
-        raise AssertionError(f"timed out waiting for {what}; got {len(self.frames)} frames, errors {self.errors[:3]}")
+        try:
+            wait_until(lambda: pred(self), timeout=timeout, what=what)
+        except TimeoutError:
+            raise AssertionError(
+                f"timed out waiting for {what}; got {len(self.frames)} frames, errors {self.errors[:3]}"
+            ) from None
 
     # -- send ----------------------------------------------------------------------
     def send_cmd(self, device: str, op: int, *values: Any) -> int:

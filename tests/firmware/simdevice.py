@@ -7,10 +7,13 @@ import json
 import os
 import signal
 import subprocess
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tests.support.upy import ROOT, spawn_micropython
+from tests.support.waiting import wait_until
 
 MAIN = str(ROOT / "firmware" / "main.py")
 EXIT_DEEPSLEEP = 3
@@ -50,7 +53,8 @@ class SimDevice:
         self.stats_path = self.flash / "stats.json"
         self.env.setdefault("EDGELINE_SIM_STATS", str(self.stats_path))
         self.proc: subprocess.Popen[bytes] | None = None
-        self.output = b""
+        self.output = b""  # everything the process printed so far (read as it comes)
+        self._reader: threading.Thread | None = None
         self.micropypath: tuple[Path, ...] = ()  # prepended to MICROPYPATH
 
     def start(self, **env: Any) -> SimDevice:
@@ -58,24 +62,48 @@ class SimDevice:
         self.proc = spawn_micropython(
             [self.main], heapsize=self.heapsize, env=e, cwd=self.flash, micropypath=self.micropypath
         )
+        self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
+        self._reader.start()
         return self
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        # output is read as it comes, so a test can wait for a line while the device runs
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read1(4096):
+            self.output += chunk
+
+    def _drained(self) -> None:
+        if self._reader is not None:
+            self._reader.join(10)
+            self._reader = None
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
 
     def wait(self, timeout: float = 60) -> int:
         assert self.proc is not None
         try:
-            out, _ = self.proc.communicate(timeout=timeout)
+            rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             raise
-        self.output += out or b""
-        return self.proc.returncode
+        self._drained()
+        return rc
 
     def kill(self) -> None:
         """Power loss: SIGKILL, nothing flushed."""
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
-            out, _ = self.proc.communicate(timeout=10)
-            self.output += out or b""
+            self.proc.wait(timeout=10)
+        self._drained()
+
+    def wait_for_output(self, check: Callable[[str], bool], timeout: float = 30, what: str = "output") -> str:
+        """The output so far, once check(output) is true (the device keeps running)."""
+
+        def seen() -> str:
+            text = self.text()
+            return text if check(text) else ""
+
+        return wait_until(seen, timeout=timeout, what=what)
 
     def run(self, timeout: float = 60, **env: Any) -> int:
         self.start(**env)

@@ -14,6 +14,7 @@ from pathlib import Path
 from shared_protocol import DATA, FLAG_HISTORICAL, HEALTH
 from tests.firmware.gateway_stub import GatewayStub
 from tests.firmware.simdevice import SimDevice, base_config
+from tests.support.waiting import wait_until
 from tools.mosquitto import Mosquitto
 
 
@@ -44,7 +45,7 @@ def test_broker_outage_loses_nothing_keeps_order_flags_replays(
     try:
         gateway.wait_for(lambda g: len(g.of(DATA)) >= 5, what="first DATA frames")
         mosquitto.stop()
-        time.sleep(3.0)  # ~15 frames produced while the broker is away
+        time.sleep(3.0)  # pacing, not synchronisation: ~15 frames produced while the broker is away
         mosquitto.start()
         rc = dev.wait(timeout=60)
     finally:
@@ -143,10 +144,10 @@ def test_kill9_with_frames_on_flash_replayed_and_trimmed_by_ack(
     dev = SimDevice(fl, cfg)
     # phase 1: no network at all, simulated clock as fast as it goes: frames spill to flash
     dev.start(EDGELINE_SIM_SPEED="max", EDGELINE_SIM_LINK_DOWN="0-1000000")
-    deadline = time.monotonic() + 30
-    while len(dev.segments()) < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    dev.kill()  # power loss
+    try:
+        wait_until(lambda: len(dev.segments()) >= 3, timeout=30, what="3 queue segments on flash")
+    finally:
+        dev.kill()  # power loss
     assert len(dev.segments()) >= 3, dev.text()
     on_flash = _records_on_flash(fl / "queue")
     assert len(on_flash) >= 20

@@ -52,10 +52,9 @@ class Console:
         return out
 
     def settle(self) -> None:
-        """Drop what the board printed so far (e.g. several prompts after Ctrl-C)."""
-        time.sleep(0.2)
-        self.buf = b""
-        self.port.reset_input_buffer()
+        """Wait for the REPL prompt after Ctrl-C, dropping what the board printed before it
+        (a later read_until passes over any further prompts)."""
+        self.read_until(b">>> ")
 
 
 def test_mpremote_execs_and_copies_files(tmp_path: Path) -> None:

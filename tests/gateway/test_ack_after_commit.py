@@ -30,7 +30,7 @@ from shared_protocol import DATA
 from shared_protocol.decode import decode
 from tests.gateway.doubles import Published
 from tests.gateway.mqtt_util import Client
-from tests.support.simdevice import SimDevice, historical
+from tests.support.simdevice import SimDevice, ack_seqs, device_of, historical, kind_of
 from tests.support.upy import ROOT
 from tests.support.waiting import wait_until
 
@@ -62,11 +62,7 @@ def _gateway(tmp_path: Path) -> tuple[Gateway, Published, HeldRawLog]:
 
 
 def _acked(pub: Published) -> set[int]:
-    out: set[int] = set()
-    for _topic, payload, _qos in pub.kind("ack"):
-        for _b, first, last in decode(payload).fields["ranges"]:
-            out.update(range(first, last + 1))
-    return out
+    return ack_seqs([payload for _topic, payload, _qos in pub.kind("ack")])
 
 
 def test_no_ack_leaves_while_the_raw_log_write_is_in_progress(tmp_path: Path) -> None:
@@ -126,7 +122,7 @@ def test_the_first_ack_after_a_restart_repeats_what_was_stored_before(tmp_path: 
     gw2.process(
         [RawFrame(dev.topic("data"), dev.data(), now + 1), RawFrame(other.topic("birth"), other.birth(), now + 1)]
     )
-    ranges = {t.split("/")[2]: [tuple(r) for r in decode(p).fields["ranges"]] for t, p, _q in pub.kind("ack")}
+    ranges = {device_of(t): [tuple(r) for r in decode(p).fields["ranges"]] for t, p, _q in pub.kind("ack")}
     assert ranges == {"pump-1": [(1, 1, 6), (1, 8, 8)], "pump-2": [(1, 1, 1)]}  # 7 is not held here
     pub.clear()
     gw2.process([RawFrame(dev.topic("data"), dev.data(), now + 2)])
@@ -191,12 +187,7 @@ def stored(tmp_path: Path, device: str) -> set[int]:
 
 
 def acked_seqs(messages: list[tuple[str, bytes, float]]) -> set[int]:
-    out: set[int] = set()
-    for topic, payload, _ in messages:
-        if topic.endswith("/ack"):
-            for _b, first, last in decode(payload).fields["ranges"]:
-                out.update(range(first, last + 1))
-    return out
+    return ack_seqs([payload for topic, payload, _ in messages if kind_of(topic) == "ack"])
 
 
 def test_kill_between_receive_and_commit_then_replay_is_acked(tmp_path: Path, mosquitto: Any) -> None:
@@ -210,7 +201,7 @@ def test_kill_between_receive_and_commit_then_replay_is_acked(tmp_path: Path, mo
     try:
         wait_subscribed(tmp_path, gw.pid)
         c.publish(dev.topic("birth"), dev.birth())  # no DATA: committed and ACKed normally
-        c.wait_for(lambda t, p: t.endswith("/ack"))
+        c.wait_for(lambda t, p: kind_of(t) == "ack")
         unacked = [dev.data() for _ in range(3)]  # seq 2, 3, 4
         for f in unacked:
             c.publish(dev.topic("data"), f)
@@ -236,7 +227,7 @@ def test_kill_between_receive_and_commit_then_replay_is_acked(tmp_path: Path, mo
         got: set[int] = set()
 
         def all_acked() -> bool:
-            got.update(acked_seqs([c.wait_for(lambda t, p: t.endswith("/ack"), timeout=15)]))
+            got.update(acked_seqs([c.wait_for(lambda t, p: kind_of(t) == "ack", timeout=15)]))
             return {2, 3, 4, 5} <= got
 
         wait_until(all_acked, what="ACKs of seq 2..5")

@@ -15,11 +15,13 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.runner import Runner
+from shared_protocol import CMD_SET_OUTPUT
 from shared_protocol.decode import decode
 from shared_protocol.topics import DEVICE_KINDS
+from tests.gateway.doubles import RMSModel
 from tests.gateway.mqtt_util import Client
-from tests.gateway.simdevice import RMSModel, SimDevice
 from tests.gateway.site_broker import SiteBroker
+from tests.support.simdevice import SimDevice, ack_seqs
 from tests.support.upy import ROOT
 
 USERS = {"pump-1": "pw-one-xx", "pump-2": "pw-two-xx", "gateway": "gw-secret"}
@@ -153,7 +155,7 @@ def test_gateway_and_device_work_under_the_generated_acl(tmp_path: Path) -> None
             valve.subscribe("el/s1/valve-1/cmd")
             pump = SimDevice("pump-1")
             dev = Client(host, port, client_id="pump-1", username="pump-1", password="pump-pw-1")
-            dev.subscribe("el/s1/pump-1/ack")
+            dev.subscribe(pump.topic("ack"))
             dev.publish(pump.topic("birth"), pump.birth())
             for _ in range(4):
                 dev.publish(pump.topic("data"), pump.data())
@@ -161,12 +163,10 @@ def test_gateway_and_device_work_under_the_generated_acl(tmp_path: Path) -> None
             dev.publish(pump.topic("data"), pump.data(fault))
             acked: set[int] = set()
             while not set(range(1, 7)) <= acked:
-                _t, p, _ = dev.wait_for(lambda topic, p: topic.endswith("/ack"))
-                for _b, first, last in decode(p).fields["ranges"]:
-                    acked.update(range(first, last + 1))
+                acked |= ack_seqs([dev.wait_for(lambda topic, p: topic == pump.topic("ack"))[1]])
             monitor.wait_for(lambda topic, p: topic == "el/s1/pump-1/alert")
             _t, cmd, _ = valve.wait_for(lambda topic, p: True)
-            assert decode(cmd).fields["op"] == 5  # CMD_SET_OUTPUT
+            assert decode(cmd).fields["op"] == CMD_SET_OUTPUT
             for c in (monitor, valve, dev):
                 c.close()
         finally:

@@ -120,7 +120,8 @@ def test_python_dash_m_gateway_help() -> None:
 def test_status_and_raw_commands_on_a_gateway_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from gateway.ingest import RawFrame
     from gateway.pipeline import Gateway
-    from tests.gateway.simdevice import Published, SimDevice
+    from tests.gateway.doubles import Published
+    from tests.support.simdevice import SimDevice
 
     cfg_path = tmp_path / "g.toml"
     cfg_path.write_text(f'[gateway]\nid = "g"\nsite = "s1"\ndata_dir = "{tmp_path}/d"\n')

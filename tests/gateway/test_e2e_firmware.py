@@ -14,7 +14,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from array import array
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from shared_protocol.np_decode import decode_data_many
 from tests.firmware.simdevice import SimDevice, base_config
 from tests.gateway.mqtt_util import Client
 from tests.support.upy import ROOT
+from tests.support.waiting import wait_until
 
 sys.path.insert(0, str(ROOT / "firmware"))
 from sensorfw.boards.sim_signals import Vibration
@@ -88,6 +88,18 @@ cooldown_s = 30
     return cfg
 
 
+def _subscribed(status_path: Path) -> bool:
+    try:
+        return bool(json.loads(status_path.read_text())["ingest"]["subscribed"])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return False
+
+
+def _on_then_off(text: str) -> bool:
+    """The valve's output went on, and off again after that (sim board log lines)."""
+    return "pin 12 -> 1" in text and text.index("pin 12 -> 1") < text.rfind("pin 12 -> 0")
+
+
 def test_firmware_to_gateway_alert_and_actuator(tmp_path: Path, mosquitto: Any) -> None:
     replay = replay_file(tmp_path / "replay.txt")
     log = open(tmp_path / "gateway.log", "wb")  # noqa: SIM115 - closed below
@@ -103,15 +115,7 @@ def test_firmware_to_gateway_alert_and_actuator(tmp_path: Path, mosquitto: Any) 
     monitor.subscribe("el/s1/+/alert")
     valve = pump = None
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if json.loads(status_path.read_text())["ingest"]["connected"]:
-                    break
-            except (FileNotFoundError, json.JSONDecodeError, KeyError):
-                pass
-            time.sleep(0.05)
-        time.sleep(0.3)
+        wait_until(lambda: _subscribed(status_path), timeout=30, what="the gateway's SUBACK (status.json)")
         valve = SimDevice(
             tmp_path / "flash-valve",
             base_config(
@@ -133,7 +137,8 @@ def test_firmware_to_gateway_alert_and_actuator(tmp_path: Path, mosquitto: Any) 
         _t, payload, _ = monitor.wait_for(lambda t, p: t == "el/s1/pump-1/alert", timeout=60)
         alert = json.loads(payload)
         assert pump.wait(60) == 0, pump.text()
-        time.sleep(1.0)  # the valve switches back after 0.5 s
+        # the valve switches back after the command's duration
+        valve.wait_for_output(_on_then_off, timeout=15, what="valve pin 12 on, then off")
     finally:
         for dev in (pump, valve):
             if dev is not None:
@@ -185,6 +190,5 @@ def test_firmware_to_gateway_alert_and_actuator(tmp_path: Path, mosquitto: Any) 
 
     # The actuator command reached the valve: output on, then off after its duration.
     vtext = valve.text() if valve is not None else ""
-    assert "pin 12 -> 1" in vtext, vtext + log_text
-    assert vtext.index("pin 12 -> 1") < vtext.rindex("pin 12 -> 0")
+    assert _on_then_off(vtext), vtext + log_text
     assert st["commands"] == 1

@@ -14,8 +14,9 @@ import numpy as np
 
 from gateway.config import from_dict
 from gateway.runner import Runner
+from tests.gateway.doubles import RMSModel
 from tests.gateway.mqtt_util import Client
-from tests.gateway.simdevice import RMSModel, SimDevice
+from tests.support.simdevice import SimDevice
 
 
 def test_alert_summary_and_raw_windows_reach_the_cloud(tmp_path: Path, mosquitto_factory: Callable[..., Any]) -> None:
@@ -37,8 +38,7 @@ def test_alert_summary_and_raw_windows_reach_the_cloud(tmp_path: Path, mosquitto
     t = threading.Thread(target=runner.run, daemon=True)
     t.start()
     try:
-        assert runner.mqtt.connected.wait(10)
-        time.sleep(0.3)
+        assert runner.mqtt.subscribed.wait(10)  # SUBACK: the pump's first frame is not missed
         pump = SimDevice("pump-1")
         dev = Client(local.host, local.port, client_id="pump-1")
         dev.publish(pump.topic("birth"), pump.birth())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -18,8 +17,10 @@ from gateway.ingest import FrameQueue, MQTTIngest, MQTTSettings, RawFrame
 from gateway.runner import Runner
 from shared_protocol import CMD_REBIRTH, CMD_SET_OUTPUT
 from shared_protocol.decode import decode
+from tests.gateway.doubles import RMSModel
 from tests.gateway.mqtt_util import Client
-from tests.gateway.simdevice import RMSModel, SimDevice
+from tests.support.simdevice import SimDevice, ack_seqs
+from tests.support.waiting import wait_until
 
 
 def config(tmp_path: Path, broker: Any, **extra: Any) -> dict[str, Any]:
@@ -48,7 +49,7 @@ def running(tmp_path: Path, mosquitto: Any) -> Iterator[tuple[Runner, Any]]:
     runner = Runner(from_dict(config(tmp_path, mosquitto)), models={"vib": RMSModel()})
     t = threading.Thread(target=runner.run, daemon=True)
     t.start()
-    assert runner.mqtt.connected.wait(10)
+    assert runner.mqtt.subscribed.wait(10)  # SUBACK: nothing a test publishes is missed
     yield runner, mosquitto
     runner.stop_event.set()
     t.join(10)
@@ -88,8 +89,7 @@ def test_ingest_hands_frames_over_in_order(mosquitto: Any) -> None:
     q = FrameQueue(1000)
     ing = MQTTIngest(MQTTSettings(mosquitto.host, mosquitto.port, "ingest-test"), q, prefix="el", site="s1")
     ing.start()
-    assert ing.connected.wait(10)
-    time.sleep(0.2)  # SUBACK
+    assert ing.subscribed.wait(10)  # SUBACK: the broker routes the device's frames from here on
     dev = Client(mosquitto.host, mosquitto.port, client_id="dev")
     for i in range(50):
         dev.publish("el/s1/pump-1/data", bytes([i]))
@@ -112,18 +112,14 @@ def test_unknown_device_is_asked_to_rebirth_over_mqtt(running: tuple[Runner, Any
     c.subscribe(dev.topic("cmd"))
     c.subscribe(dev.topic("ack"))
     c.publish(dev.topic("data"), dev.data())
-    _t, payload, _ = c.wait_for(lambda t, p: t.endswith("/cmd"))
+    _t, payload, _ = c.wait_for(lambda t, p: t == dev.topic("cmd"))
     assert decode(payload).fields["op"] == CMD_REBIRTH
     c.publish(dev.topic("birth"), dev.birth())
     c.publish(dev.topic("data"), dev.data())
     acked: set[int] = set()
     while not {2, 3, 4} <= acked:
-        _t, p, _ = c.wait_for(lambda t, p: t.endswith("/ack"))
-        for _b, first, last in decode(p).fields["ranges"]:
-            acked.update(range(first, last + 1))
-    deadline = time.monotonic() + 10
-    while runner.gateway.counters.readings < 32 * 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
+        acked |= ack_seqs([c.wait_for(lambda t, p: t == dev.topic("ack"))[1]])
+    wait_until(lambda: runner.gateway.counters.readings >= 32 * 3, timeout=10, what="96 readings decoded")
     assert runner.gateway.counters.readings == 32 * 3  # the DATA after BIRTH, decoded
     assert runner.gateway.pipeline_windows("pump-3")["samples"] == 64  # held frame + new one
     c.close()
@@ -150,17 +146,17 @@ def test_alert_and_actuator_command_over_mqtt(running: tuple[Runner, Any], tmp_p
     _t, cmd, _ = valve.wait_for(lambda t, p: True)
     frame = decode(cmd)
     assert frame.fields["op"] == CMD_SET_OUTPUT
-    assert struct.unpack("<BBI", frame.fields["arg"]) == (0, 1, 5000)
+    assert (frame.fields["output"], frame.fields["value"], frame.fields["duration_ms"]) == (0, 1, 5000)
     _t, summary, _ = monitor.wait_for(lambda t, p: t.endswith("/summary") and json.loads(p)["device"] == "pump-1")
     s = json.loads(summary)
     assert s["count"] >= 32 and "ax" in s["channels"]
     # status.json (what `edgeline-gateway status` prints) reflects it
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        st = json.loads((tmp_path / "data" / "status.json").read_text())
-        if st["alerts"] >= 1 and st["commands"] >= 1:
-            break
-        time.sleep(0.1)
+
+    def counted() -> dict[str, Any] | None:
+        st: dict[str, Any] = json.loads((tmp_path / "data" / "status.json").read_text())
+        return st if st["alerts"] >= 1 and st["commands"] >= 1 else None
+
+    st = wait_until(counted, timeout=5, what="the alert and the command in status.json")
     assert st["alerts"] >= 1 and st["commands"] == 1 and st["ingest"]["connected"] is True
     assert st["ingest"]["queue"]["dropped"] == 0
     for cl in (monitor, valve, c):

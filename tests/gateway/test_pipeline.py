@@ -18,7 +18,7 @@ from gateway.pipeline import Gateway
 from shared_protocol import CMD_REBIRTH, CMD_SET_OUTPUT, DATA, FLAG_HISTORICAL
 from shared_protocol.decode import decode
 from tests.gateway.doubles import Published, RMSModel
-from tests.support.simdevice import SimDevice, historical
+from tests.support.simdevice import SimDevice, device_of, historical
 
 
 def make_gateway(
@@ -59,7 +59,7 @@ def frames(dev: SimDevice, kind: str, payloads: list[bytes], t: float = T0, step
 def acked(pub: Published, device: str) -> set[tuple[int, int]]:
     out = set()
     for topic, payload, qos in pub.kind("ack"):
-        if f"/{device}/" in topic:
+        if device_of(topic) == device:
             assert qos == 1
             for boot, first, last in decode(payload).fields["ranges"]:
                 out.update((boot, s) for s in range(first, last + 1))

@@ -1,7 +1,7 @@
 """Nothing lost silently, nothing spoofed into the truth: frame order within a batch, gap
 repair (CMD_RESEND / LOSS), absurd sequence jumps and unknown ids, on plain data.
 
-The pipeline runs in-process with a fake clock; the device side is tests/gateway/simdevice.py.
+The pipeline runs in-process with a fake clock; the device side is tests/support/simdevice.py.
 The same guarantees with the real firmware and a real broker: tests/firmware/test_fw_repair.py.
 """
 
@@ -17,7 +17,7 @@ from shared_protocol import CMD_RESEND, LOSS_GONE, LOSS_UNSAVED, LOSS_UNUSED
 from shared_protocol.decode import decode
 from tests.gateway.doubles import Published
 from tests.gateway.test_pipeline import T0, acked, make_gateway
-from tests.support.simdevice import SimDevice, historical
+from tests.support.simdevice import SimDevice, device_of, historical
 
 
 class Clock:
@@ -36,7 +36,7 @@ def resends(pub: Published, device: str) -> list[list[tuple[int, int, int]]]:
     out = []
     for topic, payload, _qos in pub.kind("cmd"):
         f = decode(payload)
-        if f"/{device}/" in topic and f.fields["op"] == CMD_RESEND:
+        if device_of(topic) == device and f.fields["op"] == CMD_RESEND:
             out.append([tuple(r) for r in f.fields["ranges"]])
     return out
 
@@ -177,7 +177,7 @@ def test_unknown_ids_are_quarantined_with_bounded_state(tmp_path: Path) -> None:
     assert len(gw.registry.devices) == 3 and len(gw.sequence.devices()) == 3
     assert len(gw.bad.counts) <= 1 and gw.router.cached_topics() <= 3 * 2
     # Nothing is stored, ACKed or asked of a quarantined id.
-    assert {t.split("/")[2] for t, _p, _q in pub} == {"flood-0", "flood-1", "flood-2"}
+    assert {device_of(t) for t, _p, _q in pub} == {"flood-0", "flood-1", "flood-2"}
     assert not read_all(gw.rawlog.path, "flood-3")
     gw.close()
 

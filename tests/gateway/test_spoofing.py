@@ -18,11 +18,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway.rawlog import read_all
 from gateway.registry import read_devices
 from gateway.runner import Runner
-from shared_protocol.decode import decode
+from tests.gateway.doubles import RMSModel
 from tests.gateway.mqtt_util import Client
-from tests.gateway.simdevice import RMSModel, SimDevice
 from tests.gateway.site_broker import SiteBroker
 from tests.support.gateway_proc import GatewayProcess
+from tests.support.simdevice import SimDevice, ack_seqs, kind_of
 from tests.support.waiting import wait_until
 
 USERS = {"gateway": "gw-secret-1", "pump-1": "pump-pw-1"}
@@ -33,9 +33,8 @@ def _acked(dev: Client, want: set[int]) -> None:
     got: set[int] = set()
 
     def more() -> bool:
-        _t, p, _ = dev.wait_for(lambda topic, p: topic.endswith("/ack"), timeout=15)
-        for _b, first, last in decode(p).fields["ranges"]:
-            got.update(range(first, last + 1))
+        _t, p, _ = dev.wait_for(lambda topic, p: kind_of(topic) == "ack", timeout=15)
+        got.update(ack_seqs([p]))
         return want <= got
 
     wait_until(more, what=f"ACKs of {sorted(want)}")

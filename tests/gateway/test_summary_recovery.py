@@ -12,8 +12,9 @@ from gateway.config import from_dict
 from gateway.ingest import RawFrame
 from gateway.pipeline import Gateway
 from gateway.rawlog import RawLog
-from tests.gateway.simdevice import Published, SimDevice
+from tests.gateway.doubles import Published
 from tests.gateway.test_pipeline import T0
+from tests.support.simdevice import SimDevice
 
 
 class Forwarder:

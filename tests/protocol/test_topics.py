@@ -12,6 +12,7 @@ from shared_protocol.topics import (
     KINDS,
     PUBLISH_OPTIONS,
     TYPE_OF_KIND,
+    levels,
     parse_topic,
     subscription,
     topic,
@@ -74,3 +75,13 @@ def test_subscription_filters() -> None:
     assert subscription("el", "s1", "d1", "#") == "el/s1/d1/#"
     with pytest.raises(BadTopic):
         subscription("el", "s/1")
+
+
+def test_levels_splits_the_gateways_own_topics_too() -> None:
+    assert levels("el/s1/_gateway/summary") == ("el", "s1", "_gateway", "summary")
+    assert levels(b"el/s1/pump-1/alert") == ("el", "s1", "pump-1", "alert")
+    for bad in ("el/s1/pump-1", "el/s1/pump-1/al+ert", "el/s 1/pump-1/alert"):
+        with pytest.raises(BadTopic):
+            levels(bad)
+    with pytest.raises(BadTopic):
+        parse_topic("el/s1/pump-1/alert")  # a device topic's kind is one of KINDS

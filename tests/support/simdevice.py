@@ -1,8 +1,10 @@
-"""Simulated devices for gateway tests: real shared_protocol frames, no firmware process.
+"""The frame-level device simulator of every test folder: real shared_protocol frames,
+no firmware process (tests/firmware/simdevice.py runs the real firmware instead).
 
 A SimDevice numbers its frames like firmware does (boot counter, one sequence per
 boot shared by every frame type, millisecond ticks) so the gateway sees exactly
-what a board would publish.
+what a board would publish, on the topics shared_protocol.topics builds. What the
+gateway sends back (ACK, CMD) is read with ack_seqs() and shared_protocol.decode.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from shared_protocol import FLAG_HISTORICAL, ST_INT16
+from shared_protocol import ACK, FLAG_HISTORICAL, ST_INT16
+from shared_protocol.decode import decode
 from shared_protocol.encode import DataEncoder, encode_birth, encode_death, encode_health
+from shared_protocol.header import seal
+from shared_protocol.topics import parse_topic, topic
 
 # name, unit, scale, offset, sample_type, rate_hz
 VIB_CHANNELS: list[tuple[str, str, float, float, int, float]] = [
@@ -44,7 +49,7 @@ class SimDevice:
         self.sample_index = 0
 
     def topic(self, kind: str) -> str:
-        return f"{self.prefix}/{self.site}/{self.device}/{kind}"
+        return topic(self.prefix, self.site, self.device, kind)
 
     def _next(self) -> int:
         self.seq += 1
@@ -120,40 +125,29 @@ class SimDevice:
 
 def historical(frame: bytes) -> bytes:
     """The same frame flagged as replayed (header byte 2) with its CRC redone."""
-    import struct
-    from binascii import crc32
-
     b = bytearray(frame)
     b[2] |= FLAG_HISTORICAL
-    struct.pack_into("<I", b, len(b) - 4, crc32(bytes(b[:-4])))
+    seal(b, len(b) - 4)
     return bytes(b)
 
 
-class RMSModel:
-    """A stand-in model for stage tests: score = RMS of the first channel of each window."""
-
-    def __init__(self, *, window: int = 64, hop: int = 32, channels: tuple[str, ...] = ("ax",), threshold: float = 1.5):
-        self.manifest = {
-            "window_len": window,
-            "hop": hop,
-            "channels": list(channels),
-            "threshold": threshold,
-            "rate_hz": 100.0,
-        }
-        self.version = "rms-test-1"
-        self.calls: list[int] = []
-
-    def score(self, windows: np.ndarray) -> np.ndarray:
-        self.calls.append(int(windows.shape[0]))
-        return np.sqrt(np.mean(np.square(windows[:, :, 0]), axis=1))
+def device_of(text: str) -> str:
+    """The device level of a device topic (raises BadTopic for any other topic)."""
+    return parse_topic(text)[2]
 
 
-class Published(list[tuple[str, bytes, int]]):
-    """Collects what the pipeline publishes (the pipeline's Publisher interface)."""
+def kind_of(text: str) -> str:
+    """The kind level of a device topic ("data", "ack", ...; raises BadTopic otherwise)."""
+    return parse_topic(text)[3]
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool:
-        self.append((topic, payload, qos))
-        return True
 
-    def kind(self, kind: str) -> list[tuple[str, bytes, int]]:
-        return [p for p in self if p[0].endswith("/" + kind)]
+def ack_seqs(payloads: list[bytes]) -> set[int]:
+    """Every sequence number the ACK frames in payloads acknowledge (any boot)."""
+    seqs: set[int] = set()
+    for p in payloads:
+        frame = decode(p)
+        if frame.type != ACK:
+            raise ValueError(f"not an ACK frame: {frame!r}")
+        for _boot, first, last in frame.fields["ranges"]:
+            seqs.update(range(first, last + 1))
+    return seqs

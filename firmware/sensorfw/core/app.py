@@ -7,7 +7,6 @@ import gc
 from sensorfw import unload
 from sensorfw.core.batcher import EVENT_BUF_SIZE, Batcher
 from sensorfw.core.data_encoder import RingDataEncoder
-from sensorfw.core.inbound import parse as parse_inbound
 from sensorfw.core.link import Link
 from sensorfw.core.offline_queue import OfflineQueue
 from sensorfw.core.ring import EventRing, SampleRing
@@ -15,6 +14,7 @@ from sensorfw.core.sampler import Sampler
 from sensorfw.core.seqlease import SeqLease
 from shared_protocol import ACK, ST_INT16
 from shared_protocol.encode import encode_birth, encode_death, encode_health, schema_id
+from shared_protocol.gw_decode import parse as parse_inbound
 
 FW_VERSION = "sensorfw 0.1.0"
 DEBUG = False

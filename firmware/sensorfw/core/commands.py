@@ -1,8 +1,6 @@
 # Commands from the gateway (CMD frames). Imported only when a command arrives,
 # so its code costs no RAM on a board that never gets one.
 
-import struct
-
 from sensorfw.core.app import log
 from shared_protocol import (
     CMD_CONFIG,
@@ -14,13 +12,19 @@ from shared_protocol import (
     CMD_SET_OUTPUT,
     CMD_SET_RATE,
 )
+from shared_protocol.cmd_args import arg_values
 
 
 def run(app, cmd_id, op, arg):
-    """Run one command on `app`; a bad argument is logged and ignored."""
+    """Run one command on `app`; an unknown op or a bad argument is logged and ignored."""
     log("command %d op %d" % (cmd_id, op))
+    try:
+        values = arg_values(op, arg)  # the op's fields in table order; None for CONFIG, RESEND
+    except ValueError as e:  # BadField: an op this firmware does not know, or a wrong length
+        log("command %d ignored: %s" % (cmd_id, e))
+        return
     if op == CMD_SET_RATE:
-        rate = struct.unpack("<I", arg)[0] / 1000
+        rate = values[0] / 1000
         if 0 < rate <= 2000:
             app.base_rate_hz = rate
             app.burst_until = None
@@ -28,7 +32,7 @@ def run(app, cmd_id, op, arg):
         else:
             log("SET_RATE refused: %r Hz outside (0, 2000]" % rate)
     elif op == CMD_SET_BATCH:
-        b = struct.unpack("<H", arg)[0]
+        b = values[0]
         try:
             app.batcher.drain(True)
             app.batcher.set_batch(b)
@@ -39,12 +43,12 @@ def run(app, cmd_id, op, arg):
         app.board.reset()
     elif op == CMD_RAW_BURST:
         # full-rate raw data for a while (e.g. for a vibration spectrum), then back
-        secs = struct.unpack("<H", arg)[0]
+        secs = values[0]
         app.burst_until = app.clock.ticks_add(app.clock.ticks_ms(), secs * 1000)
         app.set_rate(app.burst_rate_hz)
     elif op == CMD_SET_OUTPUT:
         # actuator end of the local alert loop: drive output idx, for dur ms (0 = hold)
-        idx, val, dur = struct.unpack("<BBI", arg)
+        idx, val, dur = values
         if idx < len(app.outputs):
             app._set_output(idx, val)
             app._out_until[idx] = app.clock.ticks_add(app.clock.ticks_ms(), dur) if dur else None
@@ -61,8 +65,6 @@ def run(app, cmd_id, op, arg):
             answer(app, arg)
         except ValueError as e:  # a malformed range list (BadField)
             log("CMD_RESEND refused: %s" % e)
-    else:
-        log("unknown command op %d ignored" % op)
 
 
 def new_config(app, arg):
