@@ -20,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from shared_protocol import DATA, FLAG_HISTORICAL
 from shared_protocol.decode import decode
 from shared_protocol.errors import ProtocolError
-from shared_protocol.topics import DEVICE_KINDS
+from shared_protocol.topics import DEVICE_KINDS, levels
 
 
 def publish_packet_size(topic: str, payload_len: int, qos: int = 1) -> int:
@@ -130,10 +130,10 @@ class Monitor:
 
     def _on_local(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         t = self.now()
-        parts = msg.topic.split("/")
-        if len(parts) != 4:
+        try:
+            _prefix, _site, device, kind = levels(msg.topic)
+        except ProtocolError:  # BadTopic: not a topic of the scheme
             return
-        device, kind = parts[2], parts[3]
         with self.lock:
             if device.startswith("_"):
                 return
