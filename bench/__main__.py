@@ -38,6 +38,7 @@ BENCHMARKS = (
         "CircuitPython beside MicroPython: capture cost per reading, minimum heap",
     ),
     ("gateway", "bench.bench_gateway", "gateway ingest, alert latency, memory"),
+    ("fleet", "bench.bench_fleet", "fleet scale: N devices in real time against one gateway core"),
     ("inference", "bench.bench_inference", "inference stage vs bare invoke()"),
     ("forward", "bench.bench_forward", "store-and-forward drain and write amplification"),
     ("flash", "bench.bench_flash", "deploy bytes and time against mpremote cp"),
