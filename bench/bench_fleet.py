@@ -62,6 +62,7 @@ id = "fleetgw"
 site = "{SITE}"
 data_dir = "{data_dir}"
 status_interval_s = 1.0
+status_detail_devices = 2000
 
 [mqtt]
 host = "127.0.0.1"
@@ -267,13 +268,18 @@ def _data_rate(s0: dict[str, Any] | None, s1: dict[str, Any] | None) -> float:
 
 
 def gateway_counts(st: dict[str, Any], faulty: set[str]) -> dict[str, Any]:
-    """What the gateway dropped or skipped, from its status.json."""
-    windows = st["pipelines"]["vib"]["windows"]
-    skipped_ok = sum(w["skipped_windows"] for d, w in windows.items() if d not in faulty)
-    skipped_faulty = sum(w["skipped_windows"] for d, w in windows.items() if d in faulty)
+    """What the gateway dropped or skipped, from its status.json. Over status_detail_devices the
+    status has fleet totals only: skipped windows are then counted over every device."""
+    vib = st["pipelines"]["vib"]
+    if "windows" in vib:
+        windows = vib["windows"]
+        skipped_ok = sum(w["skipped_windows"] for d, w in windows.items() if d not in faulty)
+        skipped_faulty = sum(w["skipped_windows"] for d, w in windows.items() if d in faulty)
+    else:
+        skipped_ok, skipped_faulty = vib["window_totals"].get("skipped_windows", 0), -1
     q = st["ingest"]["queue"]
     return {
-        "devices": len(st["devices"]),
+        "devices": st["fleet"]["devices"],
         "dropped": q["dropped"],
         "high_water": q["high_water"],
         "skipped": skipped_ok,

@@ -193,7 +193,7 @@ class _ChannelStats:
         self.count = n
 
 
-FOLD_ROWS = 256  # rows buffered per device (6 channels: 6 KiB) before they are folded in
+FOLD_ROWS = 64  # rows buffered per device (6 channels: 1.5 KiB) before they are folded in
 
 
 class Summaries:

@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
-@dataclass
+@dataclass(slots=True)
 class DeviceInfo:
     device: str
     first_seen: float
@@ -97,6 +97,7 @@ class Registry:
         self._write_lock = threading.Lock()
         self._seen_written: dict[str, float] = {}
         self._next_seen_scan = 0.0
+        self._tables: dict[tuple[Channel, ...], tuple[Channel, ...]] = {}
         for row in self.db.execute(
             "SELECT device, boot, fw_version, channels, birth_at, births, first_seen, last_seen,"
             " online, state_reason, state_at FROM devices"
@@ -145,7 +146,8 @@ class Registry:
         info = self._get(device, at)
         info.boot = boot
         info.fw_version = fw_version
-        info.channels = tuple((str(n), str(u), float(s), float(o), int(st), float(r)) for n, u, s, o, st, r in channels)
+        table = tuple((str(n), str(u), float(s), float(o), int(st), float(r)) for n, u, s, o, st, r in channels)
+        info.channels = self._tables.setdefault(table, table)  # one copy per distinct channel table
         info.birth_at = at
         info.births += 1
         self._set_state(info, True, "birth", at)

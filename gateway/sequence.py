@@ -48,7 +48,7 @@ LostRange = tuple[int, int, int]  # first, last, reason
 Exported = tuple[int, int, int, list[Range], list[LostRange], int | None]
 
 
-@dataclass
+@dataclass(slots=True)
 class StreamState:
     boot: int
     highest: int
@@ -59,7 +59,7 @@ class StreamState:
     suspect: tuple[int, int] | None = None  # (last suspect seq, how many in a row)
 
 
-@dataclass
+@dataclass(slots=True)
 class SequenceCounters:
     frames: int = 0
     duplicates: int = 0

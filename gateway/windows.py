@@ -46,7 +46,7 @@ class Gap:
     skipped_windows: int
 
 
-@dataclass
+@dataclass(slots=True)
 class WindowStats:
     samples: int = 0
     windows: int = 0
@@ -79,7 +79,7 @@ class StreamWindower:
     gaps: deque[Gap] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
-        cap = max(2 * self.spec.length, 256)
+        cap = self.spec.length + 32  # a window and a frame; grows if a push needs more
         self._buf = np.empty((cap, self.n_channels), dtype=np.float32)
         self._count = 0  # samples in _buf
         self._base = 0  # stream index of _buf[0]

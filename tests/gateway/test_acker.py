@@ -53,7 +53,7 @@ def test_first_ack_at_once_then_one_per_interval() -> None:
 
 
 def test_a_refused_ack_is_kept_and_sent_when_the_client_accepts_again() -> None:
-    acker, broker, clock = _acker(0.0)
+    acker, broker, _clock = _acker(0.0)
     broker.down = True
     acker.add({"a": [(1, 1), (1, 2)], "b": [(3, 7)]}, {})
     acker.flush()
@@ -66,7 +66,7 @@ def test_a_refused_ack_is_kept_and_sent_when_the_client_accepts_again() -> None:
 
 
 def test_what_waits_per_device_is_bounded() -> None:
-    acker, broker, clock = _acker(0.0)
+    acker, broker, _clock = _acker(0.0)
     broker.down = True
     acker.add({"a": [(1, 2 * k) for k in range(MAX_PENDING_RANGES + 10)]}, {})  # every other seq
     assert acker.stats.dropped_ranges == 10

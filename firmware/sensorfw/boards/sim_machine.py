@@ -367,7 +367,7 @@ class _Network:
 # --- socket --------------------------------------------------------------------------------
 
 
-def make_socket_module(port):
+def make_socket_module(port):  # noqa: C901 (one closure per socket call the ports have)
     """The unix port's socket with the port's TCP_NODELAY rules and the sim's link state:
     connect fails while the simulated link is down, and time spent blocked in a socket
     call delivers the timer ticks the way the port would (sim.py)."""
