@@ -11,6 +11,13 @@ records' JSON.  Baselines, same run, same records: SQLite committing each record
 synchronous=FULL, i.e. an fsync per record), and an append-only log with an fsync per record
 (what Telegraf's WAL does).  ``write_bytes`` (bytes that reached the block layer) is shown too.
 
+Trickle: 50 records/s (one alert in twenty) with the cloud connected, each committed, sent,
+acknowledged and deleted; bytes written as above, and per alert the time from ``submit()`` to its
+arrival at a subscriber of the cloud broker.  Same run, same records: the defaults (adaptive group
+commit, a new queue file with 1 KB pages) beside the behaviour before them (a commit 5 ms after the
+first buffered record, deletes every 50 ms: ``commit_max_delay_ms = 5``; a queue file with 4 KB
+pages, as an existing file keeps them), and each change alone.
+
     .venv/bin/python -m bench.bench_forward [--quick] [--records N]
 """
 
@@ -35,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.forward import ForwardConfig, Forwarder
 from gateway.forward.payload import encode_json, json_topic
-from gateway.forward.queue import LANE_INDEX, QueuedRecord
+from gateway.forward.queue import LANE_INDEX, PAGE_SIZE, ForwardQueue, QueuedRecord
 from tests.support.mosquitto import Mosquitto, free_port
 
 WINDOW = 64
@@ -127,7 +134,7 @@ def disk_rows(n: int, work: Path) -> list[dict[str, Any]]:
     bodies = [json.dumps(r, separators=(",", ":")) for _, r in recs]
     n_fsync = min(n, 1000)  # an fsync per record is slow: the ratio does not depend on the count
     cases = [
-        ("edgeline forward queue (WAL, batched commits, checkpointed)", n, _ours_disk(recs, work / "ours")),
+        ("edgeline forward queue (WAL, group commits, checkpointed)", n, _ours_disk(recs, work / "ours")),
         (
             "baseline: SQLite, one commit per record (WAL, synchronous=FULL)",
             n_fsync,
@@ -156,26 +163,73 @@ def disk_rows(n: int, work: Path) -> list[dict[str, Any]]:
     return out
 
 
+class _AlertClock:
+    """A subscriber of the cloud broker noting when each alert (by its ``t``) arrives."""
+
+    def __init__(self, broker: Mosquitto, gateway: str) -> None:
+        self.arrived: dict[float, float] = {}
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"alerts-{time.monotonic_ns()}")
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_connect = lambda c, *a: c.subscribe(json_topic("edgeline", gateway, LANE_INDEX["alert"]), 0)
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise RuntimeError("alert subscriber: no SUBACK")
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        now = time.perf_counter()
+        self.arrived.setdefault(float(json.loads(msg.payload)["record"]["t"]), now)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
 def _ours_trickle(
-    recs: Sequence[tuple[str, dict[str, Any]]], work: Path, broker: Mosquitto, rate: float, **extra: Any
-) -> dict[str, int]:
-    """Records arriving at ``rate`` per second with the cloud connected: commit, send, delete."""
-    fwd = Forwarder(_config(broker.port, **extra), "gwtrickle", work)
+    recs: Sequence[tuple[str, dict[str, Any]]],
+    work: Path,
+    broker: Mosquitto,
+    rate: float,
+    page_size: int = PAGE_SIZE,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Records arriving at ``rate`` per second with the cloud connected: commit, send, delete.
+    ``page_size``: of the queue file, created before the forwarder starts (an existing file)."""
+    config = _config(broker.port, **extra)
+    existing = ForwardQueue(work / "forward.db", budget_bytes=config.disk_budget_bytes, page_size=page_size)
+    existing.open()
+    existing.close()
+    fwd = Forwarder(config, "gwtrickle", work)
+    alerts = _AlertClock(broker, "gwtrickle")
     fwd.start()
     deadline = time.monotonic() + 10
     while fwd.status()["connection"]["state"] != "connected" and time.monotonic() < deadline:
         time.sleep(0.01)
+    submitted: dict[float, float] = {}
     before = _io()
     t0 = time.monotonic()
     for i, (lane, rec) in enumerate(recs):
         delay = t0 + i / rate - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+        if lane == "alert":
+            submitted[float(rec["t"])] = time.perf_counter()
         fwd.submit(lane, rec)
     fwd.wait_drained(60)
+    commits = fwd.status()["commits"]
     fwd.stop()
     after = _io()
-    return {k: after[k] - before[k] for k in ("wchar", "write_bytes")}
+    alerts.close()
+    latency = sorted(alerts.arrived[t] - s for t, s in submitted.items() if t in alerts.arrived)
+    if len(latency) != len(submitted):
+        raise RuntimeError(f"{len(submitted) - len(latency)} alert(s) did not arrive")
+    return {
+        **{k: after[k] - before[k] for k in ("wchar", "write_bytes")},
+        "commits": commits["total"],
+        "alert_ms": [1000 * x for x in latency],
+    }
 
 
 def trickle_rows(seconds: float, work: Path) -> list[dict[str, Any]]:
@@ -186,10 +240,21 @@ def trickle_rows(seconds: float, work: Path) -> list[dict[str, Any]]:
     broker = Mosquitto(work / "trickle-cloud", persistence=False).start()
     try:
         cases = [
-            ("edgeline, commit_interval_ms = 5 (default)", _ours_trickle(recs, work / "t5", broker, rate)),
             (
-                "edgeline, commit_interval_ms = 250, delete_interval_ms = 1000",
-                _ours_trickle(recs, work / "t250", broker, rate, commit_interval_ms=250, delete_interval_ms=1000),
+                "edgeline, defaults (adaptive group commit, 1 KB pages)",
+                _ours_trickle(recs, work / "t-new", broker, rate),
+            ),
+            (
+                "before: a commit 5 ms after the first record (commit_max_delay_ms = 5), 4 KB pages",
+                _ours_trickle(recs, work / "t-old", broker, rate, page_size=4096, commit_max_delay_ms=5),
+            ),
+            (
+                "adaptive group commit alone (4 KB pages: a queue file created before)",
+                _ours_trickle(recs, work / "t-4k", broker, rate, page_size=4096),
+            ),
+            (
+                "1 KB pages alone (commit_max_delay_ms = 5)",
+                _ours_trickle(recs, work / "t-5ms", broker, rate, commit_max_delay_ms=5),
             ),
             (
                 "baseline: SQLite, one commit per record (WAL, synchronous=FULL), no deletes",
@@ -207,9 +272,15 @@ def trickle_rows(seconds: float, work: Path) -> list[dict[str, Any]]:
             "write_bytes": io["write_bytes"],
             "written_per_queued": io["wchar"] / queued,
             "block_per_queued": io["write_bytes"] / queued,
+            "commits": io.get("commits"),
+            "alert_ms": io.get("alert_ms"),
         }
         for name, io in cases
     ]
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
 # -- drain -----------------------------------------------------------------------------------------
@@ -302,7 +373,10 @@ def drain_rows(n: int, work: Path, repeat: int) -> list[dict[str, Any]]:
     ]
 
 
-def rows(quick: bool = False, n: int | None = None) -> list[dict[str, Any]]:
+TABLES = ("disk", "drain", "trickle")
+
+
+def rows(quick: bool = False, n: int | None = None, tables: Sequence[str] = TABLES) -> list[dict[str, Any]]:
     count = n or (300 if quick else 20_000)
     with tempfile.TemporaryDirectory(
         prefix="bench-forward-",
@@ -311,9 +385,13 @@ def rows(quick: bool = False, n: int | None = None) -> list[dict[str, Any]]:
         else None,
     ) as tmp:
         work = Path(tmp)
-        out = [dict(r, table="disk") for r in disk_rows(count, work)]
-        out += [dict(r, table="drain") for r in drain_rows(count, work, 1 if quick else 3)]
-        out += [dict(r, table="trickle") for r in trickle_rows(1.0 if quick else 10.0, work)]
+        out: list[dict[str, Any]] = []
+        if "disk" in tables:
+            out += [dict(r, table="disk") for r in disk_rows(count, work)]
+        if "drain" in tables:
+            out += [dict(r, table="drain") for r in drain_rows(count, work, 1 if quick else 3)]
+        if "trickle" in tables:
+            out += [dict(r, table="trickle") for r in trickle_rows(1.0 if quick else 10.0, work)]
     return out
 
 
@@ -333,16 +411,23 @@ def render(all_rows: Sequence[dict[str, Any]]) -> str:
         )
     lines += [
         "",
-        "Steady trickle, cloud connected: 50 records/s committed, sent, acknowledged, deleted (same run)",
+        "Steady trickle, cloud connected: 50 records/s (one alert in twenty) committed, sent, acknowledged,"
+        " deleted (same run); alert latency: submit() to arrival at a subscriber of the cloud broker",
         "",
-        "| case | records | bytes queued | bytes written (write calls) | per byte queued | block-layer per byte |",
-        "|---|---|---|---|---|---|",
+        "| case | records | bytes queued | bytes written (write calls) | per byte queued | block-layer per byte"
+        " | commits | alert ms median / p95 / max |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in all_rows:
         if r["table"] == "trickle":
+            alert = r.get("alert_ms")
+            latency = (
+                f"{_percentile(alert, 0.5):.1f} / {_percentile(alert, 0.95):.1f} / {alert[-1]:.1f}" if alert else "-"
+            )
+            commits = "-" if r.get("commits") is None else f"{r['commits']:,}"
             lines.append(
                 f"| {r['case']} | {r['records']} | {r['bytes_queued']:,} | {r['wchar']:,} | "
-                f"{r['written_per_queued']:.2f}x | {r['block_per_queued']:.2f}x |"
+                f"{r['written_per_queued']:.2f}x | {r['block_per_queued']:.2f}x | {commits} | {latency} |"
             )
     lines += [
         "",
@@ -361,8 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="edgeline store-and-forward benchmark")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (checks that the bench runs)")
     parser.add_argument("--records", type=int, default=None, help="records per case")
+    parser.add_argument("--only", choices=TABLES, action="append", help="run only this table (repeatable)")
     opts = parser.parse_args(argv)
-    print(render(rows(opts.quick, opts.records)))
+    print(render(rows(opts.quick, opts.records, opts.only or TABLES)))
     return 0
 
 

@@ -28,14 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from gateway import config as config_mod
-from gateway.config import Config, ConfigError
+from gateway.config import Config
+from gateway.errors import GatewayError
 
 DEFAULT_CONFIG = "/etc/edgeline/gateway.toml"
 
 log = logging.getLogger(__name__)
 
 
-class CommandError(Exception):
+class CommandError(GatewayError):
     """A user-facing failure: the message says what failed and what to do."""
 
 
@@ -111,14 +112,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             f"rule {r.name}: alert from {r.on_alert_from} -> {r.device} output {r.output} = {r.value} "
             f"for {r.duration_s:g} s"
         )
-    if cfg.forward is not None:
-        from gateway.forward import ForwardConfig
+    if cfg.forward is not None:  # validated with the rest of the file (gateway.config.load)
+        from gateway.forward.config import check_private_files
 
-        try:
-            ForwardConfig.from_dict(cfg.forward)
-        except ValueError as exc:
-            raise CommandError(str(exc)) from exc
-        print("forward: configured")
+        f = cfg.forward
+        check_private_files(f)  # the same check as `run`: password file and TLS key private
+        print(
+            f"forward: {f.host}:{f.port} tls {'on' if f.tls is not None else 'off'}, "
+            f"payload {f.payload_format}, disk budget {f.disk_budget_mb:g} MB"
+        )
     else:
         print(f"forward: none (summaries published on {g.prefix}/{g.site}/_gateway/summary)")
     print("configuration OK")
@@ -351,6 +353,6 @@ def main(argv: list[str] | None = None) -> int:
     handler = COMMANDS[args.command][0]
     try:
         return handler(args)
-    except (CommandError, ConfigError) as exc:
+    except GatewayError as exc:  # ConfigError (ForwardConfigError too), CommandError, ModelError ...
         print(f"edgeline-gateway {args.command}: {exc}", file=sys.stderr)
         return 2

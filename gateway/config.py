@@ -1,8 +1,9 @@
 """Gateway configuration: one TOML file read into frozen dataclasses.
 
 Every error names the offending key and what was expected, so a user can fix
-the file without reading this code. ``[forward]`` is passed through untouched
-as a dict to the forwarder (gateway/forward/), which validates it itself.
+the file without reading this code. ``[forward]`` is validated here too, by
+``ForwardConfig.from_dict`` (gateway/forward/config.py): a bad ``[forward]`` is a
+``ConfigError`` naming the key, from ``check-config`` and ``run`` alike.
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ import os
 import re
 import stat
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+# Re-exported: ``from gateway.config import ConfigError`` keeps working.
+from gateway.errors import ConfigError as ConfigError  # noqa: PLC0414 (explicit re-export, mypy strict)
+from gateway.forward.config import ForwardConfig
+
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-
-
-class ConfigError(ValueError):
-    """The configuration file is missing, unreadable or has a bad value."""
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,7 @@ class Config:
     rules: tuple[RuleSection, ...] = ()
     summary: SummarySection = field(default_factory=SummarySection)
     raw: RawSection = field(default_factory=RawSection)
-    forward: dict[str, Any] | None = None
+    forward: ForwardConfig | None = None  # validated [forward], None without one
     source: Path | None = None
 
 
@@ -402,6 +403,8 @@ def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
     fwd = data.get("forward")
     if fwd is not None and not isinstance(fwd, dict):
         raise ConfigError("forward: expected a table [forward]")
+    # Raises ForwardConfigError, a ConfigError naming the key (forward.<key>).
+    forward = ForwardConfig.from_dict(fwd) if fwd is not None else None
 
     return Config(
         gateway=gateway,
@@ -415,7 +418,7 @@ def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
         rules=rules,
         summary=summary,
         raw=raw,
-        forward=fwd,
+        forward=forward,
     )
 
 
@@ -544,18 +547,4 @@ def load(path: str | os.PathLike[str]) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: not valid TOML ({exc})") from exc
-    cfg = from_dict(data, base_dir=p.resolve().parent)
-    return Config(
-        gateway=cfg.gateway,
-        mqtt=cfg.mqtt,
-        broker=cfg.broker,
-        ingest=cfg.ingest,
-        rawlog=cfg.rawlog,
-        registry=cfg.registry,
-        pipelines=cfg.pipelines,
-        rules=cfg.rules,
-        summary=cfg.summary,
-        raw=cfg.raw,
-        forward=cfg.forward,
-        source=p,
-    )
+    return replace(from_dict(data, base_dir=p.resolve().parent), source=p)

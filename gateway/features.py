@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from gateway.errors import GatewayError
+
 FEATURE_KINDS = ("mean", "rms", "peak", "crest", "kurtosis", "band_energy", "raw")
 TAPERS = ("none", "hann")
 LOG_FLOOR = 1e-9
@@ -42,7 +44,7 @@ LOG_FLOOR = 1e-9
 FloatArray = npt.NDArray[np.float32]
 
 
-class FeatureError(ValueError):
+class FeatureError(GatewayError, ValueError):
     """A feature spec or an input array that cannot be used; the message says which field."""
 
 

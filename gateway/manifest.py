@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import GatewayError
 from gateway.features import FeatureError, FeatureSpec
 
 FORMAT = "edgeline-model"
@@ -32,7 +33,7 @@ SCORES = ("reconstruction_mse",)
 RATE_REL_TOL = 1e-3
 
 
-class ModelError(Exception):
+class ModelError(GatewayError):
     """Any failure to load or use a model; the message says what to do."""
 
 

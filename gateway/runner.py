@@ -84,10 +84,10 @@ class Runner:
         )
         self.forwarder: Any = None
         if config.forward is not None:
-            from gateway.forward import ForwardConfig, Forwarder
+            from gateway.forward import Forwarder
 
             self.forwarder = Forwarder(
-                ForwardConfig.from_dict(config.forward),
+                config.forward,  # validated at load (gateway.config)
                 g.id,
                 Path(g.data_dir),
                 on_command=self._on_cloud_command,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.forward.errors import ForwardConfigError
+from gateway.forward.queue import LANES
 
 PAYLOAD_FORMATS = ("json", "sparkplug")
 
@@ -53,6 +54,8 @@ class ForwardConfig:
     backoff_min_s: float = 0.5
     backoff_max_s: float = 60.0
     commit_interval_ms: float = 5.0
+    commit_max_delay_ms: float = 1000.0
+    urgent_lanes: tuple[str, ...] = ("alert",)
     delete_interval_ms: float = 50.0
     memory_buffer_max: int = 100_000
     compaction_factor: int = 4
@@ -112,6 +115,13 @@ class ForwardConfig:
         if password_file is not None and username is None:
             raise ForwardConfigError("forward.password_file: set forward.username too (a password needs a user name)")
         client_id = _opt_str(d, "client_id")
+        commit_interval = _float(d, "commit_interval_ms", 5.0, lo=0.0, hi=10_000.0)
+        # Default: 1 s, or the interval when that is set longer (a config written for fixed intervals).
+        commit_max_delay = _float(d, "commit_max_delay_ms", max(1000.0, commit_interval), lo=0.0, hi=60_000.0)
+        if commit_max_delay < commit_interval:
+            raise ForwardConfigError(
+                f"forward.commit_max_delay_ms: expected >= commit_interval_ms ({commit_interval}), got {commit_max_delay}"
+            )
         return cls(
             host=host,
             port=port,
@@ -132,7 +142,9 @@ class ForwardConfig:
             sparkplug_group=_str(d, "sparkplug_group", "edgeline"),
             backoff_min_s=backoff_min,
             backoff_max_s=backoff_max,
-            commit_interval_ms=_float(d, "commit_interval_ms", 5.0, lo=0.0, hi=10_000.0),
+            commit_interval_ms=commit_interval,
+            commit_max_delay_ms=commit_max_delay,
+            urgent_lanes=_lanes(d, "urgent_lanes", ("alert",)),
             delete_interval_ms=_float(d, "delete_interval_ms", 50.0, lo=0.0, hi=60_000.0),
             memory_buffer_max=_int(d, "memory_buffer_max", 100_000, lo=1),
             compaction_factor=_int(d, "compaction_factor", 4, lo=2, hi=1024),
@@ -179,6 +191,15 @@ def _tls(value: Any) -> TLSConfig:
     verify = _bool(value, "verify", True, "forward.tls.")
     ca = _opt_path(value, "ca_file", "forward.tls.")
     return TLSConfig(ca_file=ca, cert_file=cert, key_file=key, verify=verify)
+
+
+def _lanes(d: dict[str, Any], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    value = d.get(key, list(default))
+    if not isinstance(value, list) or not all(isinstance(v, str) and v in LANES for v in value):
+        raise ForwardConfigError(
+            f"forward.{key}: expected a list of lane names out of {', '.join(LANES)}, got {value!r}"
+        )
+    return tuple(dict.fromkeys(value))
 
 
 def _str(d: dict[str, Any], key: str, default: str | None = None, where: str = "forward.") -> str:

@@ -4,11 +4,16 @@ cloud broker (QoS 1) in lane priority order, and deletes each only after its PUB
 Threads (the caller's threads only ever touch an in-memory buffer):
 
 * caller      ``submit()`` appends to a deque under a lock and returns (never waits for disk or network).
-* store       owns the SQLite queue: commits the buffer in batches (every ``commit_interval_ms``,
-              at once for alerts), turns PUBACKs into deletes, picks the next records to publish,
+* store       owns the SQLite queue (``gateway/forward/store.py``): commits the buffer in groups
+              (``gateway/forward/commit_policy.py``: at once for alerts, about once a second for a
+              steady trickle), turns PUBACKs into deletes, picks the next records to publish,
               enforces the disk budget.
 * network     runs the paho-mqtt client (v2 callback API): connect, TLS, reconnect with
               exponential backoff and jitter, keepalive, PUBACK and command delivery.
+
+About 570 lines: the public API (submit, tickets, flush, status) and the network thread share the
+state under one lock; the store thread's part lives in ``store.py``, when to commit in
+``commit_policy.py``.  The network thread (paho callbacks, backoff) is the next part to move out.
 """
 
 from __future__ import annotations
@@ -34,37 +39,21 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.forward.config import ForwardConfig, check_private_files
 from gateway.forward.errors import QueueError, RecordError
-from gateway.forward.payload import (
-    command_topic_filter,
-    encode_json,
-    json_topic,
-)
+from gateway.forward.payload import command_topic_filter
 from gateway.forward.queue import (
-    ALERT,
     LANE_INDEX,
     LANES,
-    REGISTRY,
     ROW_OVERHEAD,
-    BudgetResult,
-    DiskFullError,
     ForwardQueue,
     Pending,
-    QueuedRecord,
     RecoveryReport,
-    lane_lo,
     summary_level,
 )
-from gateway.forward.ratelimit import TokenBucket
+from gateway.forward.store import StoreLoop
 
 log = logging.getLogger("edgeline.forward")
 
 CommandCallback = Callable[[dict[str, Any]], None]
-
-_PREFETCH = 512
-_MAX_BATCH = 5000
-_SMALL_BATCH = 64
-_HANDOFF = 4
-_RETRY_AFTER_WRITE_ERROR_S = 1.0
 
 
 class Forwarder:
@@ -99,15 +88,21 @@ class Forwarder:
         self._committed = threading.Condition(self._lock)
         self._wake = threading.Event()
         self._stop = threading.Event()
+        # Records not committed yet: of the urgent lanes (committed at once, on their own) and the
+        # others (committed in groups, see commit_policy.py); each in submission order.
         self._buffer: deque[Pending] = deque()
-        self._urgent = False
+        self._urgent_buffer: deque[Pending] = deque()
+        self._buffer_bytes = 0  # sum of len(body) + ROW_OVERHEAD over _buffer
+        self._urgent_lanes = frozenset(LANE_INDEX[name] for name in config.urgent_lanes)
+        self._flush_all = False  # commit everything buffered at once (flush(), loss reports, stop)
         self._accepted_total = 0  # records accepted into the buffer
         self._settled_total = 0  # records committed (or counted lost) out of the buffer
         # Tickets of submit(): every ticket <= _settled_ticket is committed or counted lost.
         self._last_ticket = 0
         self._settled_ticket = 0
-        # Sorted [first, last] ranges of tickets above _settled_ticket that were lost before a commit.
-        self._lost_tickets: list[list[int]] = []
+        # Sorted [first, last] ranges of tickets above _settled_ticket that are committed (an urgent
+        # record overtakes the group before it) or were lost before a commit.
+        self._done_ahead: list[list[int]] = []
         self._acks: deque[int] = deque()
         self._ack_batch = max(1, min(16, config.max_inflight // 4))
         self._store_thread: threading.Thread | None = None
@@ -127,6 +122,7 @@ class Forwarder:
         self._stat_inflight = [0] * n
         self._stat_oldest: list[float | None] = [None] * n
         self._stat_disk: dict[str, int] = {}
+        self._stat_commits: dict[str, float] = {}
         self._counters: dict[str, int] = {}
         self._conn_state = "stopped"
         self._conn_since = time.time()
@@ -206,17 +202,21 @@ class Forwarder:
         with self._lock:
             self._last_ticket += 1
             ticket = self._last_ticket
-            wake = index == ALERT or not self._buffer
-            if len(self._buffer) >= self.config.memory_buffer_max:
+            urgent = index in self._urgent_lanes
+            wake = urgent or not self._buffer
+            if len(self._buffer) + len(self._urgent_buffer) >= self.config.memory_buffer_max:
                 self._stat_overflow[index] += 1
-                self._urgent = wake = True
-                self._ticket_lost(ticket)
+                self._flush_all = wake = True
+                self._ticket_done(ticket)
             else:
-                self._buffer.append(Pending(index, created, body, level, ticket))
+                item = Pending(index, created, body, level, ticket)
+                if urgent:
+                    self._urgent_buffer.append(item)
+                else:
+                    self._buffer.append(item)
+                    self._buffer_bytes += len(body) + ROW_OVERHEAD
                 self._accepted_total += 1
                 self._stat_submitted[index] += 1
-                if index == ALERT:
-                    self._urgent = True
         if wake:
             self._wake.set()
         return ticket
@@ -226,13 +226,17 @@ class Forwarder:
         so it survives a crash or kill -9 of the process (a power cut may still take the last
         commits: synchronous=NORMAL), or once it was counted lost before it could be committed
         (memory buffer full, or larger than the budget allows: see ``status()["losses"]``).
-        Tickets are settled in order: ``committed(t)`` implies ``committed(s)`` for every s < t."""
+        Tickets are settled in order: ``committed(t)`` implies ``committed(s)`` for every s < t (an
+        alert committed ahead of the summaries submitted before it reads as committed once they are)."""
         with self._lock:
             return ticket <= self._settled_ticket
 
-    def _ticket_lost(self, ticket: int) -> None:
-        """Lock held: ``ticket`` will never be committed (counted lost instead)."""
-        lost = self._lost_tickets
+    def _ticket_done(self, ticket: int) -> None:
+        """Lock held: the record of ``ticket`` is committed, or will never be (counted lost)."""
+        if ticket <= self._settled_ticket + 1:  # in order: the common case
+            self._settle_tickets(ticket)
+            return
+        lost = self._done_ahead
         i = bisect.bisect_left(lost, [ticket, ticket])
         if i > 0 and lost[i - 1][1] == ticket - 1:
             i -= 1
@@ -243,10 +247,19 @@ class Forwarder:
             lost[i][1] = lost.pop(i + 1)[1]
         self._settle_tickets(self._settled_ticket)
 
+    def _requeue(self, items: list[Pending]) -> None:
+        """Lock held: ``items`` (taken by a commit that failed) go back to the front of their buffers."""
+        for item in reversed(items):
+            if item.lane in self._urgent_lanes:
+                self._urgent_buffer.appendleft(item)
+            else:
+                self._buffer.appendleft(item)
+                self._buffer_bytes += len(item.body) + ROW_OVERHEAD
+
     def _settle_tickets(self, through: int) -> None:
-        """Lock held: every ticket <= ``through`` is settled; so are lost ones right after."""
+        """Lock held: every ticket <= ``through`` is settled; so are the ones done ahead right after."""
         self._settled_ticket = max(self._settled_ticket, through)
-        lost = self._lost_tickets
+        lost = self._done_ahead
         while lost and lost[0][0] <= self._settled_ticket + 1:
             self._settled_ticket = max(self._settled_ticket, lost.pop(0)[1])
 
@@ -257,7 +270,7 @@ class Forwarder:
             # Every record submitted so far (by ticket), and as many records as were accepted by
             # now (internal reports included, which jump ahead of submitted records).
             target, ticket = self._accepted_total, self._last_ticket
-            self._urgent = True
+            self._flush_all = True
             self._wake.set()
             while self._settled_total < target or self._settled_ticket < ticket:
                 left = deadline - time.monotonic()
@@ -271,7 +284,12 @@ class Forwarder:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
-                if not self._buffer and sum(self._stat_depth) == 0 and self._settled_total == self._accepted_total:
+                if (
+                    not self._buffer
+                    and not self._urgent_buffer
+                    and sum(self._stat_depth) == 0
+                    and self._settled_total == self._accepted_total
+                ):
                     return True
             self._wake.set()
             time.sleep(0.02)
@@ -282,7 +300,7 @@ class Forwarder:
         now = time.time()
         with self._lock:
             buffered = [0] * len(LANES)
-            for item in self._buffer:
+            for item in (*self._urgent_buffer, *self._buffer):
                 buffered[item.lane] += 1
             lanes = {}
             for i, name in enumerate(LANES):
@@ -318,6 +336,7 @@ class Forwarder:
                     "last_error": self._conn_error,
                 },
                 "disk": dict(self._stat_disk, budget_bytes=self.config.disk_budget_bytes),
+                "commits": dict(self._stat_commits),
                 "last_write_error": self._last_write_error,
                 "commands": {
                     "received": self._commands_received,
@@ -330,7 +349,7 @@ class Forwarder:
     # -- store thread ----------------------------------------------------------------------
     def _store_main(self) -> None:
         try:
-            _StoreLoop(self).run()
+            StoreLoop(self).run()
         except Exception:  # pragma: no cover - last resort: say why the forwarder stopped forwarding
             log.exception("forward store thread died")
             with self._lock:
@@ -544,399 +563,6 @@ class Forwarder:
         total = sum(n for _, n in self._drain_marks)
         span = max(now - self._drain_marks[0][0], 0.5)
         return total / span
-
-
-class _StoreLoop:
-    """State of the store thread (kept out of Forwarder so only this thread touches it)."""
-
-    def __init__(self, fwd: Forwarder) -> None:
-        self.fwd = fwd
-        self.q = fwd._queue
-        self.cfg = fwd.config
-        n = len(LANES)
-        self.inflight: dict[int, tuple[int, int, int]] = {}  # mid -> (lane, id, bytes in the file, at most)
-        self.lane_inflight: list[deque[int]] = [deque() for _ in range(n)]
-        self.lane_acked: list[set[int]] = [set() for _ in range(n)]
-        self.sizes: dict[int, int] = {}  # id -> bytes in the file (at most), while in flight
-        # Per lane, in order: (id, bytes) of acknowledged records not deleted yet.
-        self.to_delete: list[deque[tuple[int, int]]] = [deque() for _ in range(n)]
-        self.prefetch: list[deque[QueuedRecord]] = [deque() for _ in range(n)]
-        self.cursor = [lane_lo(i) - 1 for i in range(n)]
-        self.last_sent = [lane_lo(i) - 1 for i in range(n)]
-        self.exhausted = [False] * n
-        self.first_pending: float | None = None
-        self.peak_bytes = 0  # largest database + WAL + WAL index seen after a write
-        self.last_delete = time.monotonic()
-        self.retry_at = 0.0
-        self.small_batches_until = 0.0
-        self.next_wake = 0.25
-        self.bandwidth = (
-            TokenBucket(self.cfg.bandwidth_limit_bytes_per_s) if self.cfg.bandwidth_limit_bytes_per_s else None
-        )
-        self.drain = TokenBucket(self.cfg.drain_limit_messages_per_s) if self.cfg.drain_limit_messages_per_s else None
-        self.encode: Callable[[QueuedRecord], tuple[str, bytes]]
-        gw = fwd.gateway_id
-        if self.cfg.payload_format == "sparkplug":
-            from gateway.forward.sparkplug import encode_sparkplug, sparkplug_topic
-
-            group = self.cfg.sparkplug_group
-            self.encode = lambda r: (sparkplug_topic(group, gw, r.lane), encode_sparkplug(gw, r))
-        else:
-            prefix = self.cfg.topic_prefix
-            self.encode = lambda r: (json_topic(prefix, gw, r.lane), encode_json(gw, r))
-
-    def run(self) -> None:
-        fwd = self.fwd
-        self._refresh_status()
-        while True:
-            fwd._wake.clear()
-            stopping = fwd._stop.is_set()
-            self._process_acks()
-            now = time.monotonic()
-            with fwd._lock:
-                pending = len(fwd._buffer)
-                urgent = fwd._urgent
-                connected = fwd._connected
-            if pending and self.first_pending is None:
-                self.first_pending = now
-            commit_due = pending > 0 and (
-                stopping
-                or urgent
-                or pending >= _MAX_BATCH
-                or now - (self.first_pending or now) >= self.cfg.commit_interval_ms / 1000.0
-            )
-            delete_due = self._deletes_pending() and (
-                stopping or commit_due or now - self.last_delete >= self.cfg.delete_interval_ms / 1000.0
-            )
-            if (commit_due or delete_due) and (now >= self.retry_at or stopping):
-                self._commit()
-            elif urgent and not pending:
-                with fwd._lock:
-                    fwd._urgent = False
-            self.next_wake = 0.25
-            if connected and not stopping:
-                self._top_up()
-            if stopping:
-                self._final_commit()
-                return
-            with fwd._lock:
-                pending = len(fwd._buffer)
-            timeout = self.next_wake
-            if pending:
-                left = self.cfg.commit_interval_ms / 1000.0 - (time.monotonic() - (self.first_pending or now))
-                timeout = min(timeout, max(left, 0.0005))
-            if self._deletes_pending():
-                left = self.cfg.delete_interval_ms / 1000.0 - (time.monotonic() - self.last_delete)
-                timeout = min(timeout, max(left, 0.0005))
-            if self.inflight and connected:
-                timeout = min(timeout, 0.005)  # PUBACKs are collected in batches (see _on_publish)
-            if self.retry_at > time.monotonic():
-                timeout = max(timeout, min(self.retry_at - time.monotonic(), 0.25))
-            fwd._wake.wait(timeout)
-
-    # -- acks -> deletes -------------------------------------------------------------------
-    def _process_acks(self) -> None:
-        acks = self.fwd._acks
-        acked = [0] * len(LANES)
-        while acks:
-            mid = acks.popleft()
-            entry = self.inflight.pop(mid, None)
-            if entry is None:
-                continue
-            lane, rid, size = entry
-            done = self.lane_acked[lane]
-            done.add(rid)
-            self.sizes[rid] = size
-            order = self.lane_inflight[lane]
-            # In-order delete: a record is deleted only when every record before it in its lane is acked.
-            while order and order[0] in done:
-                head = order.popleft()
-                done.discard(head)
-                self.to_delete[lane].append((head, self.sizes.pop(head)))
-                acked[lane] += 1
-        if any(acked):
-            total = sum(acked)
-            with self.fwd._lock:
-                for i, n in enumerate(acked):
-                    self.fwd._stat_acked[i] += n
-                    self.fwd._stat_depth[i] = max(0, self.fwd._stat_depth[i] - n)
-                    self.fwd._stat_inflight[i] = len(self.lane_inflight[i])
-                self.fwd._drain_marks.append((time.monotonic(), total))
-
-    # -- commits ---------------------------------------------------------------------------
-    def _take_batch(self) -> list[Pending]:
-        """The oldest buffered records, at most one transaction's worth (count and bytes)."""
-        fwd = self.fwd
-        # After "disk full": commit in small pieces so what fits gets in.
-        limit = _SMALL_BATCH if self.small_batches_until > time.monotonic() else _MAX_BATCH
-        room = self.q.max_commit_bytes
-        items: list[Pending] = []
-        with fwd._lock:
-            buffer = fwd._buffer
-            while buffer and len(items) < limit:
-                size = self.q.estimate_bytes(buffer[0])
-                if items and size > room:
-                    break
-                room -= size
-                items.append(buffer.popleft())
-            fwd._urgent = bool(buffer)
-        return items
-
-    def _deletes_pending(self) -> bool:
-        return any(self.to_delete)
-
-    def _delete_batch(self, room: int) -> tuple[dict[int, int], int, list[int]]:
-        """Deletes for the next commit, about ``room`` bytes of rows at most (one row at least when
-        ``room`` is the whole transaction): lane -> delete through this id, their bytes, rows per lane.
-
-        Deleting rows rewrites the pages they are on: bounded so that one transaction never outgrows
-        the WAL allowance (after a long drain, the deletes take several commits)."""
-        through: dict[int, int] = {}
-        taken = [0] * len(LANES)
-        total = 0
-        for lane, rows in enumerate(self.to_delete):
-            for rid, size in rows:
-                if total + size > room and (total or room < self.q.max_txn_bytes):
-                    return through, total, taken
-                through[lane] = rid
-                taken[lane] += 1
-                total += size
-        return through, total, taken
-
-    def _commit(self) -> None:
-        fwd = self.fwd
-        items: list[Pending] = []
-        too_large: list[Pending] = []
-        for item in self._take_batch():
-            (too_large if self.q.stored_bytes(item) > self.q.max_record_bytes else items).append(item)
-        incoming = sum(self.q.estimate_bytes(item) for item in items)
-        if items and self.q.needs_room(incoming):
-            self._enforce(force=False, incoming=incoming)
-        through, delete_bytes, taken = self._delete_batch(self.q.max_txn_bytes - incoming)
-        try:
-            new, _deleted = self.q.commit(items, through, delete_bytes=delete_bytes)
-        except QueueError as exc:
-            with fwd._lock:
-                fwd._buffer.extendleft(reversed(items))
-                fwd._last_write_error = str(exc)
-            if too_large:
-                self._settle(too_large, lost=True)
-            self._on_write_error(exc)
-            return
-        self.first_pending = None
-        for lane, n in enumerate(taken):
-            for _ in range(n):
-                self.to_delete[lane].popleft()
-        if not self._deletes_pending():  # else the rest goes with the next commit, at once
-            self.last_delete = time.monotonic()
-        for record in new:
-            lane = record.lane
-            if self.exhausted[lane] and record.id > self.cursor[lane]:
-                self.prefetch[lane].append(record)
-                self.cursor[lane] = record.id
-        self._report_overflow()
-        self._refresh_status()
-        self._settle(too_large, lost=True)
-        self._settle(items)
-
-    def _settle(self, items: list[Pending], *, lost: bool = False) -> None:
-        """``items`` are committed (or, with ``lost``, counted lost: too large for the budget)."""
-        if not items:
-            return
-        fwd = self.fwd
-        if lost:
-            counts: dict[str, int] = {}
-            for item in items:
-                name = LANES[item.lane]
-                log.error(
-                    "forward: a %s record of %d bytes is larger than the disk budget allows", name, len(item.body)
-                )
-                self.q.bump(f"lost.{name}")
-                counts[name] = counts.get(name, 0) + 1
-            report = {"type": "loss_report", "reason": "record_too_large", "lost_before_commit": counts}
-            self._push_internal(
-                REGISTRY, {**report, "max_record_bytes": self.q.max_record_bytes, "epoch": self.q.epoch}
-            )
-        with fwd._committed:
-            fwd._settled_total += len(items)
-            if lost:
-                for item in items:
-                    if item.ticket:
-                        fwd._ticket_lost(item.ticket)
-            else:
-                # Submitted records commit in ticket order (the buffer is FIFO for them).
-                fwd._settle_tickets(max(item.ticket for item in items))
-            fwd._committed.notify_all()
-
-    def _final_commit(self) -> None:
-        failures = 0
-        while failures < 3:
-            with self.fwd._lock:
-                pending = len(self.fwd._buffer)
-            if not pending and not self._deletes_pending():
-                break
-            self.retry_at = 0.0
-            written = self.q.commits
-            self._commit()
-            if self.q.commits == written:
-                failures += 1
-        with contextlib.suppress(QueueError):
-            self.q.save_counters()
-
-    def _on_write_error(self, exc: QueueError) -> None:
-        if isinstance(exc, DiskFullError):
-            # "budget_full": the queue's own page cap stopped a commit that the estimate let through.
-            name, reason = ("disk_full" if exc.reason == "disk_full" else "budget_full"), exc.reason
-        else:
-            name = reason = "write_errors"
-        self.q.bump(f"events.{name}")
-        log.error("forward queue write failed: %s", exc)
-        self.retry_at = time.monotonic() + _RETRY_AFTER_WRITE_ERROR_S
-        if isinstance(exc, DiskFullError):
-            # The disk is smaller than the budget (or the estimate was short): free space the same way
-            # the budget does.
-            self.small_batches_until = time.monotonic() + 10.0
-            if self._enforce(force=True, reason=exc.reason):
-                self.retry_at = time.monotonic()
-        self._report_overflow(reason=reason)
-        self._refresh_status()
-
-    def _enforce(self, *, force: bool, incoming: int = 0, reason: str = "disk_budget") -> bool:
-        # Records sent by this process (in flight or acked) are never compacted or dropped.
-        protect = {lane: self.last_sent[lane] for lane in range(len(LANES))}
-        result = BudgetResult()
-        try:
-            result = self.q.enforce_budget(protect, incoming=incoming, force=force, result=result)
-        except QueueError as exc:  # what was done before the error is committed and reported below
-            log.error("forward queue: could not free space (%s): %s", reason, exc)
-        if not result:
-            return False
-        for lane in result.touched:
-            self.prefetch[lane].clear()
-            self.exhausted[lane] = False
-            self.cursor[lane] = self.last_sent[lane]
-        self._loss_report(result, reason=reason)
-        return True
-
-    def _loss_report(self, result: BudgetResult, reason: str) -> None:
-        log.warning(
-            "forward queue over budget (%s): compacted %s, dropped %s", reason, result.compacted, result.dropped
-        )
-        report = {
-            "type": "loss_report",
-            "reason": reason,
-            "compacted": result.compacted,
-            "dropped": result.dropped,
-            "dropped_seq_ranges": result.dropped_seq_ranges,
-            "epoch": self.q.epoch,
-            "totals": {
-                k: v for k, v in sorted(self.q.counters.items()) if k.startswith(("dropped.", "compacted.", "lost."))
-            },
-        }
-        self._push_internal(REGISTRY, report)
-
-    def _report_overflow(self, reason: str = "memory_buffer_full") -> None:
-        fwd = self.fwd
-        with fwd._lock:
-            fresh = [fwd._stat_overflow[i] - fwd._reported_overflow[i] for i in range(len(LANES))]
-            fwd._reported_overflow = list(fwd._stat_overflow)
-        if not any(fresh):
-            return
-        lost = {LANES[i]: n for i, n in enumerate(fresh) if n}
-        for name, n in lost.items():
-            self.q.bump(f"lost.{name}", n)
-        self._push_internal(
-            REGISTRY,
-            {"type": "loss_report", "reason": reason, "lost_before_commit": lost, "epoch": self.q.epoch},
-        )
-
-    def _push_internal(self, lane: int, record: dict[str, Any]) -> None:
-        body = json.dumps(record, separators=(",", ":"))
-        with self.fwd._lock:
-            # Internal reports bypass the memory bound: they are tiny and are the only trace of a loss.
-            self.fwd._buffer.appendleft(Pending(lane, time.time(), body, 0))
-            self.fwd._accepted_total += 1
-            self.fwd._urgent = True
-        self.fwd._wake.set()
-
-    def _refresh_status(self) -> None:
-        oldest = [self.q.oldest_created(i) if self.q.counts[i] else None for i in range(len(LANES))]
-        db_bytes, wal_bytes, shm_bytes = self.q.file_bytes()
-        on_disk = db_bytes + wal_bytes + shm_bytes
-        self.peak_bytes = max(self.peak_bytes, on_disk)
-        disk = {
-            "used_bytes": on_disk,
-            "peak_bytes": self.peak_bytes,
-            "db_file_bytes": db_bytes,
-            "wal_file_bytes": wal_bytes,
-            "shm_file_bytes": shm_bytes,
-            "records_bytes": self.q.used_bytes(),
-        }
-        with self.fwd._lock:
-            for i in range(len(LANES)):
-                self.fwd._stat_depth[i] = self.q.counts[i]
-                self.fwd._stat_oldest[i] = oldest[i]
-                self.fwd._stat_inflight[i] = len(self.lane_inflight[i])
-            self.fwd._stat_disk = disk
-            self.fwd._counters = dict(self.q.counters)
-
-    # -- publishing ------------------------------------------------------------------------
-    def _next_record(self) -> QueuedRecord | None:
-        for lane in range(len(LANES)):
-            pf = self.prefetch[lane]
-            if not pf and not self.exhausted[lane]:
-                rows = self.q.fetch(lane, self.cursor[lane], _PREFETCH)
-                pf.extend(rows)
-                if rows:
-                    self.cursor[lane] = rows[-1].id
-                self.exhausted[lane] = len(rows) < _PREFETCH
-            if pf:
-                return pf[0]
-        return None
-
-    def _top_up(self) -> None:
-        client = self.fwd._client
-        assert client is not None
-        sent = [0] * len(LANES)
-        # paho keeps at most max_inflight on the wire and queues the rest, sending them as PUBACKs
-        # come in; handing it up to HANDOFF windows at a time saves a thread switch per record.  An
-        # alert is handed over at once (it then waits behind at most that many records).
-        limit = _HANDOFF * self.cfg.max_inflight
-        free = limit - len(self.inflight)
-        if free < self.cfg.max_inflight and not self.prefetch[ALERT] and self.exhausted[ALERT]:
-            return
-        while len(self.inflight) < limit:
-            record = self._next_record()
-            if record is None:
-                break
-            try:
-                topic, payload = self.encode(record)
-            except Exception as exc:  # a bug in an encoder must not stop the drain
-                # Sent as JSON instead, counted: never block the lane on one record.
-                log.error("cannot encode record %s of lane %s: %s", record.seq, LANES[record.lane], exc)
-                self.q.bump(f"events.encode_fallback_{LANES[record.lane]}")
-                payload = encode_json(self.fwd.gateway_id, record)
-                topic = json_topic(self.cfg.topic_prefix, self.fwd.gateway_id, record.lane)
-            if self.bandwidth is not None and not self.bandwidth.take(len(payload)):
-                self.next_wake = min(self.next_wake, max(self.bandwidth.wait_time(len(payload)), 0.001))
-                break
-            if self.drain is not None and not self.drain.take(1):
-                self.next_wake = min(self.next_wake, max(self.drain.wait_time(1), 0.001))
-                break
-            info = client.publish(topic, payload, qos=1)
-            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-                break  # e.g. queue full: try again on the next wake
-            self.prefetch[record.lane].popleft()
-            size = min(len(record.body), self.q.max_record_bytes) + ROW_OVERHEAD
-            self.inflight[info.mid] = (record.lane, record.id, size)
-            self.lane_inflight[record.lane].append(record.id)
-            self.last_sent[record.lane] = record.id
-            sent[record.lane] += 1
-        if any(sent):
-            with self.fwd._lock:
-                for i, n in enumerate(sent):
-                    self.fwd._stat_sent[i] += n
-                    self.fwd._stat_inflight[i] = len(self.lane_inflight[i])
 
 
 def _close_sockets_in_traceback(exc: BaseException) -> None:
