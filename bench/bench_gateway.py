@@ -370,14 +370,20 @@ def _pct(v: Sequence[float], q: float) -> float:
 
 
 def latency(
-    broker: Mosquitto, workdir: Path, *, load_fps: float, seconds: float, probe_interval: float, rounds: int = 1
+    broker: Mosquitto,
+    workdir: Path,
+    *,
+    load_fps: float,
+    seconds: float,
+    probe_interval: float,
+    rounds: int = 1,
+    ndev: int = 8,
 ) -> dict[str, Any]:
     """publish -> alert p50/p99 under load, and the bare two-hop echo under the same load.
 
     Each round runs phase A (probe -> gateway -> alert) then phase B (probe -> bare echo client
-    in the gateway's process), both while 8 other devices load the gateway. Per-round
+    in the gateway's process), both while ndev other devices load the gateway. Per-round
     percentiles are returned; the machine is shared, so rounds show how much is noise."""
-    ndev = 8
     per_dev = max(1, int(load_fps * seconds / ndev))
     nprobe = int(seconds / probe_interval)
     files = []
@@ -399,11 +405,12 @@ def latency(
         probe_path.write_bytes(pickle.dumps(probe[1:]))
         files.append((pair[0], pair[1], probe_path, f"probe-{r}"))
 
-    runner = Runner(from_dict(gateway_config(workdir / "gw-live", broker, "bench-gateway-live")))
+    cfg = gateway_config(workdir / f"gw-live-{ndev}", broker, f"bench-gateway-live-{ndev}")
+    cfg["registry"] = {"max_devices": max(2000, 2 * rounds * ndev + rounds)}
+    runner = Runner(from_dict(cfg))
     t = threading.Thread(target=runner.run, daemon=True)
     t.start()
-    runner.mqtt.connected.wait(10)
-    time.sleep(0.3)
+    runner.mqtt.subscribed.wait(10)
     c = _connect(broker.host, broker.port, "births")
     c.loop_start()
     for topic, payload in births:

@@ -1,6 +1,6 @@
 """Fleet load generator: N virtual devices publishing real frames to a real broker in real time.
 
-Every device is a ``tests.gateway.simdevice.SimDevice`` (the real encoder
+Every device is a ``tests.support.simdevice.SimDevice`` (the real encoder
 ``shared_protocol.encode``): its own boot counter and one sequence per boot shared by
 BIRTH, DATA and HEALTH. A streaming device publishes BIRTH, then DATA at 100 Hz x 6
 channels, 32 samples per frame (3.125 frames/s), and HEALTH every ``health_s``; an idle
@@ -46,7 +46,7 @@ from shared_protocol.decode import decode
 from shared_protocol.errors import ProtocolError
 from shared_protocol.repair import LOSS_MAX_RANGES
 from shared_protocol.topics import DEFAULT_PREFIX, PUBLISH_OPTIONS, parse_topic, subscription, topic
-from tests.gateway.simdevice import SimDevice, historical
+from tests.support.simdevice import SimDevice, historical
 
 sys.path.insert(0, str(ROOT / "firmware"))  # sim_signals (plain Python, runs on CPython too)
 from sensorfw.boards.sim_signals import Vibration

@@ -30,6 +30,7 @@ from typing import Any
 from gateway import config as config_mod
 from gateway.config import Config
 from gateway.errors import GatewayError
+from shared_protocol.gw_topics import gateway_topic
 
 DEFAULT_CONFIG = "/etc/edgeline/gateway.toml"
 
@@ -122,7 +123,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             f"payload {f.payload_format}, disk budget {f.disk_budget_mb:g} MB"
         )
     else:
-        print(f"forward: none (summaries published on {g.prefix}/{g.site}/_gateway/summary)")
+        print(f"forward: none (summaries published on {gateway_topic(g.prefix, g.site, 'summary')})")
     print("configuration OK")
     return 0
 

@@ -31,6 +31,7 @@ class GatewaySection:
     data_dir: Path
     prefix: str = "el"
     status_interval_s: float = 5.0
+    status_detail_devices: int = 1000  # per-device sections in status.json up to this fleet size
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,8 @@ class IngestSection:
     batch_max: int = 2000
     block_timeout_ms: float = 200.0
     data_qos: int = 0
+    commit_interval_ms: float = 20.0  # batches grouped into one commit (and ACK) over this long
+    ack_interval_ms: float = 1000.0  # at most one ACK per device per interval (the first at once)
 
 
 @dataclass(frozen=True)
@@ -311,13 +314,18 @@ def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
     if "gateway" not in data:
         raise ConfigError("gateway: missing table [gateway] (needs id, site, data_dir)")
 
-    g = _Table(top.table("gateway"), "gateway", {"id", "site", "data_dir", "prefix", "status_interval_s"})
+    g = _Table(
+        top.table("gateway"),
+        "gateway",
+        {"id", "site", "data_dir", "prefix", "status_interval_s", "status_detail_devices"},
+    )
     gateway = GatewaySection(
         id=g.get_str("id", ident=True),
         site=g.get_str("site", ident=True),
         data_dir=_path(base, g.get_str("data_dir")),
         prefix=g.get_str("prefix", "el", ident=True),
         status_interval_s=g.get_float("status_interval_s", 5.0, lo=0.1, hi=3600),
+        status_detail_devices=g.get_int("status_detail_devices", 1000, lo=0, hi=1_000_000),
     )
 
     m = _Table(
@@ -342,12 +350,14 @@ def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
 
     broker = _broker(_Table(top.table("broker"), "broker", {f.name for f in fields(BrokerSection)}), base)
 
-    i = _Table(top.table("ingest"), "ingest", {"queue_size", "batch_max", "block_timeout_ms", "data_qos"})
+    i = _Table(top.table("ingest"), "ingest", {f.name for f in fields(IngestSection)})
     ingest = IngestSection(
         queue_size=i.get_int("queue_size", 20000, lo=16, hi=10_000_000),
         batch_max=i.get_int("batch_max", 2000, lo=1, hi=1_000_000),
         block_timeout_ms=i.get_float("block_timeout_ms", 200.0, lo=0, hi=60_000),
         data_qos=i.get_int("data_qos", 0, lo=0, hi=1),
+        commit_interval_ms=i.get_float("commit_interval_ms", 20.0, lo=0, hi=5_000),
+        ack_interval_ms=i.get_float("ack_interval_ms", 1000.0, lo=0, hi=60_000),
     )
 
     r = _Table(top.table("rawlog"), "rawlog", {"max_bytes", "max_age_s"})

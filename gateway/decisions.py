@@ -145,55 +145,90 @@ class Decider:
         return [{"rule": s.rule.name, "fired": s.fired, "suppressed": s.suppressed} for s in self._rules]
 
 
-class _ChannelStats:
-    """Running per-channel statistics (count, mean, M2 = sum of squared deviations, min, max).
+class _StatsTable:
+    """Running per-channel statistics of the devices that share one channel list, one row each:
+    count, sums of (x - shift) and of its square, min and max, with shift the device's first
+    reading (so the variance stays sound for readings far from zero, e.g. 1000 +- 0.01).
 
-    Rows are copied into a small per-device buffer and folded in with Chan's parallel
-    formula when it is full, so the per-batch cost is a copy, the memory per device is
-    bounded (FOLD_ROWS rows, whatever the interval) and the variance stays sound."""
+    A batch's blocks are reduced together (a few numpy calls per batch, not per frame), and a
+    device costs one row of 5 x channels float64, whatever the interval."""
 
     def __init__(self, names: tuple[str, ...]) -> None:
-        n = len(names)
         self.names = names
-        self.count = 0
-        self.mean: NDArray[np.float64] = np.zeros(n)
-        self.m2: NDArray[np.float64] = np.zeros(n)
-        self.min: NDArray[np.float64] = np.full(n, np.inf)
-        self.max: NDArray[np.float64] = np.full(n, -np.inf)
-        self._buf: NDArray[np.float32] = np.empty((FOLD_ROWS, n), dtype=np.float32)
-        self._fill = 0
+        self.row: dict[str, int] = {}
+        self._used = 0  # rows handed out (a device that changes its channel list leaves its row)
+        self._alloc(16)
 
-    def add(self, values: NDArray[np.float32]) -> None:
-        i = 0
-        rows = values.shape[0]
-        while i < rows:
-            take = min(rows - i, FOLD_ROWS - self._fill)
-            self._buf[self._fill : self._fill + take] = values[i : i + take]
-            self._fill += take
-            i += take
-            if self._fill == FOLD_ROWS:
-                self.fold()
+    def _alloc(self, cap: int) -> None:
+        c = len(self.names)
+        self.n = _grow(getattr(self, "n", None), self._used, np.zeros(cap, dtype=np.int64))
+        self.shift = _grow(getattr(self, "shift", None), self._used, np.zeros((cap, c)))
+        self.s1 = _grow(getattr(self, "s1", None), self._used, np.zeros((cap, c)))
+        self.s2 = _grow(getattr(self, "s2", None), self._used, np.zeros((cap, c)))
+        self.mn = _grow(getattr(self, "mn", None), self._used, np.full((cap, c), np.inf))
+        self.mx = _grow(getattr(self, "mx", None), self._used, np.full((cap, c), -np.inf))
 
-    def fold(self) -> None:
-        if not self._fill:
-            return
-        v = self._buf[: self._fill].astype(np.float64)
-        self._fill = 0
-        n_b = v.shape[0]
-        mean_b = v.mean(axis=0)
-        d = v - mean_b
-        m2_b = np.einsum("ij,ij->j", d, d)
-        n_a = self.count
-        n = n_a + n_b
-        delta = mean_b - self.mean
-        self.mean = self.mean + delta * (n_b / n)
-        self.m2 = self.m2 + m2_b + delta * delta * (n_a * n_b / n)
-        np.minimum(self.min, v.min(axis=0), out=self.min)
-        np.maximum(self.max, v.max(axis=0), out=self.max)
-        self.count = n
+    def _rows(self, devices: list[str], blocks: list[NDArray[np.float32]]) -> NDArray[np.intp]:
+        rows = []
+        for device, block in zip(devices, blocks, strict=True):
+            r = self.row.get(device)
+            if r is None:
+                if self._used == self.n.shape[0]:
+                    self._alloc(2 * self._used)
+                r = self.row[device] = self._used
+                self._used += 1
+                self.shift[r] = block[0]
+            rows.append(r)
+        return np.asarray(rows, dtype=np.intp)
+
+    def add(self, devices: list[str], blocks: list[NDArray[np.float32]]) -> None:
+        rows = self._rows(devices, blocks)
+        lengths = np.fromiter((b.shape[0] for b in blocks), dtype=np.int64, count=len(blocks))
+        v = np.concatenate(blocks, dtype=np.float64) if len(blocks) > 1 else blocks[0].astype(np.float64)
+        starts = np.zeros(len(blocks), dtype=np.intp)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        d = v - np.repeat(self.shift[rows], lengths, axis=0)
+        s1 = np.add.reduceat(d, starts, axis=0)
+        s2 = np.add.reduceat(d * d, starts, axis=0)
+        mn = np.minimum.reduceat(v, starts, axis=0)
+        mx = np.maximum.reduceat(v, starts, axis=0)
+        if len(set(rows.tolist())) == len(rows):  # each device once (the usual batch): plain indexing
+            self.n[rows] += lengths
+            self.s1[rows] += s1
+            self.s2[rows] += s2
+            self.mn[rows] = np.minimum(self.mn[rows], mn)
+            self.mx[rows] = np.maximum(self.mx[rows], mx)
+        else:  # unbuffered, so a device twice in the batch adds up
+            np.add.at(self.n, rows, lengths)
+            np.add.at(self.s1, rows, s1)
+            np.add.at(self.s2, rows, s2)
+            np.minimum.at(self.mn, rows, mn)
+            np.maximum.at(self.mx, rows, mx)
+
+    def record(self, device: str) -> tuple[int, dict[str, dict[str, float]]]:
+        r = self.row[device]
+        n = int(self.n[r])
+        if not n:
+            return 0, {}
+        m1 = self.s1[r] / n
+        mean = self.shift[r] + m1
+        std = np.sqrt(np.maximum(self.s2[r] / n - m1 * m1, 0.0))
+        return n, {
+            name: {
+                "min": float(self.mn[r, i]),
+                "max": float(self.mx[r, i]),
+                "mean": float(mean[i]),
+                "std": float(std[i]),
+            }
+            for i, name in enumerate(self.names)
+        }
 
 
-FOLD_ROWS = 64  # rows buffered per device (6 channels: 1.5 KiB) before they are folded in
+def _grow(old: Any, used: int, new: Any) -> Any:
+    """new with the first `used` rows of old (None: nothing to keep)."""
+    if old is not None and used:
+        new[:used] = old[:used]
+    return new
 
 
 class Summaries:
@@ -202,27 +237,51 @@ class Summaries:
     def __init__(self, interval_s: float, *, start: float) -> None:
         self.interval_s = interval_s
         self._start = start
-        self._channels: dict[str, _ChannelStats] = {}
-        self._scores: dict[tuple[str, str], tuple[list[NDArray[np.float64]], float]] = {}
+        self._tables: dict[tuple[str, ...], _StatsTable] = {}
+        self._channels: dict[str, _StatsTable] = {}  # device -> the table of its channel list
+        # device -> pipeline -> (score arrays, threshold)
+        self._scores: dict[str, dict[str, tuple[list[NDArray[np.float64]], float]]] = {}
         self._gaps: dict[str, int] = {}
         self._duplicates: dict[str, int] = {}
 
     def add_values(self, device: str, names: tuple[str, ...], values: NDArray[np.float32]) -> None:
-        st = self._channels.get(device)
-        if st is None or st.names != names:
-            # A new schema starts its statistics afresh (what was summed so far is in other columns).
-            st = self._channels[device] = _ChannelStats(names)
-        st.add(values)
+        self.add_blocks([(device, names, values)])
+
+    def add_blocks(self, blocks: list[tuple[str, tuple[str, ...], NDArray[np.float32]]]) -> None:
+        """Readings of one batch: (device, channel names, (rows, channels) values) per block."""
+        if not blocks:
+            return
+        groups: dict[tuple[str, ...], tuple[list[str], list[NDArray[np.float32]]]] = {}
+        for device, names, values in blocks:
+            table = self._channels.get(device)
+            if table is None or table.names != names:
+                # A new schema starts the device's statistics afresh (other columns).
+                if table is not None:
+                    table.row.pop(device, None)
+                table = self._tables.get(names)
+                if table is None:
+                    table = self._tables[names] = _StatsTable(names)
+                self._channels[device] = table
+            g = groups.get(names)
+            if g is None:
+                groups[names] = ([device], [values])
+            else:
+                g[0].append(device)
+                g[1].append(values)
+        for names, (devices, values_list) in groups.items():
+            self._tables[names].add(devices, values_list)
 
     def add_scores(self, device: str, pipeline: str, scores: NDArray[np.floating[Any]], threshold: float) -> None:
-        key = (device, pipeline)
-        entry = self._scores.get(key)
+        per = self._scores.get(device)
+        if per is None:
+            per = self._scores[device] = {}
+        entry = per.get(pipeline)
         s = np.asarray(scores, dtype=np.float64)
         if entry is None:
-            self._scores[key] = ([s], threshold)
+            per[pipeline] = ([s], threshold)
         else:
             entry[0].append(s)
-            self._scores[key] = (entry[0], threshold)
+            per[pipeline] = (entry[0], threshold)
 
     def add_gap(self, device: str) -> None:
         self._gaps[device] = self._gaps.get(device, 0) + 1
@@ -240,7 +299,7 @@ class Summaries:
 
     def flush(self, now: float) -> list[dict[str, Any]]:
         """One summary record per device for the interval [start, now); resets."""
-        devices = sorted(set(self._channels) | {d for d, _ in self._scores} | set(self._gaps))
+        devices = sorted(set(self._channels) | set(self._scores) | set(self._gaps))
         out = []
         for device in devices:
             rec: dict[str, Any] = {
@@ -250,27 +309,13 @@ class Summaries:
                 "gaps": self._gaps.get(device, 0),
                 "duplicates": self._duplicates.get(device, 0),
             }
-            ch = self._channels.get(device)
-            if ch is not None:
-                ch.fold()
-            if ch is not None and ch.count:
-                std = np.sqrt(np.maximum(ch.m2 / ch.count, 0.0))
-                rec["count"] = ch.count
-                rec["channels"] = {
-                    name: {
-                        "min": float(ch.min[i]),
-                        "max": float(ch.max[i]),
-                        "mean": float(ch.mean[i]),
-                        "std": float(std[i]),
-                    }
-                    for i, name in enumerate(ch.names)
-                }
-            else:
-                rec["count"] = 0
+            table = self._channels.get(device)
+            count, channels = table.record(device) if table is not None and device in table.row else (0, {})
+            rec["count"] = count
+            if count:
+                rec["channels"] = channels
             scores = {}
-            for (d, pipe), (parts, threshold) in sorted(self._scores.items()):
-                if d != device:
-                    continue
+            for pipe, (parts, threshold) in sorted(self._scores.get(device, {}).items()):
                 sc = np.concatenate(parts)
                 if not sc.size:
                     continue
@@ -287,6 +332,7 @@ class Summaries:
             out.append(rec)
         self._start = now
         self._channels.clear()
+        self._tables.clear()
         self._scores.clear()
         self._gaps.clear()
         self._duplicates.clear()

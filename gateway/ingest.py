@@ -22,7 +22,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from shared_protocol.topics import DEVICE_KINDS
+from shared_protocol.topics import DEVICE_KINDS, subscription
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,9 @@ class MQTTIngest:
         # those frames arrive after newer ones and are stored and summarised, not scored. At
         # QoS 1 the broker keeps them in order instead (scored). Control frames (BIRTH, DEATH,
         # HEALTH, EVENT, LOSS) are always QoS 1.
-        self.subscriptions = [(f"{prefix}/{site}/+/{kind}", data_qos if kind == "data" else 1) for kind in DEVICE_KINDS]
+        self.subscriptions = [
+            (subscription(prefix, site, "+", kind), data_qos if kind == "data" else 1) for kind in DEVICE_KINDS
+        ]
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # the broker granted the subscriptions (SUBACK)
         self.connects = 0

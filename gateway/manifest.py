@@ -187,99 +187,14 @@ def parse_manifest(data: Mapping[str, Any], path: Path | str) -> Manifest:
     r = _Reader(path)
     if not isinstance(data, Mapping):
         raise r.fail("<root>", "must be a JSON object")
-    if data.get("format") != FORMAT:
-        raise r.fail("format", f"must be {FORMAT!r}, got {data.get('format')!r}")
-    fv = r.get(data, "format_version", int)
-    if fv != FORMAT_VERSION:
-        raise r.fail("format_version", f"this gateway reads version {FORMAT_VERSION}, got {fv}")
-    name = r.get(data, "name", str)
-    version = r.get(data, "version", str)
-    task = r.get(data, "task", str)
-    if task not in TASKS:
-        raise r.fail("task", f"must be one of {TASKS}, got {task!r}")
-    model_file = r.get(data, "model_file", str)
-    if "/" in model_file or "\\" in model_file or model_file in ("", ".", ".."):
-        raise r.fail("model_file", f"must be a file name beside the manifest, got {model_file!r}")
-    sha = r.get(data, "sha256", str).lower()
-    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-        raise r.fail("sha256", f"must be 64 hex digits, got {sha!r}")
-    quant = r.get(data, "quantization", str)
-    if quant not in QUANTIZATIONS:
-        raise r.fail("quantization", f"must be one of {QUANTIZATIONS}, got {quant!r}")
-
-    inp = r.obj(data, "input")
-    chans_raw = r.get(inp, "channels", list, "input.")
-    if not chans_raw:
-        raise r.fail("input.channels", "must list at least one channel")
-    chans = []
-    for i, c in enumerate(chans_raw):
-        p = f"input.channels[{i}]."
-        if not isinstance(c, dict):
-            raise r.fail(f"input.channels[{i}]", "must be an object with name and unit")
-        chans.append(ChannelSpec(r.get(c, "name", str, p), r.get(c, "unit", str, p)))
-    rate = r.get(inp, "rate_hz", float, "input.")
-    window = r.get(inp, "window", int, "input.")
-    hop = r.get(inp, "hop", int, "input.")
-    if not rate > 0:
-        raise r.fail("input.rate_hz", f"must be > 0, got {rate}")
-    if window < 2 or hop < 1:
-        raise r.fail("input.window", f"window must be >= 2 and hop >= 1, got {window}, {hop}")
-    input_spec = InputSpec(tuple(chans), rate, window, hop)
-
-    try:
-        feats = FeatureSpec.from_dict(r.obj(data, "features"))
-    except FeatureError as exc:
-        raise r.fail("features", str(exc)) from exc
-    if feats.window != window:
-        raise r.fail("features.window", f"must equal input.window {window}, got {feats.window}")
-    if abs(feats.rate_hz - rate) > RATE_REL_TOL * rate:
-        raise r.fail("features.rate_hz", f"must equal input.rate_hz {rate}, got {feats.rate_hz}")
-    n_feat = feats.n_features(len(chans))
-
-    norm = None
-    if data.get("normalisation") is not None:
-        nd = r.obj(data, "normalisation")
-        mean = r.floats(nd, "mean", n_feat, "normalisation.")
-        std = r.floats(nd, "std", n_feat, "normalisation.")
-        if any(s <= 0 for s in std):
-            raise r.fail("normalisation.std", "must be > 0 everywhere")
-        norm = Normalisation(mean, std)
-
-    out = r.obj(data, "output")
-    kind = r.get(out, "kind", str, "output.")
-    if task == "anomaly":
-        if kind != "anomaly_score":
-            raise r.fail("output.kind", f"task anomaly needs 'anomaly_score', got {kind!r}")
-        thr = r.get(out, "threshold", float, "output.")
-        if not math.isfinite(thr):
-            raise r.fail("output.threshold", f"must be finite, got {thr}")
-        score = r.get(out, "score", str, "output.")
-        if score not in SCORES:
-            raise r.fail("output.score", f"must be one of {SCORES}, got {score!r}")
-        output = OutputSpec(kind, threshold=thr, score=score)
-    else:
-        if kind != "class_probabilities":
-            raise r.fail("output.kind", f"task classification needs 'class_probabilities', got {kind!r}")
-        labels = r.get(out, "labels", list, "output.")
-        if len(labels) < 2 or not all(isinstance(x, str) for x in labels):
-            raise r.fail("output.labels", "must list at least two label strings")
-        output = OutputSpec(kind, labels=tuple(labels))
-
-    selftest = None
-    if data.get("selftest") is not None:
-        st = r.obj(data, "selftest")
-        n_out = n_feat if task == "anomaly" else len(output.labels)
-        rows_in = r.get(st, "inputs", list, "selftest.")
-        rows_out = r.get(st, "outputs", list, "selftest.")
-        if not rows_in or len(rows_in) != len(rows_out):
-            raise r.fail("selftest.outputs", "must have one row per input row (at least one)")
-        ins = tuple(r.floats({"row": row}, "row", n_feat, f"selftest.inputs[{i}].") for i, row in enumerate(rows_in))
-        outs = tuple(r.floats({"row": row}, "row", n_out, f"selftest.outputs[{i}].") for i, row in enumerate(rows_out))
-        atol = r.get(st, "atol", float, "selftest.")
-        rtol = r.get(st, "rtol", float, "selftest.")
-        if not (atol >= 0 and rtol >= 0):
-            raise r.fail("selftest.atol", "atol and rtol must be >= 0")
-        selftest = SelfTest(ins, outs, atol, rtol)
+    name, version, task, model_file, sha, quant = _identity(r, data)
+    input_spec = _input(r, data)
+    feats = _features(r, data, input_spec)
+    n_feat = feats.n_features(len(input_spec.channels))
+    norm = _normalisation(r, data, n_feat)
+    output = _output(r, data, task)
+    n_out = n_feat if task == "anomaly" else len(output.labels)
+    selftest = _selftest(r, data, n_feat, n_out) if data.get("selftest") is not None else None
 
     def opt_obj(key: str) -> Mapping[str, Any]:
         return r.obj(data, key) if key in data else {}
@@ -301,6 +216,110 @@ def parse_manifest(data: Mapping[str, Any], path: Path | str) -> Manifest:
         training=opt_obj("training"),
         selftest=selftest,
     )
+
+
+def _identity(r: _Reader, data: Mapping[str, Any]) -> tuple[str, str, str, str, str, str]:
+    """(name, version, task, model_file, sha256, quantization), after the format checks."""
+    if data.get("format") != FORMAT:
+        raise r.fail("format", f"must be {FORMAT!r}, got {data.get('format')!r}")
+    fv = r.get(data, "format_version", int)
+    if fv != FORMAT_VERSION:
+        raise r.fail("format_version", f"this gateway reads version {FORMAT_VERSION}, got {fv}")
+    name = r.get(data, "name", str)
+    version = r.get(data, "version", str)
+    task = r.get(data, "task", str)
+    if task not in TASKS:
+        raise r.fail("task", f"must be one of {TASKS}, got {task!r}")
+    model_file = r.get(data, "model_file", str)
+    if "/" in model_file or "\\" in model_file or model_file in ("", ".", ".."):
+        raise r.fail("model_file", f"must be a file name beside the manifest, got {model_file!r}")
+    sha = r.get(data, "sha256", str).lower()
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise r.fail("sha256", f"must be 64 hex digits, got {sha!r}")
+    quant = r.get(data, "quantization", str)
+    if quant not in QUANTIZATIONS:
+        raise r.fail("quantization", f"must be one of {QUANTIZATIONS}, got {quant!r}")
+    return name, version, task, model_file, sha, quant
+
+
+def _input(r: _Reader, data: Mapping[str, Any]) -> InputSpec:
+    inp = r.obj(data, "input")
+    chans_raw = r.get(inp, "channels", list, "input.")
+    if not chans_raw:
+        raise r.fail("input.channels", "must list at least one channel")
+    chans = []
+    for i, c in enumerate(chans_raw):
+        p = f"input.channels[{i}]."
+        if not isinstance(c, dict):
+            raise r.fail(f"input.channels[{i}]", "must be an object with name and unit")
+        chans.append(ChannelSpec(r.get(c, "name", str, p), r.get(c, "unit", str, p)))
+    rate = r.get(inp, "rate_hz", float, "input.")
+    window = r.get(inp, "window", int, "input.")
+    hop = r.get(inp, "hop", int, "input.")
+    if not rate > 0:
+        raise r.fail("input.rate_hz", f"must be > 0, got {rate}")
+    if window < 2 or hop < 1:
+        raise r.fail("input.window", f"window must be >= 2 and hop >= 1, got {window}, {hop}")
+    return InputSpec(tuple(chans), rate, window, hop)
+
+
+def _features(r: _Reader, data: Mapping[str, Any], inp: InputSpec) -> FeatureSpec:
+    try:
+        feats = FeatureSpec.from_dict(r.obj(data, "features"))
+    except FeatureError as exc:
+        raise r.fail("features", str(exc)) from exc
+    if feats.window != inp.window:
+        raise r.fail("features.window", f"must equal input.window {inp.window}, got {feats.window}")
+    if abs(feats.rate_hz - inp.rate_hz) > RATE_REL_TOL * inp.rate_hz:
+        raise r.fail("features.rate_hz", f"must equal input.rate_hz {inp.rate_hz}, got {feats.rate_hz}")
+    return feats
+
+
+def _normalisation(r: _Reader, data: Mapping[str, Any], n_feat: int) -> Normalisation | None:
+    if data.get("normalisation") is None:
+        return None
+    nd = r.obj(data, "normalisation")
+    mean = r.floats(nd, "mean", n_feat, "normalisation.")
+    std = r.floats(nd, "std", n_feat, "normalisation.")
+    if any(s <= 0 for s in std):
+        raise r.fail("normalisation.std", "must be > 0 everywhere")
+    return Normalisation(mean, std)
+
+
+def _output(r: _Reader, data: Mapping[str, Any], task: str) -> OutputSpec:
+    out = r.obj(data, "output")
+    kind = r.get(out, "kind", str, "output.")
+    if task == "anomaly":
+        if kind != "anomaly_score":
+            raise r.fail("output.kind", f"task anomaly needs 'anomaly_score', got {kind!r}")
+        thr = r.get(out, "threshold", float, "output.")
+        if not math.isfinite(thr):
+            raise r.fail("output.threshold", f"must be finite, got {thr}")
+        score = r.get(out, "score", str, "output.")
+        if score not in SCORES:
+            raise r.fail("output.score", f"must be one of {SCORES}, got {score!r}")
+        return OutputSpec(kind, threshold=thr, score=score)
+    if kind != "class_probabilities":
+        raise r.fail("output.kind", f"task classification needs 'class_probabilities', got {kind!r}")
+    labels = r.get(out, "labels", list, "output.")
+    if len(labels) < 2 or not all(isinstance(x, str) for x in labels):
+        raise r.fail("output.labels", "must list at least two label strings")
+    return OutputSpec(kind, labels=tuple(labels))
+
+
+def _selftest(r: _Reader, data: Mapping[str, Any], n_feat: int, n_out: int) -> SelfTest:
+    st = r.obj(data, "selftest")
+    rows_in = r.get(st, "inputs", list, "selftest.")
+    rows_out = r.get(st, "outputs", list, "selftest.")
+    if not rows_in or len(rows_in) != len(rows_out):
+        raise r.fail("selftest.outputs", "must have one row per input row (at least one)")
+    ins = tuple(r.floats({"row": row}, "row", n_feat, f"selftest.inputs[{i}].") for i, row in enumerate(rows_in))
+    outs = tuple(r.floats({"row": row}, "row", n_out, f"selftest.outputs[{i}].") for i, row in enumerate(rows_out))
+    atol = r.get(st, "atol", float, "selftest.")
+    rtol = r.get(st, "rtol", float, "selftest.")
+    if not (atol >= 0 and rtol >= 0):
+        raise r.fail("selftest.atol", "atol and rtol must be >= 0")
+    return SelfTest(ins, outs, atol, rtol)
 
 
 def load_manifest(path: Path | str) -> Manifest:

@@ -16,13 +16,13 @@ from gateway.acker import Header, Publisher
 from gateway.counters import Counters
 from shared_protocol import topics
 from shared_protocol.gw_encode import encode_cmd
+from shared_protocol.gw_topics import alert_topic, gateway_topic
 
 log = logging.getLogger(__name__)
 
 Submit = Callable[[str, dict[str, Any]], int | None]
 """Hands a record to the forwarder; returns a ticket for ``committed`` (or None)."""
 
-GATEWAY_ID = "_gateway"  # the device level of the gateway's own topics (status, summary)
 MAX_TOPIC_CACHE = 100_000
 
 
@@ -59,10 +59,10 @@ class Outbox:
         return t
 
     def alert_topic(self, device: str) -> str:
-        return f"{self.prefix}/{self.site}/{device}/alert"
+        return alert_topic(self.prefix, self.site, device)
 
     def gateway_topic(self, what: str) -> str:
-        return f"{self.prefix}/{self.site}/{GATEWAY_ID}/{what}"
+        return gateway_topic(self.prefix, self.site, what)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> bool:
         ok = self.publisher.publish(topic, payload, qos=qos)

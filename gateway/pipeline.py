@@ -208,8 +208,8 @@ class Gateway:
         self.alerting.run(batch)  # alerts and CMDs are out before any disk I/O
         for device, seen in batch.touched.items():
             self.registry.touch(device, seen)
-        for device, names, block in batch.summary_blocks:
-            self.summaries.add_values(device, names, block)
+        if batch.summary_blocks:
+            self.summaries.add_blocks(batch.summary_blocks)
         self._persist(
             Commit(
                 rows=batch.log_rows(),

@@ -12,7 +12,7 @@ from gateway.batch import Batch
 from gateway.counters import BadFrames, Counters
 from gateway.ingest import RawFrame
 from shared_protocol.errors import ProtocolError
-from shared_protocol.topics import DEVICE_KINDS, parse_topic, valid_id
+from shared_protocol.topics import DEVICE_KINDS, levels, parse_topic
 
 MAX_TOPIC_CACHE = 100_000
 
@@ -63,8 +63,10 @@ class Router:
             prefix, site, device, kind = parse_topic(fr.topic)
         except ProtocolError as exc:
             # Count it against the device when the topic names one, else against "?".
-            parts = fr.topic.split("/")
-            who = parts[2] if len(parts) == 4 and valid_id(parts[2]) else "?"
+            try:
+                who = levels(fr.topic)[2]
+            except ProtocolError:
+                who = "?"
             self.bad.add(who, exc.reason, message=str(exc), topic=fr.topic, payload=fr.payload, at=now)
             return None
         if prefix != self.prefix or site != self.site or kind not in DEVICE_KINDS:

@@ -22,11 +22,23 @@ from gateway.ingest import FrameQueue, MQTTIngest, MQTTSettings
 from gateway.pipeline import Gateway
 from gateway.rawlog import RawLog
 from gateway.scoring import ModelLike
+from gateway.status import detail, with_detail
+from gateway.writer import CommitFailed
+from shared_protocol.gw_topics import gateway_topic
 
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
+DETAIL_FILE = "devices.json"  # per-device sections of a fleet over gateway.status_detail_devices
+DETAIL_INTERVAL_S = 60.0
+DRAIN_S = 20.0  # at a stop, the most time spent on frames already received
 SWITCH_INTERVAL_S = 0.0002
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, separators=(",", ":"), default=str))
+    os.replace(tmp, path)
 
 
 def load_models(config: Config) -> dict[str, ModelLike]:
@@ -72,7 +84,7 @@ class Runner:
         ing = config.ingest
         self.queue = FrameQueue(ing.queue_size, block_timeout_s=ing.block_timeout_ms / 1000.0)
         g = config.gateway
-        status_topic = f"{g.prefix}/{g.site}/_gateway/status"
+        status_topic = gateway_topic(g.prefix, g.site, "status")
         self.status_topic = status_topic
         self.mqtt = MQTTIngest(
             mqtt_settings(config),
@@ -101,8 +113,20 @@ class Runner:
             rawlog=rawlog,
             committed=self.forwarder.committed if self.forwarder is not None else None,
         )
-        self.gateway.start_writer()
+        self.failed: BaseException | None = None
+        self.gateway.start_writer(
+            group_s=ing.commit_interval_ms / 1000.0,
+            ack_interval_s=ing.ack_interval_ms / 1000.0,
+            on_error=self._commit_failed,
+        )
         self.status_path = Path(g.data_dir) / STATUS_FILE
+        self._next_detail = 0.0
+
+    def _commit_failed(self, exc: BaseException) -> None:
+        """Writer thread: nothing more can be stored, so nothing more is taken in."""
+        self.failed = exc
+        self.queue.stop_intake()
+        self.stop_event.set()
 
     def _on_cloud_command(self, cmd: dict[str, Any]) -> None:
         """Forwarder network thread: check and queue; served by the processing thread."""
@@ -125,20 +149,24 @@ class Runner:
         w = self.gateway.writer
         if w is not None:
             st["writer"] = {
-                "commits": w.commits,
-                "grouped": w.grouped,
-                "waits": w.waits,
-                "wait_s": round(w.wait_s, 3),
+                "commits": w.stats.commits,
+                "grouped": w.stats.grouped,
+                "waits": w.stats.waits,
+                "wait_s": round(w.stats.wait_s, 3),
+                "error": None if w.error is None else str(w.error),
             }
         st["forward"] = self.forwarder.status() if self.forwarder is not None else None
         st["pid"] = os.getpid()
         st["written_at"] = time.time()
         return st
 
-    def write_status(self) -> None:
-        tmp = self.status_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.status(), indent=1, default=str))
-        os.replace(tmp, self.status_path)
+    def write_status(self, *, final: bool = False) -> None:
+        _write_json(self.status_path, self.status())
+        gw = self.gateway
+        now = time.monotonic()
+        if not with_detail(gw) and (final or now >= self._next_detail):
+            self._next_detail = now + DETAIL_INTERVAL_S
+            _write_json(self.status_path.with_name(DETAIL_FILE), detail(gw))
 
     def run(self) -> None:
         cfg = self.config
@@ -166,7 +194,10 @@ class Runner:
             while not self.stop_event.is_set():
                 batch = self.queue.get_batch(batch_max, timeout=0.1)
                 if batch:
-                    self.gateway.process(batch)
+                    try:
+                        self.gateway.process(batch)
+                    except CommitFailed:
+                        break  # self.failed is set: the writer stopped; stop without draining
                 now = time.monotonic()
                 if now >= next_tick:
                     self.gateway.tick()
@@ -174,23 +205,47 @@ class Runner:
                 if now >= next_status:
                     self.write_status()
                     next_status = now + cfg.gateway.status_interval_s
-            # Drain what was already received before stopping.
-            while batch := self.queue.get_batch(batch_max, timeout=0):
-                self.gateway.process(batch)
+            if self.failed is None:
+                self._drain()
         finally:
             self.shutdown()
+        if self.failed is not None:
+            raise CommitFailed(f"stopped: the raw log could not be written ({self.failed})") from self.failed
+
+    def _drain(self) -> None:
+        """Stop intake, then process what was received before (the queue holds a bounded number
+        of frames, so this ends within DRAIN_S however busy the devices are)."""
+        self.queue.stop_intake()
+        left = self.queue.stats().depth
+        log.info("stopping: intake closed, processing the %d frame(s) received", left)
+        deadline = time.monotonic() + DRAIN_S
+        batch_max = self.config.ingest.batch_max
+        while batch := self.queue.get_batch(batch_max, timeout=0):
+            self.gateway.process(batch)
+            if time.monotonic() > deadline:
+                log.warning(
+                    "stopping: %d frame(s) left unprocessed after %.0f s (never ACKed: devices send them again)",
+                    self.queue.stats().depth,
+                    DRAIN_S,
+                )
+                return
 
     def shutdown(self) -> None:
         try:
-            self.gateway.tick()
-            self.gateway.flush_summaries(time.time())  # the interval in progress, with its scores
-            self.write_status()
+            if self.failed is None:
+                self.gateway.tick()
+                self.gateway.flush_summaries(time.time())  # the interval in progress, with its scores
+            self.write_status(final=True)
             self.mqtt.publish(self.status_topic, b'{"online":false}', retain=True)
         finally:
+            # The writer commits and ACKs the last batches while paho still runs; the databases
+            # are closed only once its thread has finished.
+            closed = self.gateway.close(timeout=DRAIN_S)
+            if not closed:
+                log.error("the raw log writer did not finish in %.0f s; its databases are left open", DRAIN_S)
             self.mqtt.stop()
             if self.forwarder is not None:
                 self.forwarder.stop()
-            self.gateway.close()
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, frame: FrameType | None) -> None:

@@ -9,8 +9,10 @@ carries fleet totals and ``detail()`` is written apart, less often (gateway/runn
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
+
+from gateway.sequence import SequenceCounters
 
 if TYPE_CHECKING:
     from gateway.pipeline import Gateway
@@ -35,7 +37,7 @@ def report(gw: Gateway) -> dict[str, Any]:
             "empty_ignored": c.empty,
         },
         "bad_frames": {"total": gw.bad.total, "sample": list(gw.bad.sample)[-10:]},
-        "sequence_totals": _totals(asdict(s) for s in gw.sequence.counters.values()),
+        "sequence_totals": _totals(_plain(s) for s in gw.sequence.counters.values()),
         "repair": {
             "resend_requests": gw.repair.requests,
             "devices_waiting": gw.repair.pending(),
@@ -90,7 +92,7 @@ def detail(gw: Gateway) -> dict[str, Any]:
     """The per-device sections."""
     return {
         "bad_frames": {"by_device": gw.bad.counts},
-        "sequence": {d: asdict(s) for d, s in sorted(gw.sequence.counters.items())},
+        "sequence": {d: _plain(s) for d, s in sorted(gw.sequence.counters.items())},
         "pipelines": {s.name: {"windows": s.window_stats()} for s in gw.stages},
         "devices": {
             d: {"online": i.online, "state": i.state_reason, "last_seen": i.last_seen}
@@ -105,6 +107,13 @@ def merge_detail(out: dict[str, Any], more: dict[str, Any]) -> None:
             merge_detail(out[key], value)
         else:
             out[key] = value
+
+
+_COUNTERS = tuple(f.name for f in fields(SequenceCounters))
+
+
+def _plain(c: SequenceCounters) -> dict[str, int]:
+    return {name: getattr(c, name) for name in _COUNTERS}  # dataclasses.asdict is 10x slower
 
 
 def _totals(rows: Iterable[dict[str, int]]) -> dict[str, int]:

@@ -64,12 +64,16 @@ def rebuild(
         undecodable += len(errors)
     summaries = Summaries(interval_s, start=since)
     names = {d: tuple(s.names) for d, s in schemas.items()}
+    blocks: list[tuple[str, tuple[str, ...], Any]] = []  # of the interval in progress
     for r in rows:
         while r.received >= summaries.start + interval_s:
+            summaries.add_blocks(blocks)
+            blocks = []
             out.extend(summaries.flush(summaries.start + interval_s))
         block = values.get(id(r))
         if block is not None:
-            summaries.add_values(r.device, names[r.device], block)
+            blocks.append((r.device, names[r.device], block))
+    summaries.add_blocks(blocks)
     out.extend(summaries.flush(rows[-1].received))
     for rec in out:
         if "event" not in rec:

@@ -18,7 +18,7 @@ from gateway.runner import DRAIN_S
 from shared_protocol.decode import decode
 from tests.support.gateway_proc import GatewayProcess
 from tests.support.mosquitto import Mosquitto
-from tests.support.simdevice import SimDevice
+from tests.support.simdevice import SimDevice, device_of
 from tests.support.upy import ROOT
 from tests.support.waiting import wait_until
 
@@ -40,7 +40,7 @@ class AckListener:
         assert self.subscribed.wait(10)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        device = msg.topic.split("/")[2]
+        device = device_of(msg.topic)
         with self.lock:
             for boot, first, last in decode(msg.payload).fields["ranges"]:
                 self.acked.update((device, boot, s) for s in range(first, last + 1))

@@ -364,15 +364,43 @@ def test_clock_runs_match_frame_by_frame() -> None:
 
 
 def test_summaries_stay_exact_for_large_offsets_across_folds() -> None:
-    from gateway.decisions import FOLD_ROWS
-
     rng = np.random.default_rng(2)
     s = Summaries(10.0, start=0.0)
-    blocks = [(1000.0 + 0.01 * rng.normal(size=(n, 1))).astype(np.float32) for n in (FOLD_ROWS - 1, 7, FOLD_ROWS, 33)]
-    for b in blocks:
-        s.add_values("d", ("t",), b)
+    blocks = [(1000.0 + 0.01 * rng.normal(size=(n, 1))).astype(np.float32) for n in (63, 7, 64, 33)]
+    s.add_values("d", ("t",), blocks[0])
+    s.add_blocks([("d", ("t",), b) for b in blocks[1:]])  # one batch: the same device three times
     (rec,) = s.flush(10.0)
     allv = np.concatenate(blocks).astype(np.float64)
     assert rec["count"] == len(allv)
     assert rec["channels"]["t"]["std"] == pytest.approx(allv.std(), rel=1e-9)
     assert rec["channels"]["t"]["mean"] == pytest.approx(allv.mean(), rel=1e-12)
+
+
+def test_summaries_of_many_devices_in_one_batch_and_a_schema_change() -> None:
+    rng = np.random.default_rng(4)
+    s = Summaries(10.0, start=0.0)
+    data: dict[str, list[np.ndarray]] = {f"d{i}": [] for i in range(40)}  # more rows than a table starts with
+    for _ in range(3):
+        batch = []
+        for device, blocks in data.items():
+            b = rng.normal(size=(int(rng.integers(1, 40)), 2)).astype(np.float32)
+            blocks.append(b)
+            batch.append((device, ("a", "b"), b))
+        s.add_blocks(batch)
+    # d0 changes its channel list: its statistics start afresh, in the new columns only.
+    new = rng.normal(size=(5, 3)).astype(np.float32)
+    s.add_values("d0", ("x", "y", "z"), new)
+    s.add_values("d1", ("a", "b"), data["d1"][0])  # d1 still in the first table
+    data["d1"].append(data["d1"][0])
+    recs = {r["device"]: r for r in s.flush(10.0)}
+    assert set(recs) == set(data)
+    assert recs["d0"]["count"] == 5 and set(recs["d0"]["channels"]) == {"x", "y", "z"}
+    assert recs["d0"]["channels"]["z"]["max"] == pytest.approx(float(new[:, 2].max()))
+    for device in ("d1", "d39"):
+        allv = np.concatenate(data[device]).astype(np.float64)
+        rec = recs[device]
+        assert rec["count"] == len(allv)
+        for i, name in enumerate(("a", "b")):
+            assert rec["channels"][name]["mean"] == pytest.approx(allv[:, i].mean(), abs=1e-12)
+            assert rec["channels"][name]["std"] == pytest.approx(allv[:, i].std(), abs=1e-12)
+            assert rec["channels"][name]["min"] == pytest.approx(allv[:, i].min())
