@@ -9,11 +9,13 @@ warm-up): the gateway's CPU (/proc/<pid>/stat), its DATA frames/s (status.json),
 ACK p50 / p99 at the generator; after the load: ingest queue drops and high-water, windows
 skipped, frames never ACKed, the gateway's RSS. The baseline for CPU is a paho subscriber
 that does nothing with the same subscriptions, same broker, same load, same core.
-Memory per device is the slope of RSS over the streaming counts; idle devices (BIRTH +
-HEALTH only) are added to the middle count to see that they do not slow ingest.
+Memory per device is the slope of RSS over the --memory counts, played at MEMORY_RATE_HZ (the
+memory a device costs does not depend on its rate, and 3,000 devices at 100 Hz need about
+three cores); idle devices (BIRTH + HEALTH only) are added to the largest streaming count to
+see that they do not slow ingest.
 
-    .venv/bin/python -m bench.bench_fleet [--quick] [--streaming 100,1000,3000] [--idle 10000]
-        [--duration 40] [--warmup 10] [--firmware 3] [--no-bare]
+    .venv/bin/python -m bench.bench_fleet [--quick] [--streaming 100,1000] [--memory 100,1000,3000]
+        [--idle 10000] [--duration 40] [--warmup 10] [--firmware 3] [--no-bare]
 """
 
 from __future__ import annotations
@@ -297,7 +299,11 @@ def _scenario_rows(r: dict[str, Any], bare: dict[str, Any] | None) -> list[dict[
     sc: Scenario = r["scenario"]
     gen = r["gen"]
     n = sc.streaming
-    name = f"{n:,} streaming" + (f" + {sc.idle:,} idle" if sc.idle else "")
+    name = (
+        f"{n:,} streaming"
+        + (f" at {sc.rate_hz:g} Hz" if sc.rate_hz != 100.0 else "")
+        + (f" + {sc.idle:,} idle" if sc.idle else "")
+    )
     lat = gen["latencies_ms"]
     published = gen["steady_data"] / gen["steady_s"] if gen["steady_s"] else float("nan")
     out = []
@@ -359,6 +365,9 @@ def _scenario_rows(r: dict[str, Any], bare: dict[str, Any] | None) -> list[dict[
     return out
 
 
+MEMORY_RATE_HZ = 10.0  # the memory slope's runs: a rate one core sustains at 3,000 devices
+
+
 def measure(
     streaming: list[int],
     idle: int,
@@ -367,10 +376,16 @@ def measure(
     warmup_s: float,
     firmware: int,
     bare: bool,
+    memory: list[int] | None = None,
 ) -> list[dict[str, Any]]:
+    """streaming: device counts at 100 Hz (CPU, rates, ACKs, drops, each beside a bare
+    subscriber); memory: device counts at MEMORY_RATE_HZ for the RSS slope (memory per device
+    does not depend on the rate; 3,000 devices at 100 Hz need about three cores); idle: idle
+    devices beside the largest streaming count."""
     results: dict[tuple[int, int], dict[str, Any]] = {}
+    mem_results: dict[int, dict[str, Any]] = {}
     bares: dict[int, dict[str, Any]] = {}
-    mid = streaming[len(streaming) // 2] if idle else None
+    mid = streaming[-1] if idle else None
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         work = Path(tmp)
         k = 0
@@ -387,16 +402,23 @@ def measure(
             results[(n, 0)] = run(Scenario(n, duration_s=duration_s, warmup_s=warmup_s, firmware=firmware))
         if mid is not None:
             results[(mid, idle)] = run(Scenario(mid, idle, duration_s=duration_s, warmup_s=warmup_s, firmware=0))
+        for n in memory or []:
+            mem_results[n] = run(
+                Scenario(n, duration_s=duration_s / 2, warmup_s=warmup_s, firmware=0, rate_hz=MEMORY_RATE_HZ)
+            )
     out: list[dict[str, Any]] = []
     for (n, i), r in results.items():
         out += _scenario_rows(r, bares.get(n) if not i else None)
-    ns = [n for n in streaming]
+    for r in mem_results.values():
+        out += _scenario_rows(r, None)
+    ns = list(mem_results)
     if len(ns) >= 2:
-        rss = [results[(n, 0)]["rss_kb"] for n in ns]
+        rss = [mem_results[n]["rss_kb"] for n in ns]
         slope = float(np.polyfit(ns, rss, 1)[0])
         out.append(
             row(
-                f"gateway RSS per streaming device (slope over {'/'.join(f'{n:,}' for n in ns)})",
+                f"gateway RSS per streaming device (slope over {'/'.join(f'{n:,}' for n in ns)}"
+                f" at {MEMORY_RATE_HZ:g} Hz)",
                 slope * 1.024,
                 "KB",
                 baseline=f"slope {ns[0]:,} -> {ns[1]:,} only",
@@ -431,8 +453,8 @@ def measure(
 
 def rows(quick: bool = False) -> list[dict[str, Any]]:
     if quick:
-        return measure([20, 60], 200, duration_s=6, warmup_s=2, firmware=1, bare=True)
-    return measure([100, 1000, 3000], 10_000, duration_s=40, warmup_s=10, firmware=3, bare=True)
+        return measure([20, 60], 200, duration_s=6, warmup_s=2, firmware=1, bare=True, memory=[20, 60, 120])
+    return measure([100, 1000], 10_000, duration_s=40, warmup_s=10, firmware=3, bare=True, memory=[100, 1000, 3000])
 
 
 def render(all_rows: list[dict[str, Any]]) -> str:
@@ -452,8 +474,11 @@ def render(all_rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="edgeline fleet-scale benchmark")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (checks that the bench runs)")
-    parser.add_argument("--streaming", default="100,1000,3000", help="streaming device counts, comma-separated")
-    parser.add_argument("--idle", type=int, default=10_000, help="idle devices added to the middle count (0: none)")
+    parser.add_argument("--streaming", default="100,1000", help="device counts at 100 Hz, comma-separated")
+    parser.add_argument(
+        "--memory", default="100,1000,3000", help=f"device counts at {MEMORY_RATE_HZ:g} Hz for the RSS slope"
+    )
+    parser.add_argument("--idle", type=int, default=10_000, help="idle devices beside the largest count (0: none)")
     parser.add_argument("--duration", type=float, default=40.0, help="seconds of load per scenario after the ramp")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds of that load not timed")
     parser.add_argument("--firmware", type=int, default=3, help="real firmware processes (unix port) per scenario")
@@ -477,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
                 warmup_s=opts.warmup,
                 firmware=opts.firmware,
                 bare=not opts.no_bare,
+                memory=[int(x) for x in opts.memory.split(",") if x],
             )
         )
     )

@@ -10,7 +10,7 @@ device, never more than ``MAX_PENDING_RANGES`` (the oldest are dropped, counted 
 logged: the device sends those frames again and they are ACKed as duplicates).
 
 A publish the client refuses (not connected, its queue full) is kept and tried
-again at the next flush; refusals are counted and logged once per streak.
+again RETRY_S later; refusals are counted and logged once per streak.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from shared_protocol.gw_encode import MAX_RANGES, encode_ack
 log = logging.getLogger(__name__)
 
 MAX_PENDING_RANGES = 4 * MAX_RANGES  # per device, waiting for its next ACK
+RETRY_S = 0.25  # after a refused publish, the next try waits this long (the writer thread must not spin)
 RESYNC_WINDOW = 4096  # sequence numbers below the highest that a first ACK after a start repeats
 RESYNC_RUNS = 32  # at most this many runs of them (the newest)
 
@@ -83,6 +84,7 @@ class Acker:
         self._waiting: dict[str, list[tuple[int, int, int]]] = {}
         self._last: dict[str, float] = {}  # device -> when its last ACK left
         self._refusing = False
+        self._retry_at = 0.0  # no publish is tried before this (clock time), after a refusal
         self.stats = AckStats()
 
     def add(self, acks: dict[str, Seqs], seq_states: dict[str, Any]) -> None:
@@ -110,24 +112,27 @@ class Acker:
         if not self._waiting:
             return None
         last = self._last
-        return min(last.get(d, -1e18) for d in self._waiting) + self.interval_s
+        return max(self._retry_at, min(last.get(d, -1e18) for d in self._waiting) + self.interval_s)
 
     def flush(self, *, force: bool = False) -> None:
         """Send every waiting ACK whose interval has passed (all of them with force)."""
         now = self._clock()
+        if now < self._retry_at and not force:
+            return
         due = [d for d in self._waiting if force or now - self._last.get(d, -1e18) >= self.interval_s]
         for device in due:
             ranges = self._waiting[device]
             sent = 0
             for start in range(0, len(ranges), MAX_RANGES):
                 if not self._send(device, ranges[start : start + MAX_RANGES]):
+                    self._retry_at = now + RETRY_S
                     break
                 sent = start + MAX_RANGES
-            if sent >= len(ranges):
-                del self._waiting[device]
-                self._last[device] = now
-            else:
+            if sent < len(ranges):
                 self._waiting[device] = ranges[sent:]
+                return  # the client refuses: the rest waits for the next try
+            del self._waiting[device]
+            self._last[device] = now
 
     def _send(self, device: str, part: list[tuple[int, int, int]]) -> bool:
         n = encode_ack(self._buf, *self._header.next(), part)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.acker import MAX_PENDING_RANGES, Acker, Header
+from gateway.acker import MAX_PENDING_RANGES, RETRY_S, Acker, Header
 from shared_protocol.decode import decode
 
 
@@ -53,13 +53,19 @@ def test_first_ack_at_once_then_one_per_interval() -> None:
 
 
 def test_a_refused_ack_is_kept_and_sent_when_the_client_accepts_again() -> None:
-    acker, broker, _clock = _acker(0.0)
+    acker, broker, clock = _acker(0.0)
     broker.down = True
     acker.add({"a": [(1, 1), (1, 2)], "b": [(3, 7)]}, {})
     acker.flush()
-    assert not broker.sent and acker.stats.refused >= 1 and acker.waiting() == 2
+    assert not broker.sent and acker.stats.refused == 1 and acker.waiting() == 2
+    # The writer thread does not spin on a refusing client: the next try is RETRY_S later.
+    due = acker.next_due()
+    assert due is not None and due == clock.t + RETRY_S
+    acker.flush()
+    assert acker.stats.refused == 1
     acker.add({"a": [(1, 3)]}, {})
     broker.down = False
+    clock.t += RETRY_S
     acker.flush()
     assert sorted(broker.sent) == [("el/s1/a/ack", [(1, 1, 3)]), ("el/s1/b/ack", [(3, 7, 7)])]
     assert acker.waiting() == 0

@@ -68,18 +68,21 @@ def test_a_failed_commit_stops_the_gateway_at_once_and_acks_nothing(tmp_path: Pa
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    gw.wait_subscribed()
-    acks = AckListener(mosquitto)
-    pub = _publisher(mosquitto, "pump-1")
-    dev = SimDevice("pump-1", site="s1")
-    pub.publish(dev.topic("birth"), dev.birth(), qos=1)
-    pub.publish(dev.topic("data"), dev.data(), qos=1)
-    wait_until(marker.exists, what="the failing commit")
-    # It stops by itself: intake closed, no drain, exit status 2 with the reason.
-    rc = gw.proc.wait(DRAIN_S)
-    pub.disconnect()
-    pub.loop_stop()
-    acks.close()
+    try:
+        gw.wait_subscribed()
+        acks = AckListener(mosquitto)
+        pub = _publisher(mosquitto, "pump-1")
+        dev = SimDevice("pump-1", site="s1")
+        pub.publish(dev.topic("birth"), dev.birth(), qos=1)
+        pub.publish(dev.topic("data"), dev.data(), qos=1)
+        wait_until(marker.exists, what="the failing commit")
+        # It stops by itself: intake closed, no drain, exit status 2 with the reason.
+        rc = gw.proc.wait(DRAIN_S)
+        pub.disconnect()
+        pub.loop_stop()
+        acks.close()
+    finally:
+        gw.kill()  # only if it is still running (a failure above)
     out = gw.log.read_text()
     assert rc == 2, out[-2000:]
     assert "raw log could not be written" in out and "database or disk is full" in out
@@ -87,47 +90,49 @@ def test_a_failed_commit_stops_the_gateway_at_once_and_acks_nothing(tmp_path: Pa
 
 
 def test_sigterm_under_a_backlog_that_keeps_coming_ends_in_bounded_time(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    """300 devices publish as fast as they can, far beyond what the gateway processes, so its
-    ingest queue stays full. SIGTERM closes intake, processes what was queued and exits well
-    within DRAIN_S; every frame it ACKed is in its raw log."""
-    gw = GatewayProcess(tmp_path, mosquitto.port, extra_toml="[ingest]\nqueue_size = 3000\nblock_timeout_ms = 0\n")
-    gw.start()
-    acks = AckListener(mosquitto)
+    """300 devices publish new frames as fast as they can, far beyond what the gateway processes,
+    so its ingest queue stays full. SIGTERM closes intake, processes what was queued and exits
+    well within DRAIN_S; every frame it ACKed is in its raw log."""
+    gw = GatewayProcess(tmp_path, mosquitto.port, extra_toml="[ingest]\nqueue_size = 1000\nblock_timeout_ms = 0\n")
     devices = [SimDevice(f"d{i:03d}", site="s1") for i in range(300)]
+    births = [(d.topic("birth"), d.birth()) for d in devices]
+    # New frames (a duplicate costs the gateway next to nothing), device after device.
+    frames = [(d.topic("data"), d.data()) for _ in range(40) for d in devices]
     stop = threading.Event()
-    published = [0]
 
     def flood() -> None:
         pub = _publisher(mosquitto, "flood")
-        for d in devices:
-            pub.publish(d.topic("birth"), d.birth(), qos=1)
-        frames = {d.device: [d.data() for _ in range(4)] for d in devices}  # replayed: duplicates too
+        for topic, payload in births:
+            pub.publish(topic, payload, qos=1)
         while not stop.is_set():
-            for d in devices:
-                for f in frames[d.device]:
-                    pub.publish(d.topic("data"), f, qos=0)
-                    published[0] += 1
+            for topic, payload in frames:
+                pub.publish(topic, payload, qos=0)
+                if stop.is_set():
+                    break
         pub.disconnect()
         pub.loop_stop()
 
+    gw.start()
+    acks = AckListener(mosquitto)
     t = threading.Thread(target=flood, daemon=True)
     t.start()
-    # Loaded: the queue has been full (frames dropped, counted, never ACKed).
-    wait_until(lambda: (st := gw.status()) and st["ingest"]["queue"]["dropped"] > 0, 60, "a full ingest queue")
-    assert gw.proc is not None
-    t0 = time.monotonic()
-    gw.proc.send_signal(signal.SIGTERM)
-    rc = gw.proc.wait(DRAIN_S + 10)
-    took = time.monotonic() - t0
-    stop.set()
-    t.join(10)
-    gw.proc = None
+    try:
+        # Loaded: the queue has been full (frames dropped, counted, never ACKed).
+        wait_until(lambda: (st := gw.status()) and st["ingest"]["queue"]["dropped"] > 0, 60, "a full ingest queue")
+        assert gw.proc is not None
+        t0 = time.monotonic()
+        gw.proc.send_signal(signal.SIGTERM)
+        rc = gw.proc.wait(DRAIN_S + 10)
+        took = time.monotonic() - t0
+    finally:
+        stop.set()
+        t.join(10)
+        gw.kill()  # only if it is still running (a failure above)
+        acks.close()
     log = gw.log.read_text()
     assert rc == 0, log[-3000:]
     assert took < DRAIN_S, f"stop took {took:.1f} s"
     assert "intake closed" in log
-    wait_until(lambda: published[0] > 0, what="frames published")
-    acks.close()
     stored = {(d.device, b, s) for d in devices for b, s in gw.stored(d.device)}
     assert acks.acked, "nothing was ACKed"
     assert acks.acked <= stored, sorted(acks.acked - stored)[:10]
