@@ -16,6 +16,10 @@ device is checked against the manifest's channels and rate with :meth:`Model.che
     model.check_schema(birth_channels, rate_hz)        # ManifestMismatch names the field
     scores = model.score(windows)                      # (n,) for anomaly models
     alarms = model.decide(scores)                      # scores > manifest threshold
+
+Over 400 lines on purpose: the three backends, the interpreter cache and the checks of a
+model against its manifest share the one interpreter wrapper; the features are apart
+(gateway/features.py).
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from gateway.errors import GatewayError
 log = logging.getLogger(__name__)
 
 GROUP_ROWS = 20_000  # frames in one grouped commit at most
+WAIT_LOG_S = 10.0  # the writer falling behind is logged at most this often (every wait is counted)
 
 
 class CommitFailed(GatewayError):
@@ -60,6 +61,7 @@ class Writer:
         self._queue: queue.Queue[Commit | None] = queue.Queue(maxsize=depth)
         self.stats = WriterStats()
         self.error: BaseException | None = None
+        self._wait_logged = 0.0
         self._thread = threading.Thread(target=self._run, name="edgeline-commit", daemon=True)
         self._thread.start()
 
@@ -73,6 +75,14 @@ class Writer:
             self.stats.waits += 1
             self._queue.put(commit)
             self.stats.wait_s += time.perf_counter() - t0
+            if t0 - self._wait_logged >= WAIT_LOG_S:
+                self._wait_logged = t0
+                log.warning(
+                    "the raw log writer falls behind (disk slower than the frames): processing waited "
+                    "%d time(s), %.1f s in all",
+                    self.stats.waits,
+                    self.stats.wait_s,
+                )
 
     def _timeout(self) -> float | None:
         due = self.acker.next_due()

@@ -17,7 +17,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from shared_protocol import DATA, FLAG_HISTORICAL
+from shared_protocol import DATA, FLAG_HISTORICAL, topics
 from shared_protocol.decode import decode
 from shared_protocol.errors import ProtocolError
 from shared_protocol.topics import DEVICE_KINDS, levels
@@ -106,7 +106,9 @@ class Monitor:
         self.cloud_messages = 0
         self.bad_frames = 0
         self.gateway_status: dict[str, Any] = {}
-        self.local = self._client("demo-monitor-local", local, f"{prefix}/{site}/#", self._on_local)
+        self.local = self._client(
+            "demo-monitor-local", local, topics.subscription(prefix, site, "+", "#"), self._on_local
+        )
         self.cloud = self._client("demo-monitor-cloud", cloud, "#", self._on_cloud)
 
     # -- MQTT ------------------------------------------------------------------------------
