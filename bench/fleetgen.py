@@ -156,7 +156,9 @@ class Fleet:
         self.devices[name] = Device(sim, streaming, bank_offset=len(self.devices) % BANK)
 
     def _sample_bank(self) -> list[np.ndarray]:
-        vib = Vibration(rate_hz=self.o.rate_hz, seed=self.o.seed)
+        # The 100 Hz machine's signal, whatever rate the frames are stamped with (its shaft
+        # frequency needs a rate above 49.4 Hz; the memory runs play devices at 10 Hz).
+        vib = Vibration(rate_hz=100.0, seed=self.o.seed)
         raw = array("h", [0] * (len(CHANNELS) * NS * BANK))
         vib.fill_raw(raw, NS * BANK)
         block = np.asarray(raw, dtype=np.int16).reshape(BANK, NS, len(CHANNELS))
