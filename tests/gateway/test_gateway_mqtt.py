@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -65,6 +66,19 @@ def test_frame_queue_counts_drops_and_high_water() -> None:
     assert [f.payload for f in q.get_batch(3, 0)] == [b"\x00", b"\x01", b"\x02"]
     assert [f.payload for f in q.get_batch(10, 0)] == [b"\x03"]
     assert q.get_batch(10, 0.01) == []
+
+
+def test_frame_queue_logs_drops_once_per_interval_and_refuses_after_stop(caplog: pytest.LogCaptureFixture) -> None:
+    q = FrameQueue(1, block_timeout_s=0.0)
+    with caplog.at_level(logging.WARNING, logger="gateway.ingest"):
+        assert [q.put(RawFrame("t", bytes([i]), 0.0)) for i in range(4)] == [True, False, False, False]
+    drops = [r for r in caplog.records if "ingest queue full" in r.getMessage()]
+    assert len(drops) == 1 and "1 frame(s) dropped" in drops[0].getMessage()  # every drop counted, logged once
+    assert q.stats().dropped == 3
+    q.stop_intake()  # a stop, or a raw log that cannot be written: what is queued stays
+    assert not q.put(RawFrame("t", b"late", 0.0))
+    assert q.stats().refused_after_stop == 1 and q.stats().dropped == 3
+    assert [f.payload for f in q.get_batch(10, 0)] == [b"\x00"]
 
 
 def test_frame_queue_blocks_the_producer_until_consumer_drains() -> None:
