@@ -27,7 +27,6 @@
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import tempfile
@@ -36,6 +35,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench import cli
 from bench.bench_boards import WORD_RATIO, DeviceFactory, _min_heap
 from bench.bench_firmware import _cost
 
@@ -446,11 +446,7 @@ def render(all_rows: Sequence[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="CircuitPython beside MicroPython: capture cost, minimum heap")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (checks that the bench runs)")
-    opts = parser.parse_args(argv)
-    print(render(rows(opts.quick)))
-    return 0
+    return cli.run("CircuitPython beside MicroPython: capture cost, minimum heap", rows, render, argv)
 
 
 if __name__ == "__main__":

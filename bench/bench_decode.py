@@ -10,7 +10,6 @@ CBOR of batched frames, and the plain-Python decoder that boards use.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import cbor2
 import msgpack  # type: ignore[import-untyped]
 
+from bench import cli
 from bench.bench_wire import (
     NCH,
     READINGS_PER_FRAME,
@@ -112,11 +112,7 @@ def render(all_rows: Sequence[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="edgeline DATA decode benchmark")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (checks that the bench runs)")
-    opts = parser.parse_args(argv)
-    print(render(rows(opts.quick)))
-    return 0
+    return cli.run("edgeline DATA decode benchmark", rows, render, argv)
 
 
 if __name__ == "__main__":

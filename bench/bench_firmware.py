@@ -17,12 +17,13 @@
 
 from __future__ import annotations
 
-import argparse
 import ast
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from bench import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -165,11 +166,7 @@ def render(all_rows: Sequence[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="edgeline firmware benchmark (MicroPython unix port)")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (checks that the bench runs)")
-    opts = parser.parse_args(argv)
-    print(render(rows(opts.quick)))
-    return 0
+    return cli.run("edgeline firmware benchmark (MicroPython unix port)", rows, render, argv)
 
 
 if __name__ == "__main__":
