@@ -12,6 +12,7 @@ import numpy as np
 from gateway.batch import Batch, DataRun
 from gateway.counters import Counters
 from gateway.decisions import Alert, Command, Decider, Summaries
+from gateway.live import LiveView
 from gateway.outbox import Outbox
 from gateway.rawrequests import RawRequests
 from gateway.schemas import SchemaBook
@@ -34,6 +35,7 @@ class AlertStage:
         outbox: Outbox,
         counters: Counters,
         raw_requests: RawRequests | None,
+        live: LiveView | None = None,
         clock: Callable[[], float],
     ) -> None:
         self.stages = stages
@@ -43,6 +45,7 @@ class AlertStage:
         self.outbox = outbox
         self.counters = counters
         self.raw_requests = raw_requests
+        self.live = live
         self.clock = clock
 
     def run(self, batch: Batch) -> None:
@@ -86,6 +89,9 @@ class AlertStage:
                 continue
             if a.missing:
                 self.summaries.add_gap(device)
+            period_s = int(b.period_us[sel[0]]) * 1e-6
+            if self.live is not None:
+                self.live.readings(device, a.wall, period_s, block, a.missing)
             if not self.stages:
                 continue
             received_arr = np.asarray(received, dtype=np.float64)
@@ -95,7 +101,7 @@ class AlertStage:
                     device,
                     block,
                     boot=int(b.boot[sel[0]]),
-                    period_s=int(b.period_us[sel[0]]) * 1e-6,
+                    period_s=period_s,
                     dev_time=a.dev_s,
                     wall_time=a.wall,
                     received=received_arr,
@@ -128,6 +134,14 @@ class AlertStage:
         for k in range(1, len(devices) + 1):
             if k == len(devices) or devices[k] != devices[start]:
                 self.summaries.add_scores(devices[start], scored.pipeline, scored.scores[start:k], scored.threshold)
+                if self.live is not None:
+                    self.live.scores(
+                        devices[start],
+                        scored.pipeline,
+                        scored.window_end[start:k],
+                        scored.scores[start:k],
+                        scored.threshold,
+                    )
                 start = k
 
     def _alert(self, alert: Alert) -> None:

@@ -30,6 +30,7 @@ from gateway.control import ControlStage, HeldData
 from gateway.counters import BadFrames, Counters
 from gateway.decisions import Decider, Summaries
 from gateway.ingest import RawFrame
+from gateway.live import LiveView
 from gateway.outbox import Outbox, Submit
 from gateway.rawlog import RawLog, SeqStates
 from gateway.rawrequests import RawRequests
@@ -127,6 +128,7 @@ class Gateway:
                 holdoff_s=r.alert_holdoff_s,
                 max_samples=r.max_samples,
             )
+        self.live = LiveView(self.registry)
         self.stages = self._scoring_stages(models or {})
         self.schemas = SchemaBook(self.stages)
         for device, info in self.registry.devices.items():
@@ -164,6 +166,7 @@ class Gateway:
             outbox=self.outbox,
             counters=self.counters,
             raw_requests=self.raw_requests if config.raw.alerts else None,
+            live=self.live,
             clock=clock,
         )
         self.summary_flow = SummaryFlow(
@@ -204,6 +207,8 @@ class Gateway:
             flow.last_received = max(flow.last_received, frames[-1].received)
         self.router.route(batch)
         self.control.apply(batch)
+        for device, _, _ in batch.inbox:  # BIRTH, HEALTH, DEATH: what the registry keeps changed
+            self.live.touch(device)
         self.accept.accept(batch)
         self.alerting.run(batch)  # alerts and CMDs are out before any disk I/O
         for device, seen in batch.touched.items():
@@ -246,6 +251,7 @@ class Gateway:
         """Timers: silence -> offline, summaries, raw requests, gap repair. Cheap; call between batches."""
         now = self.clock() if now is None else now
         for info in self.registry.check_silence(now, self.config.registry.offline_after_s):
+            self.live.touch(info.device)
             self.outbox.forward("registry", {"event": "offline", "reason": "silence", "device": info.device, "at": now})
         if self.summaries.due(now):
             self.summary_flow.flush(now)
@@ -253,6 +259,7 @@ class Gateway:
             self.summary_flow.settle()
         if self.raw_requests is not None:
             self.raw_requests.serve(now)
+        self.live.refresh(now)
         dirty = self._repair(now)
         ops = self.registry.take_pending()
         if ops or dirty:

@@ -1,0 +1,219 @@
+"""What an operator sees of each device right now: the last readings, a short history
+of readings and anomaly scores for plots, the alert state per pipeline and the
+configuration the device last reported. The device registry (gateway/registry.py)
+stays the one source of availability, firmware, schema, health and last-seen; this
+view adds what the registry does not keep.
+
+Written by the processing thread (the alert stage feeds readings and scores, the
+alert states their records); read by the local state topics (gateway/localstate.py,
+same thread) and by the status page and /metrics (web threads). Readers on other
+threads take ``lock`` or use the ``fleet()`` rows, which ``refresh`` rebuilds about
+once a second as a new list (never mutated after it is published).
+
+A history point is kept at most every ``step_s`` per device (the last reading of the
+step), ``points`` of them: 600 x 0.2 s = two minutes of plot per device, about
+60 KB for a 6-channel device.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gateway.registry import DeviceInfo, Registry
+
+HISTORY_POINTS = 600
+HISTORY_STEP_S = 0.2
+REFRESH_S = 1.0
+
+Point = tuple[float, tuple[float, ...]]
+
+
+@dataclass(slots=True)
+class LiveDevice:
+    device: str
+    values: tuple[float, ...] = ()  # the last reading, in the order of the device's channels
+    values_at: float = 0.0  # its rebuilt wall-clock time
+    readings: deque[Point] = field(default_factory=deque)
+    scores: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)  # pipeline -> threshold in force
+    alerts: dict[str, dict[str, Any]] = field(default_factory=dict)  # pipeline -> latest alert record
+    config: dict[str, Any] = field(default_factory=dict)  # as last acknowledged by the device
+    config_at: float = 0.0
+    samples: int = 0  # readings (rows of all channels) accepted since the gateway started
+    gaps: int = 0  # gaps found (frames missing before a run)
+    next_point: float = 0.0
+    # for the rate shown in the fleet table: samples at the previous refresh
+    rate_hz: float = 0.0
+    _samples_then: int = 0
+    _then: float = 0.0
+
+
+class LiveView:
+    def __init__(self, registry: Registry, *, points: int = HISTORY_POINTS, step_s: float = HISTORY_STEP_S) -> None:
+        self.registry = registry
+        self.points = points
+        self.step_s = step_s
+        self.lock = threading.Lock()
+        self.devices: dict[str, LiveDevice] = {}
+        self._fleet: list[dict[str, Any]] = []
+        self._next_refresh = 0.0
+        self._changed: set[str] = set()
+
+    def _get(self, device: str) -> LiveDevice:
+        d = self.devices.get(device)
+        if d is None:
+            d = self.devices[device] = LiveDevice(device, readings=deque(maxlen=self.points))
+        return d
+
+    # ------------------------------------------------------------------ fed by the pipeline
+    def readings(self, device: str, wall: float, period_s: float, block: NDArray[np.float32], missing: int) -> None:
+        """A run of consecutive readings of one device: block is (samples, channels), the
+        first sample at wall-clock time ``wall``, one every ``period_s``."""
+        n = block.shape[0]
+        if not n:
+            return
+        with self.lock:
+            d = self._get(device)
+            d.samples += n
+            if missing:
+                d.gaps += 1
+            last_t = wall + (n - 1) * period_s
+            d.values = tuple(float(v) for v in block[-1])
+            d.values_at = last_t
+            if last_t < d.next_point:
+                self._changed.add(device)
+                return
+            step = max(1, round(self.step_s / period_s)) if period_s > 0 else n
+            first = 0 if d.next_point <= wall or period_s <= 0 else min(n - 1, int((d.next_point - wall) / period_s))
+            idx = np.arange(first + step - 1, n, step)
+            if not idx.size or idx[-1] != n - 1:
+                idx = np.append(idx, n - 1)
+            rows = block[idx].tolist()
+            for i, row in zip(idx.tolist(), rows, strict=True):
+                d.readings.append((wall + i * period_s, tuple(row)))
+            d.next_point = last_t + self.step_s
+            self._changed.add(device)
+
+    def scores(
+        self, device: str, pipeline: str, times: NDArray[np.float64], scores: NDArray[Any], threshold: float
+    ) -> None:
+        """Anomaly scores of consecutive windows of one device (window end times)."""
+        with self.lock:
+            d = self._get(device)
+            hist = d.scores.get(pipeline)
+            if hist is None:
+                hist = d.scores[pipeline] = deque(maxlen=self.points)
+            hist.extend(zip(times.tolist(), np.asarray(scores, dtype=np.float64).tolist(), strict=True))
+            d.thresholds[pipeline] = float(threshold)
+
+    def alert(self, record: dict[str, Any]) -> None:
+        """The latest alert record of a (device, pipeline): state raised, updated or cleared."""
+        with self.lock:
+            self._get(record["device"]).alerts[record["pipeline"]] = record
+            self._changed.add(record["device"])
+
+    def set_config(self, device: str, config: dict[str, Any], at: float) -> None:
+        """The configuration a device acknowledged (remote configuration)."""
+        with self.lock:
+            d = self._get(device)
+            d.config = dict(config)
+            d.config_at = at
+            self._changed.add(device)
+
+    def touch(self, device: str) -> None:
+        """Something of the device the registry keeps changed (BIRTH, HEALTH, DEATH, silence)."""
+        self._changed.add(device)
+
+    def take_changed(self) -> set[str]:
+        """Devices whose live state changed since the last call (for the state topics)."""
+        with self.lock:
+            out, self._changed = self._changed, set()
+        return out
+
+    # ------------------------------------------------------------------ read side
+    def refresh(self, now: float, *, force: bool = False) -> bool:
+        """Rebuild the fleet rows (about once a second; call from the processing thread)."""
+        if not force and now < self._next_refresh:
+            return False
+        self._next_refresh = now + REFRESH_S
+        rows = []
+        with self.lock:
+            for device, info in sorted(self.registry.devices.items()):
+                d = self.devices.get(device)
+                if d is not None and now > d._then:
+                    if d._then:
+                        d.rate_hz = (d.samples - d._samples_then) / (now - d._then)
+                    d._samples_then, d._then = d.samples, now
+                rows.append(fleet_row(info, d, now))
+        self._fleet = rows
+        return True
+
+    def fleet(self) -> list[dict[str, Any]]:
+        """One row per known device, as of the last ``refresh`` (safe from any thread)."""
+        return self._fleet
+
+    def detail(self, device: str, *, since: float | None = None) -> dict[str, Any] | None:
+        """Everything about one device, with its plot histories (points after ``since``)."""
+        info = self.registry.devices.get(device)
+        if info is None:
+            return None
+        with self.lock:
+            d = self.devices.get(device)
+            row = fleet_row(info, d, None)
+            t0 = -np.inf if since is None else since
+            names = [c[0] for c in info.channels or ()]
+            readings = [(t, v) for t, v in d.readings if t > t0] if d is not None else []
+            scores = {p: [(t, s) for t, s in h if t > t0] for p, h in d.scores.items()} if d is not None else {}
+            thresholds = dict(d.thresholds) if d is not None else {}
+        row["health"] = dict(info.last_health)
+        row["history"] = {
+            "channels": names,
+            "t": [t for t, _ in readings],
+            "values": [list(col) for col in zip(*(v for _, v in readings), strict=True)] if readings else [],
+            "scores": {p: {"t": [t for t, _ in h], "score": [s for _, s in h]} for p, h in scores.items()},
+            "thresholds": thresholds,
+        }
+        return row
+
+
+def fleet_row(info: DeviceInfo, d: LiveDevice | None, now: float | None) -> dict[str, Any]:
+    """The fleet table's row of one device (registry facts + live ones)."""
+    health = info.last_health
+    channels = info.channels or ()
+    row: dict[str, Any] = {
+        "device": info.device,
+        "online": info.online,
+        "state_reason": info.state_reason,
+        "state_at": info.state_at,
+        "last_seen": info.last_seen,
+        "boot": info.boot,
+        "fw_version": info.fw_version,
+        "channels": [{"name": c[0], "unit": c[1], "rate_hz": c[5]} for c in channels],
+        "queue_depth": health.get("queue_depth"),
+        "rssi": health.get("rssi"),
+        "free_heap": health.get("free_heap"),
+        "values": {},
+        "values_at": None,
+        "rate_hz": 0.0,
+        "samples": 0,
+        "gaps": 0,
+        "alerts": {},
+        "config": {},
+    }
+    if now is not None:
+        row["age_s"] = round(now - info.last_seen, 3)
+    if d is not None:
+        row["values"] = {c[0]: v for c, v in zip(channels, d.values, strict=False)}
+        row["values_at"] = d.values_at or None
+        row["rate_hz"] = round(d.rate_hz, 2)
+        row["samples"] = d.samples
+        row["gaps"] = d.gaps
+        row["alerts"] = {p: dict(r) for p, r in d.alerts.items()}
+        row["config"] = dict(d.config)
+    return row
