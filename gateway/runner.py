@@ -22,6 +22,7 @@ from gateway.ingest import FrameQueue, MQTTIngest, MQTTSettings
 from gateway.pipeline import Gateway
 from gateway.rawlog import RawLog
 from gateway.scoring import ModelLike
+from gateway.sdnotify import Notifier
 from gateway.status import detail, with_detail
 from gateway.writer import CommitFailed
 from shared_protocol.gw_topics import gateway_topic
@@ -121,6 +122,7 @@ class Runner:
         )
         self.status_path = Path(g.data_dir) / STATUS_FILE
         self._next_detail = 0.0
+        self.notifier = Notifier()  # systemd (Type=notify, WatchdogSec); a no-op elsewhere
 
     def _commit_failed(self, exc: BaseException) -> None:
         """Writer thread: nothing more can be stored, so nothing more is taken in."""
@@ -157,11 +159,12 @@ class Runner:
             }
         st["forward"] = self.forwarder.status() if self.forwarder is not None else None
         st["pid"] = os.getpid()
-        st["written_at"] = time.time()
+        st["written_at"] = time.time()  # the heartbeat `edgeline-gateway status` checks
+        st["status_interval_s"] = self.config.gateway.status_interval_s
         return st
 
     def write_status(self, *, final: bool = False) -> None:
-        _write_json(self.status_path, self.status())
+        _write_json(self.status_path, {**self.status(), "running": not final})
         gw = self.gateway
         now = time.monotonic()
         if not with_detail(gw) and (final or now >= self._next_detail):
@@ -188,8 +191,8 @@ class Runner:
             cfg.gateway.data_dir,
         )
         batch_max = cfg.ingest.batch_max
-        next_tick = 0.0
-        next_status = 0.0
+        next_tick = next_status = next_alive = 0.0
+        ready = False
         try:
             while not self.stop_event.is_set():
                 batch = self.queue.get_batch(batch_max, timeout=0.1)
@@ -205,12 +208,34 @@ class Runner:
                 if now >= next_status:
                     self.write_status()
                     next_status = now + cfg.gateway.status_interval_s
+                if now >= next_alive:  # only this loop pings systemd's watchdog: a hung loop is restarted
+                    ready = self._notify_alive(ready)
+                    next_alive = now + self.notifier.watchdog_interval_s
+            self.notifier.stopping("stopping: processing the frames received")
             if self.failed is None:
                 self._drain()
         finally:
             self.shutdown()
         if self.failed is not None:
             raise CommitFailed(f"stopped: the raw log could not be written ({self.failed})") from self.failed
+
+    def _notify_alive(self, ready: bool) -> bool:
+        """WATCHDOG=1, and READY=1 once subscribed; returns whether READY was sent."""
+        n = self.notifier
+        if not n.enabled:
+            return True
+        n.watchdog()
+        fleet = self.gateway.registry.devices
+        if not self.mqtt.subscribed.is_set():
+            n.status(f"waiting for the broker {self.mqtt.settings.host}:{self.mqtt.settings.port}")
+            return ready
+        online = sum(1 for d in fleet.values() if d.online)
+        state = f"running: {online}/{len(fleet)} devices online, {self.gateway.counters.frames} frames"
+        if not ready:
+            n.ready(state)
+        else:
+            n.status(state)
+        return True
 
     def _drain(self) -> None:
         """Stop intake, then process what was received before (the queue holds a bounded number
