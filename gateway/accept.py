@@ -25,6 +25,7 @@ from gateway.batch import Batch, Control, DataRun, RawData, Seqs, StoredRun
 from gateway.control import HeldData
 from gateway.counters import BadFrames, Counters
 from gateway.decisions import Summaries
+from gateway.eventlog import Throttled
 from gateway.ingest import RawFrame
 from gateway.outbox import Outbox
 from gateway.rawlog import LogRow
@@ -67,6 +68,7 @@ class AcceptStage:
         self.counters = counters
         self.rebirth_interval_s = rebirth_interval_s
         self._last_rebirth: dict[str, float] = {}
+        self.gap_log = Throttled(log, "device %s: %d sequence gap(s), %d frame(s) missing, in %.0f s")
 
     def accept(self, batch: Batch) -> None:
         raws: dict[str, list[RawData]] = {}
@@ -247,6 +249,8 @@ class AcceptStage:
             seq = int(b.seq[j])
             fr = frames[idx]
             verdict, skipped = self.sequence.observe(device, boot, seq)
+            if skipped:
+                self.gap_log.note(device, skipped)
             if verdict == SUSPECT:
                 self._suspect(device, fr)
                 continue
@@ -294,6 +298,8 @@ class AcceptStage:
         skipped = self.sequence.observe_run(device, boot, seq_list[0], seq_list[-1])
         if skipped is None:
             return False  # overlaps what was seen: per frame (duplicates, gap fills)
+        if skipped:
+            self.gap_log.note(device, skipped)
         ns = b.values.shape[1]
         received = [frames[o[0]].received for o in order]
         dev_s, wall = self.clocks.run_times(

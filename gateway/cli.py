@@ -19,6 +19,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -132,8 +133,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """Exit 0 while the gateway runs; 1 (and why, on stderr) when it does not (its last status is shown)."""
     from gateway.registry import read_devices
     from gateway.runner import STATUS_FILE
+    from gateway.status import not_running
 
     cfg = _load(args)
     data_dir = Path(cfg.gateway.data_dir)
@@ -142,13 +145,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise CommandError(f"no status file at {path}: is `edgeline-gateway run` running with this config?")
     status: dict[str, Any] = json.loads(path.read_text())
     devices = read_devices(data_dir / "registry.sqlite")
+    down = not_running(status, time.time())
+    rc = 0 if down is None else 1
+    if down is not None:
+        print(f"edgeline-gateway status: the gateway is NOT running: {down}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"status": status, "devices": devices}, indent=1))
-        return 0
+        print(json.dumps({"running": down is None, "status": status, "devices": devices}, indent=1))
+        return rc
     age = time.time() - float(status.get("written_at", 0))
     fr = status["frames"]
     q = status["ingest"]["queue"]
-    print(f"gateway {status['gateway']} site {status['site']} pid {status['pid']} (status {age:.0f} s old)")
+    state = "running" if down is None else "NOT RUNNING"
+    print(f"gateway {status['gateway']} site {status['site']} pid {status['pid']} {state} (status {age:.0f} s old)")
     print(
         f"mqtt connected={status['ingest']['connected']} queue depth {q['depth']}/{q['capacity']} "
         f"high-water {q['high_water']} dropped {q['dropped']} blocked {q['blocked_s']:.3f} s"
@@ -167,7 +175,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{d['device']:<20} {d['online']!s:<7} {d['state']:<8} {d['boot'] or '-':>5} "
             f"{d['fw_version'] or '-':<12} {d['last_seen_s']:.0f} s ago"
         )
-    return 0
+    return rc
 
 
 # --------------------------------------------------------------------------- add-device
@@ -347,13 +355,31 @@ def main(argv: list[str] | None = None) -> int:
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     parser = argparse.ArgumentParser(prog="edgeline-gateway", description="edgeline Raspberry Pi gateway")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (_handler, setup, help_text) in COMMANDS.items():
         setup(sub.add_parser(name, help=help_text))
     args = parser.parse_args(argv)
     handler = COMMANDS[args.command][0]
     try:
-        return handler(args)
+        rc = handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return rc
     except GatewayError as exc:  # ConfigError (ForwardConfigError too), CommandError, ModelError ...
         print(f"edgeline-gateway {args.command}: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`edgeline-gateway raw ... | head`): no traceback. Python's
+        # documented way: point stdout at devnull so the flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE  # 141, as a command killed by SIGPIPE
+
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml's, once installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("edgeline")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"

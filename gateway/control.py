@@ -10,6 +10,7 @@ and a few frames per device are kept here; the BIRTH decodes them for the window
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from typing import Any
 
@@ -25,6 +26,8 @@ from shared_protocol.decode import decode
 from shared_protocol.errors import ProtocolError
 from shared_protocol.np_decode import decode_data_many
 from shared_protocol.topics import TYPE_OF_KIND
+
+log = logging.getLogger(__name__)
 
 
 class HeldData:
@@ -86,6 +89,7 @@ class ControlStage:
         if frame.type == DEATH:
             # The broker's copy of the device's last will: not sequenced, not ACKed.
             if self.registry.on_death(device, at=fr.received):
+                log.info("device %s: offline (DEATH)", device)
                 self.outbox.forward(
                     "registry", {"event": "offline", "reason": "death", "device": device, "at": fr.received}
                 )
@@ -107,6 +111,7 @@ class ControlStage:
         info = self.registry.on_birth(
             device, boot=frame.boot, fw_version=f["fw_version"], channels=f["channels"], at=fr.received
         )
+        log.info("device %s: BIRTH boot %d firmware %s", device, frame.boot, f["fw_version"])
         self.schemas.learn(device, info.channels)
         held = self.held.take(device)
         if held:

@@ -212,7 +212,8 @@ class Gateway:
         self.accept.accept(batch)
         self.alerting.run(batch)  # alerts and CMDs are out before any disk I/O
         for device, seen in batch.touched.items():
-            self.registry.touch(device, seen)
+            if self.registry.touch(device, seen):
+                log.info("device %s: online again", device)
         if batch.summary_blocks:
             self.summaries.add_blocks(batch.summary_blocks)
         self._persist(
@@ -251,6 +252,7 @@ class Gateway:
         """Timers: silence -> offline, summaries, raw requests, gap repair. Cheap; call between batches."""
         now = self.clock() if now is None else now
         for info in self.registry.check_silence(now, self.config.registry.offline_after_s):
+            log.info("device %s: offline (silent for %.0f s)", info.device, now - info.last_seen)
             self.live.touch(info.device)
             self.outbox.forward("registry", {"event": "offline", "reason": "silence", "device": info.device, "at": now})
         if self.summaries.due(now):

@@ -8,6 +8,7 @@ carries fleet totals and ``detail()`` is written apart, less often (gateway/runn
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,8 @@ from gateway.sequence import SequenceCounters
 
 if TYPE_CHECKING:
     from gateway.pipeline import Gateway
+
+STALE_GRACE_S = 10.0  # a status this much older than its interval means a hung or dead gateway
 
 
 def report(gw: Gateway) -> dict[str, Any]:
@@ -122,3 +125,24 @@ def _totals(rows: Iterable[dict[str, int]]) -> dict[str, int]:
         for k, v in row.items():
             total[k] = total.get(k, 0) + v
     return total
+
+
+def not_running(status: dict[str, Any], now: float) -> str | None:
+    """Why the gateway that wrote ``status`` (status.json) is not running, or None while it runs:
+    it wrote a final status, its process (``pid``) is gone, or its heartbeat (``written_at``,
+    rewritten every ``status_interval_s`` by the processing loop) is stale: a hung gateway."""
+    if status.get("running") is False:
+        return "it stopped (its final status is shown)"
+    pid = status.get("pid")
+    if isinstance(pid, int) and pid > 0:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return f"its process {pid} is gone"
+        except PermissionError:
+            pass  # it exists, under another user
+    interval = float(status.get("status_interval_s", 5.0))
+    age = now - float(status.get("written_at", 0.0))
+    if age > max(3 * interval, interval + STALE_GRACE_S):
+        return f"its status is {age:.0f} s old (rewritten every {interval:g} s): it hangs or was stopped"
+    return None
