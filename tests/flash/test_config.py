@@ -53,9 +53,9 @@ sensors = [{ type = "analog", name = "temp", pin = 34 }]
 
 def test_example_devices_file_renders_valid_configs(tmp_path: Path) -> None:
     shutil.copy(ROOT / "devices.example.toml", tmp_path / "devices.toml")
-    write_secrets(tmp_path, **{"wifi.txt": WIFI_SECRET, "esp32-01.broker": "b1", "picow-01.broker": "b2"})
+    write_secrets(tmp_path, **{"wifi.txt": WIFI_SECRET, "pump-01.broker": "b1", "tank-03.broker": "b2"})
     validate = firmware_validator()
-    for device_id, broker_secret in (("esp32-01", "b1"), ("picow-01", "b2")):
+    for device_id, broker_secret in (("pump-01", "b1"), ("tank-03", "b2")):
         device = load_device(tmp_path / "devices.toml", device_id)
         config = json.loads(render_config(device))
         assert config["device_id"] == device_id
@@ -64,7 +64,7 @@ def test_example_devices_file_renders_valid_configs(tmp_path: Path) -> None:
         assert "password_file" not in config["wifi"]
         full = validate(config, True)  # what the board will compute at boot
         assert isinstance(full, dict)
-        assert full["broker"]["host"] == "192.168.1.10"
+        assert full["broker"]["host"] == "192.168.4.1"  # broker.device_address of gateway.example.toml
 
 
 def test_defaults_merge_under_device_tables(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,9 +24,9 @@ def test_example_config_parses_with_defaults_and_paths() -> None:
     cfg = config.load(EXAMPLE)
     assert cfg.gateway.id == "pi-01" and cfg.gateway.site == "plant1" and cfg.gateway.prefix == "el"
     assert cfg.mqtt.password_file == Path("/etc/edgeline/gateway.secret")
-    assert cfg.pipelines[0].model == ROOT / "models" / "vibration_anomaly_int8.json"
+    assert cfg.pipelines[0].model == Path("/opt/edgeline/models/vibration_anomaly_int8.json")  # the Pi install
     assert cfg.pipelines[0].devices == ("pump-*",)
-    assert cfg.rules[0].device == "valve-1" and cfg.rules[0].duration_s == 5.0
+    assert cfg.rules[0].device == "tank-03" and cfg.rules[0].duration_s == 5.0
     assert cfg.forward is None
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.gateway.id = "x"  # type: ignore[misc]
@@ -153,3 +154,70 @@ def test_status_and_raw_commands_on_a_gateway_data_dir(tmp_path: Path, capsys: p
     assert lines[0] == "time,ax,ay,temp" and len(lines) == 1 + 96
     first = lines[1].split(",")
     assert float(first[1]) == pytest.approx(0.0) and float(first[3]) == pytest.approx(25.0)
+
+
+def installed_example(tmp_path: Path) -> Path:
+    """gateway.example.toml after the one documented substitution: the install's directories
+    (/opt/edgeline the checkout, /etc/edgeline, /var/lib/edgeline) moved to this checkout and
+    tmp_path; the gateway's broker password written where mqtt.password_file says."""
+    etc = tmp_path / "etc" / "edgeline"
+    etc.mkdir(parents=True)
+    text = EXAMPLE.read_text()
+    for old, new in (("/opt/edgeline", ROOT), ("/etc/edgeline", etc), ("/var/lib/edgeline", tmp_path / "data")):
+        text = text.replace(old, str(new))
+    secret = etc / "gateway.secret"
+    secret.write_text("a-password-for-the-gateway\n")
+    secret.chmod(0o600)
+    path = etc / "gateway.toml"
+    path.write_text(text)
+    return path
+
+
+def test_check_config_accepts_the_example_as_installed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", "-c", str(installed_example(tmp_path))]) == 0
+    out = capsys.readouterr().out
+    assert "pipeline vibration: model 1.0.0" in out and "rule close-valve: alert from pump-* -> tank-03" in out
+    assert out.rstrip().endswith("configuration OK")
+
+
+def test_example_files_fit_together(tmp_path: Path) -> None:
+    """gateway.example.toml and devices.example.toml describe one site: the same site, ids, rates
+    and broker address."""
+    import fnmatch
+    import tomllib
+
+    from tools.flash.devices import load_device
+
+    cfg = config.load(EXAMPLE)
+    devices_toml = tmp_path / "devices.toml"
+    shutil.copy(ROOT / "devices.example.toml", devices_toml)
+    ids = list(tomllib.loads(devices_toml.read_text())["devices"])
+    assert ids == ["pump-01", "tank-03"]
+    (tmp_path / "secrets").mkdir()
+    for name in ("wifi.txt", *(f"{i}.broker" for i in ids)):
+        (tmp_path / "secrets" / name).write_text("secret-value\n")
+        (tmp_path / "secrets" / name).chmod(0o600)
+    manifest = json.loads((ROOT / cfg.pipelines[0].model.relative_to("/opt/edgeline")).read_text())
+    for device_id in ids:
+        device = load_device(devices_toml, device_id)
+        c = device.config
+        assert c["site"] == cfg.gateway.site and c["broker"]["host"] == cfg.broker.device_address
+        assert c["broker"]["user"] == device_id and c["broker"].get("port", 1883) == cfg.broker.device_port
+        if any(fnmatch.fnmatch(device_id, pattern) for pattern in cfg.pipelines[0].devices):
+            assert c["sample"]["rate_hz"] == manifest["input"]["rate_hz"], device_id
+            assert [s["type"] for s in c["sensors"]] == ["mpu6050"], device_id  # imu_ax .. imu_gz
+    rule = cfg.rules[0]
+    assert rule.device in ids and any(fnmatch.fnmatch(i, rule.on_alert_from) for i in ids)
+    valve = load_device(devices_toml, rule.device).config["outputs"][rule.output]
+    assert valve["name"] == "valve"
+
+
+def test_devices_file_and_secrets_are_git_ignored() -> None:
+    r = subprocess.run(
+        ["git", "check-ignore", "--no-index", "devices.toml", "secrets/wifi.txt", "gateway.secret"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.stdout.split() == ["devices.toml", "secrets/wifi.txt", "gateway.secret"], r
