@@ -110,6 +110,9 @@ def gateway_config(data_dir: Path, broker: Mosquitto, client_id: str) -> dict[st
         "ingest": {"queue_size": 50_000, "batch_max": 2000},
         "pipelines": [{"name": "vib", "model": str(MODEL), "devices": ["*"]}],
         "summary": {"interval_s": 10},
+        # An "updated" record for every window over the threshold, published on the alert topic
+        # like the raise: the probe's fault is one long episode, and each of its windows is timed.
+        "alerts": {"update_interval_s": 0},
     }
 
 

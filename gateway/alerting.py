@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from gateway.alertstate import CLEARED, RAISED
 from gateway.batch import Batch, DataRun
 from gateway.counters import Counters
 from gateway.decisions import Alert, Command, Decider, Summaries
@@ -145,15 +146,43 @@ class AlertStage:
                 start = k
 
     def _alert(self, alert: Alert) -> None:
+        """One record of an episode: raised, updated or cleared. Published locally at once,
+        forwarded (lane "alert"), shown live; a raise also asks for the raw readings around it."""
         c = self.counters
-        c.alerts += 1
-        self.outbox.publish(self.outbox.alert_topic(alert.device), alert.to_json())
-        c.alert_latency_ms_max = max(c.alert_latency_ms_max, (alert.decided - alert.received) * 1000.0)
         rec = alert.to_record()
+        self.outbox.publish(self.outbox.alert_topic(alert.device), alert.to_json())
         rec["site"] = self.outbox.site
         self.outbox.forward("alert", rec)
-        if self.raw_requests is not None:
-            self.raw_requests.on_alert(alert, alert.decided)
+        if self.live is not None:
+            self.live.alert(rec)
+        if alert.state == RAISED:
+            c.alerts += 1
+            c.alert_latency_ms_max = max(c.alert_latency_ms_max, (alert.decided - alert.received) * 1000.0)
+            log.info(
+                "alert raised: %s %s score %.3g > %.3g (%s)%s",
+                alert.device,
+                alert.pipeline,
+                alert.score,
+                alert.threshold,
+                alert.alert_id,
+                " from replayed data" if alert.historical else "",
+            )
+            if self.raw_requests is not None:
+                self.raw_requests.on_alert(alert, alert.decided)
+        elif alert.state == CLEARED:
+            c.alerts_cleared += 1
+            log.info(
+                "alert cleared: %s %s after %.1f s, %d of %d windows over, peak %.3g (%s)",
+                alert.device,
+                alert.pipeline,
+                (alert.cleared_at or alert.since) - alert.since,
+                alert.windows_over,
+                alert.windows,
+                alert.peak,
+                alert.alert_id,
+            )
+        else:
+            c.alert_updates += 1
 
     def _command(self, cmd: Command) -> None:
         self.counters.commands += 1
@@ -161,8 +190,9 @@ class AlertStage:
             cmd.device, CMD_SET_OUTPUT, cmd_arg(CMD_SET_OUTPUT, cmd.output, cmd.value, cmd.duration_ms)
         )
         log.info(
-            "rule %s: alert from %s -> CMD_SET_OUTPUT %s output %d = %d for %d ms (cmd %d)",
+            "rule %s: alert %s from %s -> CMD_SET_OUTPUT %s output %d = %d for %d ms (cmd %d)",
             cmd.rule,
+            cmd.cause.state,
             cmd.cause.device,
             cmd.device,
             cmd.output,

@@ -182,6 +182,17 @@ class RuleSection:
     duration_s: float = 5.0
     cooldown_s: float = 0.0
     pipeline: str | None = None
+    clear_value: int | None = None  # when the alert clears, set the output to this (and hold)
+
+
+@dataclass(frozen=True)
+class AlertsSection:
+    """Alert episodes (gateway/alertstate.py): raise, hysteresis and hold-off before clearing."""
+
+    raise_after: int = 1
+    clear_below: float = 0.8
+    clear_after: int = 5
+    update_interval_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -213,6 +224,7 @@ class Config:
     rules: tuple[RuleSection, ...] = ()
     summary: SummarySection = field(default_factory=SummarySection)
     raw: RawSection = field(default_factory=RawSection)
+    alerts: AlertsSection = field(default_factory=AlertsSection)
     forward: ForwardConfig | None = None  # validated [forward], None without one
     source: Path | None = None
 
@@ -311,6 +323,7 @@ def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
             "rules",
             "summary",
             "raw",
+            "alerts",
             "forward",
         },
     )
@@ -409,6 +422,14 @@ def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
         max_samples=rw.get_int("max_samples", 20_000, lo=1, hi=10_000_000),
     )
 
+    al = _Table(top.table("alerts"), "alerts", {f.name for f in fields(AlertsSection)})
+    alerts = AlertsSection(
+        raise_after=al.get_int("raise_after", 1, lo=1, hi=1000),
+        clear_below=al.get_float("clear_below", 0.8, lo=0.0, hi=1.0),
+        clear_after=al.get_int("clear_after", 5, lo=1, hi=100_000),
+        update_interval_s=al.get_float("update_interval_s", 10.0, lo=0.0, hi=86400),
+    )
+
     pipelines = tuple(_pipelines(data.get("pipelines", []), base))
     names = [p.name for p in pipelines]
     rules = tuple(_rules(data.get("rules", []), set(names)))
@@ -431,6 +452,7 @@ def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
         rules=rules,
         summary=summary,
         raw=raw,
+        alerts=alerts,
         forward=forward,
     )
 
@@ -526,6 +548,7 @@ def _rules(value: object, pipeline_names: set[str]) -> list[RuleSection]:
                 "duration_s",
                 "cooldown_s",
                 "pipeline",
+                "clear_value",
             },
         )
         pipeline = t.opt_str("pipeline")
@@ -544,6 +567,7 @@ def _rules(value: object, pipeline_names: set[str]) -> list[RuleSection]:
                 duration_s=t.get_float("duration_s", 5.0, lo=0, hi=(2**32 - 1) / 1000),
                 cooldown_s=t.get_float("cooldown_s", 0.0, lo=0, hi=86400),
                 pipeline=pipeline,
+                clear_value=t.get_int("clear_value", 0, lo=0, hi=255) if "clear_value" in item else None,
             )
         )
     return out

@@ -49,7 +49,9 @@ class Counters:
     data_frames: int = 0
     no_schema: int = 0
     rebirth_requests: int = 0
-    alerts: int = 0
+    alerts: int = 0  # episodes raised
+    alerts_cleared: int = 0
+    alert_updates: int = 0
     commands: int = 0
     publish_failures: int = 0
     summaries: int = 0

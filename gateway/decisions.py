@@ -8,46 +8,22 @@ the pipeline's job, so every decision here is testable without a broker.
 from __future__ import annotations
 
 import fnmatch
-import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from gateway.alertstate import CLEARED, UPDATED, Alert, AlertPolicy, AlertStates, Window
 from gateway.config import RuleSection
 
-
-@dataclass(frozen=True)
-class Alert:
-    device: str
-    pipeline: str
-    window_end: float  # rebuilt wall-clock time of the window's last sample (s)
-    score: float
-    threshold: float
-    model_version: str
-    received: float  # gateway receive time of the frame that completed the window
-    decided: float  # when the gateway decided (s); decided - received = gateway latency
-    historical: bool = False  # the completing frame was replayed from the device's queue
-    boot: int = 0  # (boot, seq) of the frame that completed the window
-    seq: int = 0
-
-    def to_record(self) -> dict[str, Any]:
-        rec = asdict(self)
-        rec["latency_ms"] = {
-            "gateway": round((self.decided - self.received) * 1000.0, 3),
-            "since_window_end": round((self.decided - self.window_end) * 1000.0, 3),
-        }
-        return rec
-
-    def to_json(self) -> bytes:
-        return json.dumps(self.to_record(), separators=(",", ":")).encode()
+__all__ = ["Alert", "Command", "Decider", "Summaries"]
 
 
 @dataclass(frozen=True)
 class Command:
-    """CMD_SET_OUTPUT for an actuator, decided by a rule."""
+    """CMD_SET_OUTPUT for an actuator, decided by a rule on an episode's raise (or clear)."""
 
     rule: str
     device: str
@@ -66,11 +42,11 @@ class _RuleState:
 
 
 class Decider:
-    """Threshold scores into alerts; match alerts against actuator rules."""
+    """Scores -> alert episodes (gateway/alertstate.py) -> actuator commands on their transitions."""
 
-    def __init__(self, rules: tuple[RuleSection, ...] = ()) -> None:
+    def __init__(self, rules: tuple[RuleSection, ...] = (), policy: AlertPolicy | None = None) -> None:
         self._rules = [_RuleState(r) for r in rules]
-        self.alerts = 0
+        self.states = AlertStates(policy)
         self.windows = 0
 
     def decide(
@@ -88,32 +64,38 @@ class Decider:
         model_version: str,
         now: float,
     ) -> tuple[list[Alert], list[Command]]:
-        """One alert per window whose score exceeds the threshold (vectorised test)."""
+        """The records of the episodes these windows raise, update or clear, and the commands
+        their rules send. Windows neither over the threshold nor of a raised episode cost one
+        vectorised comparison."""
         self.windows += len(scores)
-        hits = np.flatnonzero(scores > threshold)
-        alerts = [
-            Alert(
-                device=devices[i],
-                pipeline=pipeline,
-                window_end=float(window_end[i]),
-                score=float(scores[i]),
-                threshold=float(threshold),
-                model_version=model_version,
-                received=float(received[i]),
-                decided=now,
-                historical=bool(historical[i]),
-                boot=int(boot[i]) if boot is not None else 0,
-                seq=int(seq[i]) if seq is not None else 0,
-            )
-            for i in hits
-        ]
-        self.alerts += len(alerts)
+        thresholds = self.states.thresholds(pipeline, devices, threshold)
+        over = scores > thresholds
+        alerts: list[Alert] = []
         commands: list[Command] = []
-        for alert in alerts:
-            commands.extend(self.commands_for(alert, now))
+        for i in self.states.active_indices(pipeline, devices, over):
+            alert = self.states.step(
+                Window(
+                    device=devices[i],
+                    pipeline=pipeline,
+                    window_end=float(window_end[i]),
+                    received=float(received[i]),
+                    score=float(scores[i]),
+                    threshold=float(thresholds[i]),
+                    historical=bool(historical[i]),
+                    boot=int(boot[i]) if boot is not None else 0,
+                    seq=int(seq[i]) if seq is not None else 0,
+                    model_version=model_version,
+                ),
+                now,
+            )
+            if alert is not None:
+                alerts.append(alert)
+                if alert.state != UPDATED:
+                    commands.extend(self.commands_for(alert, now))
         return alerts, commands
 
     def commands_for(self, alert: Alert, now: float) -> list[Command]:
+        """Commands of the rules that match a raised or cleared episode (live data only)."""
         out: list[Command] = []
         if alert.historical:
             return out  # replayed data: too late to drive an actuator
@@ -123,22 +105,17 @@ class Decider:
                 continue
             if not fnmatch.fnmatchcase(alert.device, r.on_alert_from):
                 continue
+            if alert.state == CLEARED:
+                if r.clear_value is not None:
+                    out.append(Command(r.name, r.device, r.output, r.clear_value, 0, alert))
+                continue
             cooldown = r.cooldown_s if r.cooldown_s > 0 else 0.0
             if now - st.last_fired < cooldown:
                 st.suppressed += 1
                 continue
             st.last_fired = now
             st.fired += 1
-            out.append(
-                Command(
-                    rule=r.name,
-                    device=r.device,
-                    output=r.output,
-                    value=r.value,
-                    duration_ms=round(r.duration_s * 1000),
-                    cause=alert,
-                )
-            )
+            out.append(Command(r.name, r.device, r.output, r.value, round(r.duration_s * 1000), alert))
         return out
 
     def rule_stats(self) -> list[dict[str, Any]]:

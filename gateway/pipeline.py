@@ -24,6 +24,7 @@ from gateway.accept import AcceptStage
 from gateway.acker import Acker, Header, Publisher, recent_stored
 from gateway.admission import Admission
 from gateway.alerting import AlertStage
+from gateway.alertstate import AlertPolicy
 from gateway.batch import Batch, Commit
 from gateway.config import Config, ConfigError
 from gateway.control import ControlStage, HeldData
@@ -93,7 +94,17 @@ class Gateway:
         self.clocks = DeviceClocks()
         self.bad = BadFrames()
         self.counters = Counters()
-        self.decider = Decider(config.rules)
+        al = config.alerts
+        self.decider = Decider(
+            config.rules,
+            AlertPolicy(
+                raise_after=al.raise_after,
+                clear_below=al.clear_below,
+                clear_after=al.clear_after,
+                update_interval_s=al.update_interval_s,
+            ),
+        )
+        self.alerts = self.decider.states  # per-device thresholds: alerts.set_threshold(...)
         now = clock()
         self.started = now
         self.summaries = Summaries(config.summary.interval_s, start=now)

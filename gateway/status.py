@@ -59,6 +59,8 @@ def report(gw: Gateway) -> dict[str, Any]:
         "rebirth_requests": c.rebirth_requests,
         "raw_requests": gw.raw_requests.stats() if gw.raw_requests is not None else None,
         "alerts": c.alerts,
+        "alerts_cleared": c.alerts_cleared,
+        "alerts_active": len(gw.alerts.active()),
         "alert_latency_ms_max": round(c.alert_latency_ms_max, 3),
         "commands": c.commands,
         "rules": gw.decider.rule_stats(),

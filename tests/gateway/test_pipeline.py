@@ -240,11 +240,16 @@ def test_alert_published_forwarded_and_rule_drives_actuator(tmp_path: Path) -> N
     assert len(cmds) == 1  # cooldown: one command for the burst of alerts
     assert cmds[0].fields["op"] == CMD_SET_OUTPUT
     assert struct.unpack("<BBI", cmds[0].fields["arg"]) == (0, 1, 5000)
+    assert len(alerts) == 1 and rec["state"] == "raised"  # two windows over: one episode
+    # Healthy windows clear the episode (5 in a row below 0.8 x threshold); no clear_value: no command.
+    gw.process(frames(dev, "data", [dev.data() for _ in range(7)], T0 + 3))
+    assert [json.loads(p)["state"] for _, p, _ in pub.kind("alert")] == ["raised", "cleared"]
     # Replayed (historical) data may alert but never drives an actuator.
     now[0] += 120
-    gw.process(frames(dev, "data", [historical(dev.data(fault)) for _ in range(3)], T0 + 3))
+    gw.process(frames(dev, "data", [historical(dev.data(fault)) for _ in range(3)], T0 + 4))
     assert len([1 for t, _, _ in pub.kind("cmd") if t == "el/s1/valve-1/cmd"]) == 1
-    assert json.loads(pub.kind("alert")[-1][1])["historical"] is True
+    last = json.loads(pub.kind("alert")[-1][1])
+    assert last["historical"] is True and last["state"] == "raised"
     gw.close()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -283,35 +284,38 @@ def _rule(**kw) -> RuleSection:  # type: ignore[no-untyped-def]
     return RuleSection(**base)  # type: ignore[arg-type]
 
 
-def test_decider_thresholds_and_rules() -> None:
+def _decide(d: Decider, devices: list[str], scores: list[float], *, now: float, historical: bool = False) -> Any:
+    n = len(devices)
+    return d.decide(
+        pipeline="p",
+        devices=devices,
+        window_end=np.arange(float(n)) + now - 1.0,
+        received=np.full(n, now - 0.5),
+        historical=np.full(n, historical),
+        scores=np.asarray(scores),
+        threshold=0.5,
+        model_version="v1",
+        now=now,
+    )
+
+
+def test_decider_raises_one_episode_per_device_and_rules_fire_on_transitions() -> None:
     d = Decider((_rule(), _rule(name="other", on_alert_from="fan-*")))
-    scores = np.array([0.1, 0.9, 0.5, 2.0])
-    alerts, cmds = d.decide(
-        pipeline="p",
-        devices=["pump-1", "pump-1", "fan-1", "pump-2"],
-        window_end=np.arange(4.0),
-        received=np.full(4, 10.0),
-        historical=np.zeros(4, bool),
-        scores=scores,
-        threshold=0.5,
-        model_version="v1",
-        now=10.5,
-    )
-    assert [(a.device, a.score) for a in alerts] == [("pump-1", 0.9), ("pump-2", 2.0)]  # 0.5 is not > 0.5
+    alerts, cmds = _decide(d, ["pump-1", "pump-1", "fan-1", "pump-2"], [0.9, 0.95, 0.5, 2.0], now=10.0)
+    # 0.5 is not > 0.5; pump-1's second window over belongs to its open episode.
+    assert [(a.device, a.state, a.score) for a in alerts] == [("pump-1", "raised", 0.9), ("pump-2", "raised", 2.0)]
     assert alerts[0].to_record()["latency_ms"]["gateway"] == pytest.approx(500.0)
+    assert alerts[0].alert_id == "pump-1/p/0-0"
+    # The rule's cooldown lets one command through for both raises.
     assert len(cmds) == 1 and (cmds[0].device, cmds[0].output, cmds[0].duration_ms) == ("valve", 2, 1500)
-    _, cmds2 = d.decide(
-        pipeline="p",
-        devices=["pump-1"],
-        window_end=np.zeros(1),
-        received=np.zeros(1),
-        historical=np.zeros(1, bool),
-        scores=np.ones(1),
-        threshold=0.5,
-        model_version="v1",
-        now=25.0,
-    )
-    assert len(cmds2) == 1  # cooldown over
+    # pump-1 clears after 5 quiet windows (< 0.4 = 0.8 x 0.5); 0.45 is quiet for nobody: it resets the run.
+    alerts, _ = _decide(d, ["pump-1"] * 4 + ["pump-1"] + ["pump-1"] * 5, [0.1] * 4 + [0.45] + [0.1] * 5, now=11.0)
+    (cleared,) = alerts
+    assert cleared.state == "cleared" and cleared.windows == 12 and cleared.windows_over == 2
+    assert cleared.peak == 0.95 and cleared.cleared_at == cleared.window_end
+    # A new episode after the cooldown fires the rule again.
+    alerts, cmds = _decide(d, ["pump-1"], [1.0], now=25.0)
+    assert [a.state for a in alerts] == ["raised"] and len(cmds) == 1
     assert d.rule_stats()[0] == {"rule": "r", "fired": 2, "suppressed": 1}
 
 

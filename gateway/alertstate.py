@@ -1,0 +1,229 @@
+"""Alert states: one fault is one episode per (device, pipeline), not one alert per window.
+
+    ok --(raise_after windows in a row over the threshold)--> raised
+    raised --(clear_after windows in a row below clear_below x threshold)--> ok
+
+While raised, an "updated" record goes out at most every ``update_interval_s`` with
+the count of windows over the threshold and the peak score. The gap between the
+threshold and the clear level (hysteresis) and the run of quiet windows needed to
+clear (hold-off) keep a score that hovers around the threshold from raising and
+clearing on every window.
+
+Windows arrive per pipeline in order per device. Replayed (historical) windows go
+through the same machine, so a fault that happened during an outage still becomes
+one episode; its records say ``historical`` and drive no actuator.
+
+Thresholds: the pipeline's (model manifest or config), or a per-device override set
+by an operator (``set_threshold``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+RAISED, UPDATED, CLEARED = "raised", "updated", "cleared"
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    raise_after: int = 1  # windows in a row over the threshold that raise (1: the first one)
+    clear_below: float = 0.8  # clear level as a fraction of the threshold
+    clear_after: int = 5  # windows in a row below the clear level that clear
+    update_interval_s: float = 10.0  # at most one "updated" record per episode this often
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A record of an alert episode: raised, updated or cleared (JSON: ``to_record``)."""
+
+    device: str
+    pipeline: str
+    window_end: float  # rebuilt wall-clock time of the latest window's last sample (s)
+    score: float  # of the latest window
+    threshold: float
+    model_version: str
+    received: float  # gateway receive time of the frame that completed the latest window
+    decided: float  # when the gateway decided (s); decided - received = gateway latency
+    historical: bool = False  # the completing frame was replayed from the device's queue
+    boot: int = 0  # (boot, seq) of the frame that completed the latest window
+    seq: int = 0
+    state: str = RAISED
+    alert_id: str = ""  # stable over the episode: device/pipeline/boot-seq of the raising window
+    since: float = 0.0  # window end of the window that raised
+    peak: float = 0.0
+    windows_over: int = 1
+    windows: int = 1
+    cleared_at: float | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        rec = asdict(self)
+        rec["latency_ms"] = {
+            "gateway": round((self.decided - self.received) * 1000.0, 3),
+            "since_window_end": round((self.decided - self.window_end) * 1000.0, 3),
+        }
+        if self.cleared_at is not None:
+            rec["duration_s"] = round(self.cleared_at - self.since, 3)
+        return rec
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_record(), separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Window:
+    """One scored window, as the alert state machine sees it."""
+
+    device: str
+    pipeline: str
+    window_end: float
+    received: float
+    score: float
+    threshold: float
+    historical: bool
+    boot: int
+    seq: int
+    model_version: str
+
+
+@dataclass(slots=True)
+class Episode:
+    alert_id: str
+    since: float  # window end of the window that raised
+    raised: Window
+    last: Window
+    peak: float
+    windows: int = 1
+    windows_over: int = 1
+    quiet: int = 0  # windows in a row below the clear level
+    last_update: float = 0.0
+
+    def record(self, state: str, decided: float, *, cleared_at: float | None = None) -> Alert:
+        w = self.last
+        return Alert(
+            device=w.device,
+            pipeline=w.pipeline,
+            window_end=w.window_end,
+            score=w.score,
+            threshold=w.threshold,
+            model_version=w.model_version,
+            received=w.received,
+            decided=decided,
+            historical=w.historical,
+            boot=w.boot,
+            seq=w.seq,
+            state=state,
+            alert_id=self.alert_id,
+            since=self.since,
+            peak=self.peak,
+            windows_over=self.windows_over,
+            windows=self.windows,
+            cleared_at=cleared_at,
+        )
+
+
+@dataclass(slots=True)
+class _Track:
+    over_run: int = 0  # windows in a row over the threshold (before raising)
+    run_start: float = 0.0  # window end of the first of them
+    run_peak: float = 0.0
+    episode: Episode | None = None
+
+
+class AlertStates:
+    def __init__(self, policy: AlertPolicy | None = None) -> None:
+        self.policy = policy or AlertPolicy()
+        self._tracks: dict[tuple[str, str], _Track] = {}  # only devices over, or raised
+        self._overrides: dict[tuple[str, str], float] = {}
+        self.raised = 0
+        self.cleared = 0
+        self.updates = 0
+
+    # ------------------------------------------------------------------ thresholds
+    def set_threshold(self, device: str, pipeline: str, threshold: float | None) -> None:
+        """A per-device threshold for one pipeline (None: back to the pipeline's)."""
+        if threshold is None:
+            self._overrides.pop((device, pipeline), None)
+        else:
+            self._overrides[(device, pipeline)] = float(threshold)
+
+    def overrides(self) -> dict[tuple[str, str], float]:
+        return dict(self._overrides)
+
+    def thresholds(self, pipeline: str, devices: list[str], default: float) -> NDArray[np.float64]:
+        out = np.full(len(devices), float(default))
+        if self._overrides:
+            for i, device in enumerate(devices):
+                t = self._overrides.get((device, pipeline))
+                if t is not None:
+                    out[i] = t
+        return out
+
+    # ------------------------------------------------------------------ the machine
+    def active_indices(self, pipeline: str, devices: list[str], over: NDArray[np.bool_]) -> list[int]:
+        """Windows the machine must look at: over the threshold, or of a device it tracks."""
+        hits = np.flatnonzero(over)
+        if not any(p == pipeline for _, p in self._tracks):
+            return hits.tolist()
+        tracked = {d for d, p in self._tracks if p == pipeline}
+        return [i for i, d in enumerate(devices) if over[i] or d in tracked]
+
+    def step(self, w: Window, now: float) -> Alert | None:
+        """One window, in order per (device, pipeline): the record of a transition or update, if any."""
+        key = (w.device, w.pipeline)
+        track = self._tracks.get(key)
+        over = w.score > w.threshold
+        if track is None:
+            if not over:
+                return None
+            track = self._tracks[key] = _Track()
+        ep = track.episode
+        p = self.policy
+        if ep is None:
+            if not over:
+                del self._tracks[key]
+                return None
+            if not track.over_run:
+                track.run_start, track.run_peak = w.window_end, w.score
+            track.over_run += 1
+            track.run_peak = max(track.run_peak, w.score)
+            if track.over_run < p.raise_after:
+                return None
+            ep = track.episode = Episode(
+                alert_id=f"{w.device}/{w.pipeline}/{w.boot}-{w.seq}",
+                since=track.run_start,
+                raised=w,
+                last=w,
+                peak=track.run_peak,
+                windows=track.over_run,
+                windows_over=track.over_run,
+                last_update=now,
+            )
+            self.raised += 1
+            return ep.record(RAISED, now)
+        ep.last = w
+        ep.windows += 1
+        if over:
+            ep.windows_over += 1
+            ep.peak = max(ep.peak, w.score)
+        clear_level = w.threshold - (1.0 - p.clear_below) * abs(w.threshold)
+        ep.quiet = ep.quiet + 1 if w.score < clear_level else 0
+        if ep.quiet >= p.clear_after:
+            del self._tracks[key]
+            self.cleared += 1
+            return ep.record(CLEARED, now, cleared_at=w.window_end)
+        if now - ep.last_update >= p.update_interval_s:
+            ep.last_update = now
+            self.updates += 1
+            return ep.record(UPDATED, now)
+        return None
+
+    def active(self) -> list[Alert]:
+        """The raised episodes, as of their latest window."""
+        return [
+            t.episode.record(UPDATED, t.episode.last_update) for t in self._tracks.values() if t.episode is not None
+        ]
