@@ -37,7 +37,7 @@ Point = tuple[float, tuple[float, ...]]
 @dataclass(slots=True)
 class LiveDevice:
     device: str
-    values: tuple[float, ...] = ()  # the last reading, in the order of the device's channels
+    values: list[float] = field(default_factory=list)  # the last reading, in the order of the channels
     values_at: float = 0.0  # its rebuilt wall-clock time
     readings: deque[Point] = field(default_factory=deque)
     scores: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
@@ -78,27 +78,31 @@ class LiveView:
         n = block.shape[0]
         if not n:
             return
+        last = block[-1].tolist()
         with self.lock:
-            d = self._get(device)
+            d = self.devices.get(device) or self._get(device)
             d.samples += n
             if missing:
                 d.gaps += 1
             last_t = wall + (n - 1) * period_s
-            d.values = tuple(float(v) for v in block[-1])
+            d.values = last
             d.values_at = last_t
-            if last_t < d.next_point:
-                self._changed.add(device)
-                return
-            step = max(1, round(self.step_s / period_s)) if period_s > 0 else n
-            first = 0 if d.next_point <= wall or period_s <= 0 else min(n - 1, int((d.next_point - wall) / period_s))
-            idx = np.arange(first + step - 1, n, step)
-            if not idx.size or idx[-1] != n - 1:
-                idx = np.append(idx, n - 1)
-            rows = block[idx].tolist()
-            for i, row in zip(idx.tolist(), rows, strict=True):
-                d.readings.append((wall + i * period_s, tuple(row)))
-            d.next_point = last_t + self.step_s
             self._changed.add(device)
+            if last_t < d.next_point:
+                return
+            if period_s <= 0:
+                d.readings.append((last_t, tuple(last)))
+                d.next_point = last_t + self.step_s
+                return
+            # the last reading of each step_s that ends in this run
+            step = max(1, round(self.step_s / period_s))
+            first = 0 if d.next_point <= wall else min(n - 1, int((d.next_point - wall) / period_s))
+            i = first + step - 1
+            while i < n - 1:
+                d.readings.append((wall + i * period_s, tuple(block[i].tolist())))
+                i += step
+            d.readings.append((last_t, tuple(last)))
+            d.next_point = last_t + self.step_s
 
     def scores(
         self, device: str, pipeline: str, times: NDArray[np.float64], scores: NDArray[Any], threshold: float
