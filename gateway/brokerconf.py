@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.config import Config, ConfigError
+from shared_protocol.gw_topics import output_command_filter, state_root
 from shared_protocol.topics import DEVICE_KINDS, GATEWAY_KINDS, valid_id
 
 CONF_NAME = "edgeline.conf"
@@ -71,6 +72,12 @@ def _check(config: Config) -> None:
         raise ConfigError(f"mqtt.username: {user!r} must be 1-32 characters from A-Z a-z 0-9 _ - for the ACL")
     if user in b.monitor_users:
         raise ConfigError(f"broker.monitor_users: {user!r} is the gateway's mqtt.username; give monitors their own")
+    ha = config.homeassistant
+    if ha.enabled and ha.username in (user, *b.monitor_users):
+        raise ConfigError(
+            f"homeassistant.username: {ha.username!r} is already the gateway's or a monitor's user; "
+            "give Home Assistant its own (it may write the switch command topics)"
+        )
     local = _local_address(config)
     if b.device_address is not None and b.device_port == config.mqtt.port:
         same = ipaddress.ip_address(b.device_address) == ipaddress.ip_address(local)
@@ -157,6 +164,7 @@ def render_acl(config: Config) -> str:
     _check(config)
     g, b = config.gateway, config.broker
     site = f"{g.prefix}/{g.site}"
+    state = state_root(g.prefix, g.site)
     source = config.source.name if config.source is not None else "the gateway configuration"
     lines = [
         f"# Mosquitto ACL for edgeline site {g.site} (topics {site}/<device>/<kind>).",
@@ -172,15 +180,40 @@ def render_acl(config: Config) -> str:
         *(f"pattern read {site}/%u/{kind}" for kind in GATEWAY_KINDS),
         "",
         "# The gateway (mqtt.username) reads everything of its site and writes the",
-        "# gateway -> device kinds, alerts and its own topics (status, summaries).",
+        "# gateway -> device kinds, alerts, its own topics (status, summaries) and the local",
+        "# state topics (under _state: no device may write there).",
         f"user {config.mqtt.username}",
         f"topic read {site}/#",
         *(f"topic write {site}/+/{kind}" for kind in (*GATEWAY_KINDS, ALERT_KIND)),
         f"topic write {site}/{GATEWAY_LEVEL}/#",
+        f"topic write {state}/#",
     ]
-    lines += ["", "# Local dashboards or actuator controllers (broker.monitor_users): alerts and summaries."]
+    ha = config.homeassistant
+    if ha.enabled:
+        lines += [f"topic write {ha.discovery_prefix}/#"]
+    lines += [
+        "",
+        "# Local dashboards or actuator controllers (broker.monitor_users): alerts, summaries and",
+        "# the local state topics, read-only.",
+    ]
     for user in b.monitor_users:
-        lines += [f"user {user}", f"topic read {site}/+/{ALERT_KIND}", f"topic read {site}/{GATEWAY_LEVEL}/#"]
+        lines += [
+            f"user {user}",
+            f"topic read {site}/+/{ALERT_KIND}",
+            f"topic read {site}/{GATEWAY_LEVEL}/#",
+            f"topic read {state}/#",
+        ]
+    if ha.enabled:
+        lines += [
+            "",
+            "# Home Assistant (homeassistant.username): discovery (and its own status there), the",
+            "# gateway's status and the local state topics; it writes only the switch commands.",
+            f"user {ha.username}",
+            f"topic readwrite {ha.discovery_prefix}/#",
+            f"topic read {site}/{GATEWAY_LEVEL}/status",
+            f"topic read {state}/#",
+            f"topic write {output_command_filter(g.prefix, g.site)}",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -23,6 +23,7 @@ from typing import Any
 # Re-exported: ``from gateway.config import ConfigError`` keeps working.
 from gateway.errors import ConfigError as ConfigError  # noqa: PLC0414 (explicit re-export, mypy strict)
 from gateway.forward.config import ForwardConfig
+from shared_protocol.gw_topics import valid_discovery_prefix
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
@@ -212,6 +213,51 @@ class RawSection:
 
 
 @dataclass(frozen=True)
+class WebSection:
+    """The status page and /metrics (gateway/web/): read-only, on localhost unless configured.
+
+    port 0 picks a free port (the one chosen is in status.json, "web"). A password (HTTP Basic
+    authentication, any user name) is required when ``address`` is not a loopback address.
+    """
+
+    enabled: bool = True
+    address: str = "127.0.0.1"
+    port: int = 8080
+    password_file: Path | None = None
+
+    @property
+    def loopback(self) -> bool:
+        return ipaddress.ip_address(self.address).is_loopback
+
+    def read_password(self) -> str | None:
+        """Password from ``password_file`` (first line; the file must be private, as for MQTT)."""
+        if self.password_file is None:
+            return None
+        return read_secret_file("web.password_file", self.password_file)
+
+
+@dataclass(frozen=True)
+class StateSection:
+    """The local state topics (gateway/localstate.py): a device's JSON state is published on
+    change at most every ``interval_s`` (availability and alert states at once)."""
+
+    interval_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class HomeAssistantSection:
+    """Home Assistant MQTT discovery (gateway/hadiscovery.py), off unless ``enabled``.
+
+    username: the broker user Home Assistant connects as; ``broker-config`` gives it read access
+    to the local state topics and discovery, and write access to the output command topics only.
+    """
+
+    enabled: bool = False
+    discovery_prefix: str = "homeassistant"
+    username: str = "homeassistant"
+
+
+@dataclass(frozen=True)
 class Config:
     gateway: GatewaySection
     mqtt: MQTTSection = field(default_factory=MQTTSection)
@@ -226,6 +272,9 @@ class Config:
     raw: RawSection = field(default_factory=RawSection)
     alerts: AlertsSection = field(default_factory=AlertsSection)
     forward: ForwardConfig | None = None  # validated [forward], None without one
+    web: WebSection = field(default_factory=WebSection)
+    state: StateSection = field(default_factory=StateSection)
+    homeassistant: HomeAssistantSection = field(default_factory=HomeAssistantSection)
     source: Path | None = None
 
 
@@ -325,6 +374,9 @@ def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
             "raw",
             "alerts",
             "forward",
+            "web",
+            "state",
+            "homeassistant",
         },
     )
     if "gateway" not in data:
@@ -454,6 +506,55 @@ def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
         raw=raw,
         alerts=alerts,
         forward=forward,
+        web=_web(_Table(top.table("web"), "web", {f.name for f in fields(WebSection)}), base),
+        state=StateSection(
+            interval_s=_Table(top.table("state"), "state", {"interval_s"}).get_float("interval_s", 5.0, lo=0.1, hi=3600)
+        ),
+        homeassistant=_homeassistant(
+            _Table(top.table("homeassistant"), "homeassistant", {f.name for f in fields(HomeAssistantSection)})
+        ),
+    )
+
+
+def _homeassistant(t: _Table) -> HomeAssistantSection:
+    enabled = t.data.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"homeassistant.enabled: expected true or false, got {enabled!r}")
+    prefix = t.get_str("discovery_prefix", "homeassistant")
+    if not valid_discovery_prefix(prefix):
+        raise ConfigError(
+            f"homeassistant.discovery_prefix: {prefix!r} must be topic levels of A-Z a-z 0-9 _ - "
+            '(Home Assistant\'s default is "homeassistant")'
+        )
+    return HomeAssistantSection(
+        enabled=enabled, discovery_prefix=prefix, username=t.get_str("username", "homeassistant", ident=True)
+    )
+
+
+def _web(w: _Table, base: Path) -> WebSection:
+    enabled = w.data.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"web.enabled: expected true or false, got {enabled!r}")
+    address = w.get_str("address", "127.0.0.1")
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise ConfigError(
+            f"web.address: expected an IP address (127.0.0.1 for this machine only, or the address of "
+            f"the network to serve), got {address!r}"
+        ) from None
+    pw_file = w.opt_str("password_file")
+    if enabled and not ip.is_loopback and pw_file is None:
+        raise ConfigError(
+            f"web.password_file: required when web.address is {address} (not a loopback address): the status "
+            "page and /metrics would be open to the network; put a password in a file readable only by the "
+            "gateway (chmod 600) and set web.password_file, or keep web.address = 127.0.0.1"
+        )
+    return WebSection(
+        enabled=enabled,
+        address=address,
+        port=w.get_int("port", 8080, lo=0, hi=65535),
+        password_file=_path(base, pw_file) if pw_file else None,
     )
 
 

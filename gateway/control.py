@@ -30,6 +30,11 @@ from shared_protocol.topics import TYPE_OF_KIND
 log = logging.getLogger(__name__)
 
 
+def _older_boot(boot: int, than: int) -> bool:
+    """True if u16 boot counter ``boot`` comes before ``than`` (serial-number order)."""
+    return 0 < (than - boot) & 0xFFFF < 0x8000
+
+
 class HeldData:
     """DATA frames that came before their device's BIRTH (already stored and ACKed)."""
 
@@ -87,7 +92,13 @@ class ControlStage:
             return
         self.counters.kind(kind)
         if frame.type == DEATH:
-            # The broker's copy of the device's last will: not sequenced, not ACKed.
+            # The broker's copy of the device's last will: not sequenced, not ACKed. A live
+            # device clears its retained DEATH when it connects (docs/protocol.md, "MQTT
+            # topics"), so a DEATH means "down", unless it is of a boot older than the BIRTH
+            # already seen (a board whose firmware does not clear it, after a reboot).
+            info = self.registry.devices.get(device)
+            if info is not None and info.boot is not None and _older_boot(frame.boot, info.boot):
+                return
             if self.registry.on_death(device, at=fr.received):
                 log.info("device %s: offline (DEATH)", device)
                 self.outbox.forward(

@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -221,6 +222,13 @@ class MQTTIngest:
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
         self.client = client
+
+    def add_route(self, topic_filter: str, qos: int, callback: Callable[[str, bytes], None]) -> None:
+        """Also subscribe to ``topic_filter`` and hand its messages to ``callback(topic, payload)``
+        on paho's network thread, past the frame queue (Home Assistant's switch commands).
+        Call before ``start``."""
+        self.subscriptions.append((topic_filter, qos))
+        self.client.message_callback_add(topic_filter, lambda c, u, msg: callback(msg.topic, bytes(msg.payload)))
 
     # paho callbacks (network thread): keep them tiny.
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:

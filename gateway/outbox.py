@@ -1,5 +1,5 @@
-"""What the processing thread sends: CMDs and alerts to the local broker, records to
-the forwarder (or, without one, summaries as JSON on the local broker).
+"""What the processing thread sends: CMDs, alerts, summaries (JSON) and the local state
+topics to the local broker, records to the forwarder.
 
 Publishing and forwarding are injected (``Publisher``, ``Submit``) so the stages run
 in tests with plain lists.
@@ -64,8 +64,8 @@ class Outbox:
     def gateway_topic(self, what: str) -> str:
         return gateway_topic(self.prefix, self.site, what)
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1) -> bool:
-        ok = self.publisher.publish(topic, payload, qos=qos)
+    def publish(self, topic: str, payload: bytes, qos: int = 1, *, retain: bool = False) -> bool:
+        ok = self.publisher.publish(topic, payload, qos=qos, retain=retain)
         if not ok:
             self.counters.publish_failures += 1
             if not self._failing:
@@ -86,6 +86,9 @@ class Outbox:
         """A record for the cloud lane; returns the forwarder's ticket (None without one)."""
         if self.submit is not None:
             return self.submit(lane, record)
-        if lane == "summary":
-            self.publish(self.gateway_topic("summary"), json.dumps(record, separators=(",", ":")).encode())
         return None
+
+    def local_summary(self, record: dict[str, Any]) -> bool:
+        """A summary record as JSON on the local broker (``_gateway/summary``), with or without
+        a forwarder: local tools read it there."""
+        return self.publish(self.gateway_topic("summary"), json.dumps(record, separators=(",", ":")).encode())

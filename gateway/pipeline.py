@@ -30,8 +30,10 @@ from gateway.config import Config, ConfigError
 from gateway.control import ControlStage, HeldData
 from gateway.counters import BadFrames, Counters
 from gateway.decisions import Decider, Summaries
+from gateway.hadiscovery import HADiscovery
 from gateway.ingest import RawFrame
 from gateway.live import LiveView
+from gateway.localstate import LocalState
 from gateway.outbox import Outbox, Submit
 from gateway.rawlog import RawLog, SeqStates
 from gateway.rawrequests import RawRequests
@@ -141,6 +143,14 @@ class Gateway:
             )
         self.live = LiveView(self.registry)
         self.stages = self._scoring_stages(models or {})
+        self.local_state = LocalState(
+            config, registry=self.registry, live=self.live, outbox=self.outbox, stages=self.stages
+        )
+        self.ha: HADiscovery | None = None  # Home Assistant discovery, when [homeassistant] enables it
+        if config.homeassistant.enabled:
+            self.ha = HADiscovery(
+                config, registry=self.registry, outbox=self.outbox, pipelines=self.local_state.pipelines, live=self.live
+            )
         self.schemas = SchemaBook(self.stages)
         for device, info in self.registry.devices.items():
             if info.channels:
@@ -273,6 +283,10 @@ class Gateway:
         if self.raw_requests is not None:
             self.raw_requests.serve(now)
         self.live.refresh(now)
+        changed = self.local_state.tick(now)  # availability, alert states, JSON state
+        if self.ha is not None:
+            self.ha.sync(changed)
+            self.ha.serve()
         dirty = self._repair(now)
         ops = self.registry.take_pending()
         if ops or dirty:

@@ -114,6 +114,9 @@ class Runner:
             rawlog=rawlog,
             committed=self.forwarder.committed if self.forwarder is not None else None,
         )
+        ha = self.gateway.ha
+        if ha is not None:  # Home Assistant's switch commands -> CMD_SET_OUTPUT (gateway/hadiscovery.py)
+            self.mqtt.add_route(ha.command_filter, 1, ha.on_message)
         self.failed: BaseException | None = None
         self.gateway.start_writer(
             group_s=ing.commit_interval_ms / 1000.0,

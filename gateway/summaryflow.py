@@ -1,7 +1,8 @@
 """Interval summaries out to the cloud lane, and the watermark that says up to where
 they are durable (so a restart rebuilds, from the raw log, only what was not sent).
 
-    flush    the interval in progress, each interval and at a clean stop
+    flush    the interval in progress, each interval and at a clean stop (also published
+             as JSON on the local broker, with or without a forwarder)
     settle   move the watermark over every interval whose records are durable
     recover  at start-up: rebuild the summaries received after the watermark
 """
@@ -49,6 +50,7 @@ class SummaryFlow:
         for rec in self.summaries.flush(now):
             rec["site"] = self.outbox.site
             self.counters.summaries += 1
+            self.outbox.local_summary(rec)  # always: local tools read it on the broker
             ticket = self.outbox.forward("summary", rec)
         self._marks.append((self.last_received, ticket))
         self.settle()

@@ -6,7 +6,9 @@
 #   tools/setup.sh --test   the same, plus openssl, chromium with chromium-driver, .venv-tflite (tflite-runtime 2.14 with
 #                           numpy<2, the second inference backend the tests check) and
 #                           .venv-stubs (mypy with the official ESP32 and RP2040 port stubs,
-#                           and circuitpython-stubs in .venv-stubs/circuitpython-env)
+#                           and circuitpython-stubs in .venv-stubs/circuitpython-env), and
+#                           .venv-ha (a pinned Home Assistant, whose own schemas check the
+#                           gateway's MQTT discovery payloads)
 #
 # Safe to run again: each step is skipped when it is already done.
 set -euo pipefail
@@ -96,5 +98,6 @@ fi
 if [ "$want_test" = 1 ]; then
   bash tools/setup_tflite_env.sh
   bash tools/setup_stubs_env.sh
+  bash tools/setup_ha_env.sh
 fi
 say "ready"

@@ -131,6 +131,11 @@ port = {local[1]}
 [summary]
 interval_s = 5
 
+# Home Assistant MQTT discovery: every board appears in Home Assistant by itself, with the
+# valve's output as a switch (docs/gateway.md, "Home Assistant").
+[homeassistant]
+enabled = true
+
 [[pipelines]]
 name = "vibration"
 model = {json.dumps(str(VIBRATION_MODEL))}

@@ -226,6 +226,10 @@ class App:
     def _open_session(self):
         n = encode_death(self.will_buf, self.boot, self.seq, self.clock.ticks_ms())
         self.transport.connect(self.t_death, bytes(self.will_buf[:n]), (self.t_ack, self.t_cmd))
+        # If the last session of this boot died, the broker published its will (DEATH, retained)
+        # and it is still retained. Clear it (zero-length retained) before anything else: a
+        # retained DEATH then always means "down", whatever BIRTH is retained (docs/protocol.md).
+        self.transport.publish(self.t_death, b"", True)
         self.queue.rewind()  # everything not ACKed goes out again, flagged historical
         self.publish_birth(True)
 
