@@ -93,6 +93,11 @@ class ForwardConfig:
             raise ForwardConfigError(
                 'forward.payload_format: "sparkplug" needs the pysparkplug package (pip install pysparkplug==0.3.0)'
             )
+        sparkplug_group = _str(d, "sparkplug_group", "edgeline")
+        if not sparkplug_group or any(c in sparkplug_group for c in "/+#"):
+            raise ForwardConfigError(
+                f"forward.sparkplug_group: expected a Sparkplug group id without '/', '+' or '#', got {sparkplug_group!r}"
+            )
         topic_prefix = _str(d, "topic_prefix", "edgeline")
         if not topic_prefix or any(c in topic_prefix for c in "+#") or topic_prefix.endswith("/"):
             raise ForwardConfigError(
@@ -139,7 +144,7 @@ class ForwardConfig:
             bandwidth_limit_bytes_per_s=bandwidth,
             drain_limit_messages_per_s=drain,
             payload_format=payload_format,
-            sparkplug_group=_str(d, "sparkplug_group", "edgeline"),
+            sparkplug_group=sparkplug_group,
             backoff_min_s=backoff_min,
             backoff_max_s=backoff_max,
             commit_interval_ms=commit_interval,

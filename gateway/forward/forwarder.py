@@ -31,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -50,6 +50,9 @@ from gateway.forward.queue import (
     summary_level,
 )
 from gateway.forward.store import StoreLoop
+
+if TYPE_CHECKING:
+    from gateway.forward.sparkplug_session import SparkplugSession
 
 log = logging.getLogger("edgeline.forward")
 
@@ -136,6 +139,16 @@ class Forwarder:
         self._last_write_error: str | None = None
         self._drain_marks: deque[tuple[float, int]] = deque(maxlen=4096)  # (time, acks) per ack batch
         self._reported_overflow = [0] * n
+        # Sparkplug B (payload_format = "sparkplug"): the edge node session; a host's rebirth request
+        # (NCMD) is flagged here by the network thread for the store thread, which publishes.
+        self._sparkplug: SparkplugSession | None = None
+        self._rebirth_requested = False
+        if config.payload_format == "sparkplug":
+            from gateway.forward.sparkplug_session import SparkplugSession
+
+            self._sparkplug = SparkplugSession(
+                config.sparkplug_group, gateway_id, self.db_path.parent / "sparkplug.json"
+            )
 
     # -- public API ------------------------------------------------------------------------
     def start(self) -> None:
@@ -147,6 +160,8 @@ class Forwarder:
             raise RuntimeError("Forwarder.start() called twice")
         check_private_files(self.config)
         self.recovery = self._queue.open()
+        if self._sparkplug is not None:
+            self._sparkplug.epoch = self._queue.epoch
         with self._lock:  # depth is right from the start, before the store thread runs
             self._stat_depth = list(self._queue.counts)
             self._counters = dict(self._queue.counters)
@@ -344,6 +359,7 @@ class Forwarder:
                     "last_error": self._last_command_error,
                 },
                 "recovery": None if self.recovery is None else self.recovery.as_dict(),
+                "sparkplug": None if self._sparkplug is None else self._sparkplug.status(),
             }
 
     # -- store thread ----------------------------------------------------------------------
@@ -362,9 +378,12 @@ class Forwarder:
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
-            clean_session=not cfg.persistent_session,
+            # Sparkplug: every client's session is clean (the births set up the state anew)
+            clean_session=not cfg.persistent_session or self._sparkplug is not None,
             protocol=mqtt.MQTTv311,
         )
+        if self._sparkplug is not None:  # the NDEATH with this connection's bdSeq
+            client.will_set(*self._sparkplug.will(), qos=1, retain=False)
         client.max_inflight_messages_set(cfg.max_inflight)
         client.max_queued_messages_set(0)
         if cfg.username is not None:
@@ -403,10 +422,18 @@ class Forwarder:
         cfg = self.config
         delay = cfg.backoff_min_s
         first = True
+        attempted = False
         try:
             while not self._stop.is_set():
                 self._set_conn_state("connecting")
                 self._refused = False
+                if self._sparkplug is not None and attempted:
+                    # Sparkplug: each connection is a client of its own, with the next bdSeq in its will
+                    # and nothing carried over (the store thread sends the unacknowledged records again,
+                    # after the births, with this session's seq and aliases).
+                    client = self._replace_client(client)
+                    first = True
+                attempted = True
                 try:
                     if first:
                         client.connect(cfg.host, cfg.port, cfg.keepalive_s)
@@ -434,6 +461,10 @@ class Forwarder:
                 delay = min(delay * 2, cfg.backoff_max_s)
             with contextlib.suppress(OSError, ssl.SSLError):
                 if client.socket() is not None:
+                    if self._sparkplug is not None and client.is_connected():
+                        # A clean stop says so: the DISCONNECT makes the broker drop the will.  QoS 0
+                        # goes out at once, ahead of records still waiting for the in-flight window.
+                        client.publish(*self._sparkplug.death(), qos=0)
                     client.disconnect()
                     client.loop_write()
         finally:
@@ -475,6 +506,18 @@ class Forwarder:
                 return f"connection lost ({mqtt.error_string(rc)})"
         return None
 
+    def _replace_client(self, old: mqtt.Client) -> mqtt.Client:
+        """Sparkplug: a new client for the next connection; the old one's socket is closed without a
+        DISCONNECT (the broker sends its will if it has not yet)."""
+        sock = old.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+        client = self._make_client()
+        with self._lock:
+            self._client = client
+        return client
+
     def _wake_network(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         """paho: a packet is queued (e.g. by publish() on the store thread); the network thread
         writes it.  Only the network thread ever touches the socket (a TLS stream must not be
@@ -491,10 +534,8 @@ class Forwarder:
             self._set_conn_state("refused", f"broker refused the connection: {reason}")
             return
         client.subscribe(command_topic_filter(self.config.topic_prefix, self.gateway_id), qos=1)
-        if self.config.payload_format == "sparkplug":
-            from gateway.forward.sparkplug import nbirth
-
-            client.publish(*nbirth(self.config.sparkplug_group, self.gateway_id, self._connects), qos=0)
+        if self._sparkplug is not None:  # rebirth requests; the store thread sends the births
+            client.subscribe(self._sparkplug.ncmd_topic(), qos=1)
         with self._lock:
             self._connected = True
             self._connects += 1
@@ -517,6 +558,9 @@ class Forwarder:
             self._wake.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self._sparkplug is not None and message.topic == self._sparkplug.ncmd_topic():
+            self._on_ncmd(message)
+            return
         prefix = command_topic_filter(self.config.topic_prefix, self.gateway_id)[:-1]
         name = message.topic[len(prefix) :] if message.topic.startswith(prefix) else message.topic
         try:
@@ -537,6 +581,24 @@ class Forwarder:
             callback(command)
         except Exception as exc:  # the handler is the gateway's code: count, report, keep running
             self._reject_command(message.topic, f"handler raised {type(exc).__name__}: {exc}")
+
+    def _on_ncmd(self, message: mqtt.MQTTMessage) -> None:
+        """Sparkplug NCMD: ``Node Control/Rebirth`` = true makes the store thread send the births again."""
+        from gateway.forward.sparkplug import rebirth_requested
+
+        try:
+            rebirth = rebirth_requested(bytes(message.payload))
+        except ValueError as exc:
+            self._reject_command(message.topic, str(exc))
+            return
+        if not rebirth:
+            self._reject_command(message.topic, "only 'Node Control/Rebirth' = true is supported")
+            return
+        log.info("sparkplug: rebirth requested by a host")
+        with self._lock:
+            self._commands_received += 1
+            self._rebirth_requested = True
+        self._wake.set()
 
     def _reject_command(self, topic: str, error: str) -> None:
         with self._lock:

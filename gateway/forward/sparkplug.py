@@ -1,86 +1,137 @@
-"""Sparkplug B payloads toward the cloud (``payload_format = "sparkplug"``), with pysparkplug.
+"""Sparkplug B 3.0 on the wire (``payload_format = "sparkplug"``): topics and payloads, with pysparkplug.
 
-Topic ``spBv1.0/<sparkplug_group>/DDATA/<gateway_id>/<lane>``: one DDATA payload per record whose
-metrics are ``edgeline/key`` (String, the idempotency key), ``edgeline/seq`` (UInt64),
-``edgeline/created`` (DateTime) and the record's leaves flattened with ``/`` (numbers as Double or
-Int64, booleans as Boolean, strings as String, lists and null as JSON String).  Records older than
-60 s when sent are flagged historical, as Sparkplug's store-and-forward expects.  An NBIRTH (bdSeq)
-is published on every connection.  Imported only when that format is configured.
+Plain data in (metric definitions, values, sequence numbers), bytes out; which message to send when
+is the session's job (``sparkplug_session.py``), what a record becomes is ``sparkplug_metrics.py``.
+Imported only when that format is configured.
+
+Rules of the specification this module enforces (Sparkplug 3.0, "Payloads"): NDEATH carries no
+``seq``, only the ``bdSeq`` metric (Int64); births carry every metric with name, alias and datatype
+(``Node Control/Rebirth`` without an alias, so any host can ask for a rebirth); DDATA and NDATA
+carry aliases only, no names and no datatypes; every metric in a birth or data message has a
+timestamp; a metric without a current value is sent with ``is_null``.
 """
 
 from __future__ import annotations
 
-import datetime
-import json
 import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pysparkplug as spb
+from google.protobuf import descriptor_pool, message_factory  # type: ignore[import-untyped]
 
-from gateway.forward.payload import idempotency_key
-from gateway.forward.queue import LANES, QueuedRecord
+DataType = spb.DataType
+MessageType = spb.MessageType
 
-HISTORICAL_AFTER_S = 60.0
+BD_SEQ = "bdSeq"
+REBIRTH = "Node Control/Rebirth"
+UNIT_PROPERTY = "engUnit"  # the property Ignition (MQTT Engine) turns into the tag's engineering unit
+
+# The Tahu ``Payload`` message as pysparkplug registered it: used only to add metric properties
+# (units) to a DBIRTH, which pysparkplug 0.3.0's Metric cannot carry.
+_PB_PAYLOAD: Any = message_factory.GetMessageClass(
+    descriptor_pool.Default().FindMessageTypeByName("org.eclipse.tahu.protobuf.Payload")
+)
+_PROPERTY_STRING = 12  # PropertyValue.type of a String
 
 
-def nbirth(group: str, gateway_id: str, bd_seq: int) -> tuple[str, bytes]:
-    now = int(time.time() * 1000)
-    birth = spb.NBirth(timestamp=now, seq=0, metrics=(spb.Metric(now, "bdSeq", spb.DataType.UINT64, bd_seq % 256),))
-    topic = spb.Topic(group_id=group, message_type=spb.MessageType.NBIRTH, edge_node_id=gateway_id)
-    return str(topic), bytes(birth.encode())
+@dataclass(frozen=True)
+class Value:
+    """One metric of a birth or data message: ``value`` None means null."""
+
+    name: str
+    alias: int | None
+    datatype: spb.DataType
+    value: Any
+    timestamp_ms: int
+    unit: str | None = None
+    historical: bool = False
 
 
-def sparkplug_topic(group: str, gateway_id: str, lane: int) -> str:
-    return str(
-        spb.Topic(group_id=group, message_type=spb.MessageType.DDATA, edge_node_id=gateway_id, device_id=LANES[lane])
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def topic(group: str, node: str, message_type: spb.MessageType, device: str | None = None) -> str:
+    """``spBv1.0/<group>/<TYPE>/<edge node>[/<device>]``."""
+    return str(spb.Topic(group_id=group, message_type=message_type, edge_node_id=node, device_id=device))
+
+
+def check_id(what: str, value: str) -> str:
+    """A Sparkplug id (group, edge node, device) is one MQTT topic level: no '/', '+' or '#'."""
+    if not value or any(c in value for c in "/+#"):
+        raise ValueError(f"{what} {value!r}: a Sparkplug id must be non-empty, without '/', '+' or '#'")
+    return value
+
+
+def ndeath(bd_seq: int, *, timestamp_ms: int | None = None) -> bytes:
+    """The death certificate: registered as the MQTT will, and sent before a clean disconnect."""
+    metric = spb.Metric(timestamp_ms, BD_SEQ, spb.DataType.INT64, bd_seq)
+    return bytes(spb.NDeath(timestamp=timestamp_ms, bd_seq_metric=metric).encode())
+
+
+def nbirth(seq: int, bd_seq: int, metrics: Sequence[Value], *, timestamp_ms: int) -> bytes:
+    """NBIRTH: ``bdSeq`` (as in the will of this MQTT session), ``Node Control/Rebirth`` = false, ``metrics``."""
+    head = (
+        spb.Metric(timestamp_ms, BD_SEQ, spb.DataType.INT64, bd_seq),
+        spb.Metric(timestamp_ms, REBIRTH, spb.DataType.BOOLEAN, False),
+    )
+    payload = spb.NBirth(timestamp=timestamp_ms, seq=seq, metrics=head + tuple(_birth_metric(v) for v in metrics))
+    return _with_units(bytes(payload.encode()), metrics, offset=len(head))
+
+
+def dbirth(seq: int, metrics: Sequence[Value], *, timestamp_ms: int) -> bytes:
+    payload = spb.DBirth(timestamp=timestamp_ms, seq=seq, metrics=tuple(_birth_metric(v) for v in metrics))
+    return _with_units(bytes(payload.encode()), metrics, offset=0)
+
+
+def ddata(seq: int, metrics: Iterable[Value], *, timestamp_ms: int) -> bytes:
+    payload = spb.DData(timestamp=timestamp_ms, seq=seq, metrics=tuple(_data_metric(v) for v in metrics))
+    return bytes(payload.encode(include_dtypes=False))
+
+
+def ndata(seq: int, metrics: Iterable[Value], *, timestamp_ms: int) -> bytes:
+    payload = spb.NData(timestamp=timestamp_ms, seq=seq, metrics=tuple(_data_metric(v) for v in metrics))
+    return bytes(payload.encode(include_dtypes=False))
+
+
+def ddeath(seq: int, *, timestamp_ms: int) -> bytes:
+    return bytes(spb.DDeath(timestamp=timestamp_ms, seq=seq).encode())
+
+
+def rebirth_requested(raw: bytes) -> bool:
+    """True for an NCMD with ``Node Control/Rebirth`` = true.  Raises ValueError for a payload that is
+    not a Sparkplug B payload."""
+    try:
+        payload = _PB_PAYLOAD.FromString(raw)
+    except Exception as exc:  # protobuf's DecodeError; a message in any case
+        raise ValueError(f"not a Sparkplug B payload ({exc})") from exc
+    return any(m.name == REBIRTH and m.HasField("boolean_value") and m.boolean_value for m in payload.metrics)
+
+
+def _birth_metric(v: Value) -> spb.Metric:
+    return spb.Metric(
+        v.timestamp_ms, v.name, v.datatype, v.value, alias=v.alias, is_null=v.value is None, is_historical=v.historical
     )
 
 
-def encode_sparkplug(gateway_id: str, record: QueuedRecord, *, now: float | None = None) -> bytes:
-    now_s = time.time() if now is None else now
-    ts = int(record.created * 1000)
-    created = datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC)
-    historical = now_s - record.created > HISTORICAL_AFTER_S
-    metrics = [
-        spb.Metric(
-            ts,
-            "edgeline/key",
-            spb.DataType.STRING,
-            idempotency_key(gateway_id, record.lane, record.epoch, record.seq),
-            is_historical=historical,
-        ),
-        spb.Metric(ts, "edgeline/seq", spb.DataType.UINT64, record.seq, is_historical=historical),
-        spb.Metric(ts, "edgeline/created", spb.DataType.DATETIME, created, is_historical=historical),
-    ]
-    body = json.loads(record.body)
-    for name, dtype, value in _flatten("record", body):
-        metrics.append(spb.Metric(ts, name, dtype, value, is_historical=historical, is_null=value is None))
-    # Sparkplug's seq is 0..255 per message; our own per-lane seq travels in edgeline/seq.
-    payload = spb.DData(timestamp=int(now_s * 1000), seq=record.seq % 256, metrics=tuple(metrics))
-    return bytes(payload.encode(include_dtypes=True))
+def _data_metric(v: Value) -> spb.Metric:
+    return spb.Metric(
+        v.timestamp_ms, None, v.datatype, v.value, alias=v.alias, is_null=v.value is None, is_historical=v.historical
+    )
 
 
-def decode_sparkplug(raw: bytes) -> dict[str, Any]:
-    """Metric name -> value of a DDATA payload made by :func:`encode_sparkplug` (used by tests and tools)."""
-    payload = spb.DData.decode(raw)
-    return {str(m.name): m.value for m in payload.metrics}
-
-
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-
-
-def _flatten(prefix: str, value: Any) -> list[tuple[str, spb.DataType, Any]]:
-    if isinstance(value, dict):
-        out: list[tuple[str, spb.DataType, Any]] = []
-        for key, item in value.items():
-            out.extend(_flatten(f"{prefix}/{key}", item))
-        return out
-    if isinstance(value, bool):
-        return [(prefix, spb.DataType.BOOLEAN, value)]
-    if isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX:
-        return [(prefix, spb.DataType.INT64, value)]
-    if isinstance(value, float):
-        return [(prefix, spb.DataType.DOUBLE, value)]
-    if isinstance(value, str):
-        return [(prefix, spb.DataType.STRING, value)]
-    return [(prefix, spb.DataType.STRING, json.dumps(value, separators=(",", ":")))]
+def _with_units(raw: bytes, metrics: Sequence[Value], *, offset: int) -> bytes:
+    """Add the ``engUnit`` property to the metrics that have a unit (births only)."""
+    if not any(v.unit for v in metrics):
+        return raw
+    payload = _PB_PAYLOAD.FromString(raw)
+    for i, v in enumerate(metrics):
+        if v.unit:
+            props = payload.metrics[offset + i].properties
+            props.keys.append(UNIT_PROPERTY)
+            prop = props.values.add()
+            prop.type = _PROPERTY_STRING
+            prop.string_value = v.unit
+    return bytes(payload.SerializeToString())

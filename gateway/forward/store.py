@@ -84,16 +84,18 @@ class StoreLoop:
             TokenBucket(self.cfg.bandwidth_limit_bytes_per_s) if self.cfg.bandwidth_limit_bytes_per_s else None
         )
         self.drain = TokenBucket(self.cfg.drain_limit_messages_per_s) if self.cfg.drain_limit_messages_per_s else None
-        self.encode: Callable[[QueuedRecord], tuple[str, bytes]]
+        # A record becomes one message (JSON), or with Sparkplug maybe births or a death around it:
+        # the last message is the record's own, the one whose PUBACK deletes it.
+        self.encode: Callable[[QueuedRecord], list[tuple[str, bytes]]]
+        self.encoded: tuple[QueuedRecord, list[tuple[str, bytes]]] | None = None  # held back by a rate cap
+        self.sparkplug = fwd._sparkplug
+        self.born_connection = 0  # Sparkplug: the connection (fwd._connects) whose births were sent
         gw = fwd.gateway_id
-        if self.cfg.payload_format == "sparkplug":
-            from gateway.forward.sparkplug import encode_sparkplug, sparkplug_topic
-
-            group = self.cfg.sparkplug_group
-            self.encode = lambda r: (sparkplug_topic(group, gw, r.lane), encode_sparkplug(gw, r))
+        if self.sparkplug is not None:
+            self.encode = self.sparkplug.messages_for
         else:
             prefix = self.cfg.topic_prefix
-            self.encode = lambda r: (json_topic(prefix, gw, r.lane), encode_json(gw, r))
+            self.encode = lambda r: [(json_topic(prefix, gw, r.lane), encode_json(gw, r))]
 
     def run(self) -> None:
         fwd = self.fwd
@@ -124,6 +126,8 @@ class StoreLoop:
                 self._top_up()
             if stopping:
                 self._final_commit()
+                if self.sparkplug is not None:
+                    self.sparkplug.save()
                 return
             fwd._wake.wait(self._wait_time(connected))
 
@@ -434,9 +438,72 @@ class StoreLoop:
                 return pf[0]
         return None
 
+    def _sparkplug_births(self) -> Any:
+        """Sparkplug: the client to publish on once this connection's births are out (None: not
+        connected).  The first time on a connection: forget what was in flight on the last one (its
+        client is gone) and send it again after the births; on a host's rebirth request: births again."""
+        fwd, session = self.fwd, self.sparkplug
+        assert session is not None
+        with fwd._lock:
+            client, connection, connected = fwd._client, fwd._connects, fwd._connected
+            rebirth, fwd._rebirth_requested = fwd._rebirth_requested, False
+        if not connected or client is None:
+            return None
+        if connection != self.born_connection:
+            self._rewind()
+            births = session.begin(new_connection=True)
+        elif rebirth:
+            self.encoded = None  # encoded for the births before: seq and births start again
+            births = session.begin(new_connection=False)
+        else:
+            return client
+        for topic, payload in births:
+            client.publish(topic, payload, qos=1)
+        self.born_connection = connection
+        return client
+
+    def _rewind(self) -> None:
+        """Sparkplug, new connection: records in flight on the last one go out again, from the first
+        unacknowledged one of each lane (deletes stay in order; a copy acknowledged before is sent twice)."""
+        self.inflight.clear()
+        self.sizes.clear()
+        self.encoded = None
+        for lane in range(len(LANES)):
+            order, ahead = self.lane_inflight[lane], self.prefetch[lane]
+            if order:
+                self.cursor[lane] = order[0] - 1
+            elif ahead:
+                self.cursor[lane] = ahead[0].id - 1
+            order.clear()
+            self.lane_acked[lane].clear()
+            ahead.clear()
+            self.exhausted[lane] = False
+        with self.fwd._lock:
+            self.fwd._stat_inflight = [0] * len(LANES)
+
+    def _encode(self, record: QueuedRecord) -> list[tuple[str, bytes]]:
+        if self.encoded is not None and self.encoded[0] is record:
+            messages = self.encoded[1]
+            self.encoded = None
+            return messages
+        self.encoded = None
+        try:
+            return self.encode(record)
+        except Exception as exc:  # a bug in an encoder must not stop the drain
+            # Sent as JSON instead, counted: never block the lane on one record.
+            log.error("cannot encode record %s of lane %s: %s", record.seq, LANES[record.lane], exc)
+            self.q.bump(f"events.encode_fallback_{LANES[record.lane]}")
+            return [
+                (
+                    json_topic(self.cfg.topic_prefix, self.fwd.gateway_id, record.lane),
+                    encode_json(self.fwd.gateway_id, record),
+                )
+            ]
+
     def _top_up(self) -> None:
-        client = self.fwd._client
-        assert client is not None
+        client = self.fwd._client if self.sparkplug is None else self._sparkplug_births()
+        if client is None:
+            return
         sent = [0] * len(LANES)
         # paho keeps at most max_inflight on the wire and queues the rest, sending them as PUBACKs
         # come in; handing it up to HANDOFF windows at a time saves a thread switch per record.  An
@@ -449,22 +516,23 @@ class StoreLoop:
             record = self._next_record()
             if record is None:
                 break
-            try:
-                topic, payload = self.encode(record)
-            except Exception as exc:  # a bug in an encoder must not stop the drain
-                # Sent as JSON instead, counted: never block the lane on one record.
-                log.error("cannot encode record %s of lane %s: %s", record.seq, LANES[record.lane], exc)
-                self.q.bump(f"events.encode_fallback_{LANES[record.lane]}")
-                payload = encode_json(self.fwd.gateway_id, record)
-                topic = json_topic(self.cfg.topic_prefix, self.fwd.gateway_id, record.lane)
-            if self.bandwidth is not None and not self.bandwidth.take(len(payload)):
-                self.next_wake = min(self.next_wake, max(self.bandwidth.wait_time(len(payload)), 0.001))
+            messages = self._encode(record)
+            size = sum(len(payload) for _topic, payload in messages)
+            if self.bandwidth is not None and not self.bandwidth.take(size):
+                self.next_wake = min(self.next_wake, max(self.bandwidth.wait_time(size), 0.001))
+                self.encoded = (record, messages)  # encoded once: Sparkplug numbered them already
                 break
             if self.drain is not None and not self.drain.take(1):
                 self.next_wake = min(self.next_wake, max(self.drain.wait_time(1), 0.001))
+                self.encoded = (record, messages)
                 break
-            info = client.publish(topic, payload, qos=1)
+            for topic, payload in messages[:-1]:
+                client.publish(topic, payload, qos=1)
+            info = client.publish(*messages[-1], qos=1)
             if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                if self.sparkplug is not None:  # a message missing from the seq: start over with births
+                    with self.fwd._lock:
+                        self.fwd._rebirth_requested = True
                 break  # e.g. queue full: try again on the next wake
             self.prefetch[record.lane].popleft()
             size = min(len(record.body), self.q.max_record_bytes) + ROW_OVERHEAD
