@@ -34,4 +34,6 @@ class Published(list[tuple[str, bytes, int]]):
         return True
 
     def kind(self, kind: str) -> list[tuple[str, bytes, int]]:
-        return [p for p in self if levels(p[0])[3] == kind]
+        """Publishes on device topics <prefix>/<site>/<device>/<kind> of this kind (not the
+        gateway's own state and discovery topics, which have other shapes)."""
+        return [p for p in self if p[0].count("/") == 3 and levels(p[0])[3] == kind]
