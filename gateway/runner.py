@@ -23,7 +23,7 @@ from gateway.pipeline import Gateway
 from gateway.rawlog import RawLog
 from gateway.scoring import ModelLike
 from gateway.sdnotify import Notifier
-from gateway.status import detail, with_detail
+from gateway.status import detail, report, with_detail
 from gateway.writer import CommitFailed
 from shared_protocol.gw_topics import gateway_topic
 
@@ -34,6 +34,7 @@ DETAIL_FILE = "devices.json"  # per-device sections of a fleet over gateway.stat
 DETAIL_INTERVAL_S = 60.0
 DRAIN_S = 20.0  # at a stop, the most time spent on frames already received
 SWITCH_INTERVAL_S = 0.0002
+WEB_STATUS_S = 1.0  # the status page's snapshot of the status is rebuilt this often
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -82,6 +83,8 @@ class Runner:
         """models and rawlog default to what the configuration names; tests inject their own."""
         self.config = config
         self.stop_event = threading.Event()
+        # Before anything is opened: a web password file others can read stops the gateway here.
+        web_password = config.web.read_password() if config.web.enabled else None
         ing = config.ingest
         self.queue = FrameQueue(ing.queue_size, block_timeout_s=ing.block_timeout_ms / 1000.0)
         g = config.gateway
@@ -126,6 +129,13 @@ class Runner:
         self.status_path = Path(g.data_dir) / STATUS_FILE
         self._next_detail = 0.0
         self.notifier = Notifier()  # systemd (Type=notify, WatchdogSec); a no-op elsewhere
+        self.web: Any = None  # the status page and /metrics (gateway/web/), started by run()
+        if config.web.enabled:
+            from gateway.web.server import WebServer
+            from gateway.web.state import WebState
+
+            state = WebState(self.gateway.live, detail_devices=g.status_detail_devices)
+            self.web = WebServer(config.web, state, password=web_password)
 
     def _commit_failed(self, exc: BaseException) -> None:
         """Writer thread: nothing more can be stored, so nothing more is taken in."""
@@ -140,8 +150,8 @@ class Runner:
             raise ValueError("raw requests need a forwarder")
         raw.on_command(cmd, time.time())
 
-    def status(self) -> dict[str, Any]:
-        st = self.gateway.status()
+    def status(self, *, detail_sections: bool = True) -> dict[str, Any]:
+        st = report(self.gateway, detail_sections=detail_sections)
         q = self.queue.stats()
         st["ingest"] = {
             "connected": self.mqtt.connected.is_set(),
@@ -164,6 +174,7 @@ class Runner:
         st["pid"] = os.getpid()
         st["written_at"] = time.time()  # the heartbeat `edgeline-gateway status` checks
         st["status_interval_s"] = self.config.gateway.status_interval_s
+        st["web"] = self.web.status() if self.web is not None else None
         return st
 
     def write_status(self, *, final: bool = False) -> None:
@@ -186,6 +197,7 @@ class Runner:
             self.forwarder.start()
         self.mqtt.start()
         self.mqtt.publish(self.status_topic, b'{"online":true}', retain=True)
+        self._start_web()
         log.info(
             "gateway %s (site %s) running; %d pipeline(s), data in %s",
             cfg.gateway.id,
@@ -194,7 +206,7 @@ class Runner:
             cfg.gateway.data_dir,
         )
         batch_max = cfg.ingest.batch_max
-        next_tick = next_status = next_alive = 0.0
+        next_tick = next_status = next_alive = next_web = 0.0
         ready = False
         try:
             while not self.stop_event.is_set():
@@ -211,6 +223,9 @@ class Runner:
                 if now >= next_status:
                     self.write_status()
                     next_status = now + cfg.gateway.status_interval_s
+                if self.web is not None and now >= next_web:
+                    self.web.state.publish(self.status(detail_sections=False))
+                    next_web = now + WEB_STATUS_S
                 if now >= next_alive:  # only this loop pings systemd's watchdog: a hung loop is restarted
                     ready = self._notify_alive(ready)
                     next_alive = now + self.notifier.watchdog_interval_s
@@ -221,6 +236,17 @@ class Runner:
             self.shutdown()
         if self.failed is not None:
             raise CommitFailed(f"stopped: the raw log could not be written ({self.failed})") from self.failed
+
+    def _start_web(self) -> None:
+        """The status page; a port that cannot be bound is logged and the data path runs on."""
+        if self.web is None:
+            return
+        from gateway.web.server import WebError
+
+        try:
+            self.web.start()
+        except WebError as exc:
+            log.error("%s; the gateway runs on without its status page", exc)
 
     def _notify_alive(self, ready: bool) -> bool:
         """WATCHDOG=1, and READY=1 once subscribed; returns whether READY was sent."""
@@ -274,6 +300,8 @@ class Runner:
             self.mqtt.stop()
             if self.forwarder is not None:
                 self.forwarder.stop()
+            if self.web is not None:
+                self.web.stop()
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, frame: FrameType | None) -> None:

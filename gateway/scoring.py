@@ -9,6 +9,7 @@ channels, threshold and version (see ``ModelSpec.of``).
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import logging
 import time
@@ -112,12 +113,24 @@ class Scored:
     model_version: str
 
 
+# Upper bounds of the inference time histogram (seconds per model call; /metrics exports it).
+INFERENCE_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
 @dataclass
 class ScoringStats:
     windows_scored: int = 0
     calls: int = 0
     seconds: float = 0.0
     unmatched_devices: dict[str, str] = field(default_factory=dict)
+    # calls per INFERENCE_BUCKETS_S bucket (not cumulative), the last one over the largest bound
+    call_buckets: list[int] = field(default_factory=lambda: [0] * (len(INFERENCE_BUCKETS_S) + 1))
+
+    def observe(self, seconds: float) -> None:
+        """One model call (a scored batch) that took ``seconds``."""
+        self.calls += 1
+        self.seconds += seconds
+        self.call_buckets[bisect.bisect_left(INFERENCE_BUCKETS_S, seconds)] += 1
 
 
 class ScoringStage:
@@ -265,8 +278,7 @@ class ScoringStage:
         windows = p.values[0] if len(p.values) == 1 else np.concatenate(p.values)
         t0 = time.perf_counter()
         scores = self._score(windows)
-        self.stats.seconds += time.perf_counter() - t0
-        self.stats.calls += 1
+        self.stats.observe(time.perf_counter() - t0)
         self.stats.windows_scored += int(scores.shape[0])
         counts = np.asarray(p.counts)
         devices = [d for d, c in zip(p.devices, p.counts, strict=True) for _ in range(c)]

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
+from gateway.scoring import INFERENCE_BUCKETS_S
 from gateway.sequence import SequenceCounters
 
 if TYPE_CHECKING:
@@ -21,8 +22,9 @@ if TYPE_CHECKING:
 STALE_GRACE_S = 10.0  # a status this much older than its interval means a hung or dead gateway
 
 
-def report(gw: Gateway) -> dict[str, Any]:
-    """The status; with the per-device sections when the fleet is small enough for them."""
+def report(gw: Gateway, *, detail_sections: bool = True) -> dict[str, Any]:
+    """The status; with the per-device sections when the fleet is small enough for them (and
+    ``detail_sections``: the status page's snapshot, rebuilt each second, goes without)."""
     c = gw.counters
     acks = gw.acker.stats
     out: dict[str, Any] = {
@@ -39,7 +41,7 @@ def report(gw: Gateway) -> dict[str, Any]:
             "pending_dropped": c.pending_dropped,
             "empty_ignored": c.empty,
         },
-        "bad_frames": {"total": gw.bad.total, "sample": list(gw.bad.sample)[-10:]},
+        "bad_frames": {"total": gw.bad.total, "by_reason": _by_reason(gw), "sample": list(gw.bad.sample)[-10:]},
         "sequence_totals": _totals(_plain(s) for s in gw.sequence.counters.values()),
         "repair": {
             "resend_requests": gw.repair.requests,
@@ -73,6 +75,11 @@ def report(gw: Gateway) -> dict[str, Any]:
                 "windows_scored": s.stats.windows_scored,
                 "calls": s.stats.calls,
                 "inference_s": round(s.stats.seconds, 3),
+                "inference_histogram": {  # per model call (/metrics: edgeline_inference_seconds)
+                    "le": list(INFERENCE_BUCKETS_S),
+                    "counts": list(s.stats.call_buckets),
+                    "sum": s.stats.seconds,
+                },
                 "unmatched_devices": dict(s.stats.unmatched_devices),
                 "window_totals": _totals(s.window_stats().values()),
             }
@@ -84,9 +91,18 @@ def report(gw: Gateway) -> dict[str, Any]:
             "online": sum(1 for i in gw.registry.devices.values() if i.online),
         },
     }
-    if with_detail(gw):
+    if detail_sections and with_detail(gw):
         merge_detail(out, detail(gw))
     return out
+
+
+def _by_reason(gw: Gateway) -> dict[str, int]:
+    """Rejected frames per reason, over every device (at most MAX_BAD_DEVICES of them)."""
+    out: dict[str, int] = {}
+    for per in list(gw.bad.counts.values()):
+        for reason, n in list(per.items()):
+            out[reason] = out.get(reason, 0) + n
+    return dict(sorted(out.items()))
 
 
 def with_detail(gw: Gateway) -> bool:

@@ -56,6 +56,10 @@ fi
 #     dependencies for the CircuitPython firmware (.cache/upy-lib, .cache/cp-lib) --------
 .venv/bin/python tools/fetch_upy_deps.py
 
+# --- uPlot for the gateway's status page, sha512-pinned, from the npm registry
+#     (gateway/web/static/vendor, git-ignored; packaged into the wheel) ----------------
+.venv/bin/python tools/fetch_web_assets.py
+
 # --- Mosquitto ------------------------------------------------------------------------
 if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then

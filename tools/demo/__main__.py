@@ -3,8 +3,10 @@
 Starts a local broker and a second one standing in for the cloud, the gateway with the committed
 models, and several virtual boards (the real firmware on the MicroPython unix port with the
 simulation board). One pump develops a bearing fault part-way through, another loses its network
-for a while, and the cloud is cut and comes back. A live dashboard shows it all; at the end
-(``--duration`` or Ctrl-C) everything is stopped and a report is printed, with a chart.
+for a while, and the cloud is cut and comes back. A live dashboard shows it all, and the gateway's
+status page (its URL is printed) shows the live plots in a browser; at the end (``--duration`` or
+Ctrl-C) everything is stopped, a summary is printed, and the status page as it was at the end is
+saved as one offline file (demo-output/status.html, with a screenshot when chromium is installed).
 
     python -m tools.demo                          # 120 s, live dashboard
     python -m tools.demo --duration 40 --no-tui   # what the tests run
@@ -20,11 +22,12 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from tools.demo.dashboard import RateMeter, progress_line, render
 from tools.demo.fleet import DemoError, Fleet
 from tools.demo.monitor import Monitor
-from tools.demo.report import build, chart_html, text
+from tools.demo.report import build, status_page, text
 from tools.demo.scenario import CLOUD_CUT, DEVICES
 from tools.mosquitto import BrokerError
 
@@ -69,11 +72,16 @@ def main(argv: list[str] | None = None) -> int:
 
     mon: Monitor | None = None
     status: dict[str, object] = {}
+    snapshot: dict[str, Any] | None = None
+    web_url: str | None = None
     interrupted = False
     try:
         fleet.start_brokers()
         fleet.start_gateway()
         fleet.wait_gateway_ready()
+        web_url = fleet.web_url()
+        if web_url:
+            print(f"demo: open {web_url} while the demo runs (the gateway's status page, live plots)")
         mon = Monitor(
             local=(fleet.local.host, fleet.local.port),
             cloud=(fleet.cloud.host, fleet.cloud.port),
@@ -95,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if mon is not None:
             status = mon.poll_status() or status
+        if web_url and mon is not None:
+            snapshot = take_snapshot(web_url)
         fleet.stop()
         if mon is not None:
             mon.stop()
@@ -114,10 +124,42 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(text(report))
     (args.output / "report.json").write_text(json.dumps(report, indent=1))
-    chart_html(mon, report, CLOUD_CUT, args.output / "report.html")
-    print(f"\ndemo: chart and report: {args.output / 'report.html'}, {args.output / 'report.json'}")
+    print()
+    if snapshot is not None:
+        page = args.output / "status.html"
+        status_page(report, snapshot, page)
+        print(f"demo: the status page at the end, offline: {page}")
+        shot = screenshot(page, args.output / "status.png")
+        if shot:
+            print(f"demo: its screenshot: {shot}")
+    print(f"demo: all figures: {args.output / 'report.json'}")
     print(f"demo: logs: {fleet.workdir / 'logs'}")
     return 0 if (report["nothing_lost"] or interrupted) else 2
+
+
+def take_snapshot(url: str) -> dict[str, Any] | None:
+    """The status page's data while the gateway still runs (None, and why, if it cannot be read)."""
+    from gateway.web.snapshot import fetch_snapshot
+
+    try:
+        return fetch_snapshot(url)
+    except (OSError, ValueError) as exc:
+        print(f"demo: the status page could not be read at {url} ({exc}); no status.html", file=sys.stderr)
+        return None
+
+
+def screenshot(page: Path, png: Path) -> Path | None:
+    """A PNG of the offline page when chromium and chromedriver are installed (tools/setup.sh --test)."""
+    from tools.demo.browser import chromium_paths, screenshot_page
+
+    if chromium_paths() is None:
+        return None
+    try:
+        screenshot_page(page.as_uri(), png, ready_js="window.edgeline && window.edgeline.plots.length > 0")
+    except Exception as exc:  # a screenshot is a bonus: say why it is missing, keep the report
+        print(f"demo: no screenshot ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return None
+    return png
 
 
 def run_story(fleet: Fleet, mon: Monitor, args: argparse.Namespace, t0: float) -> dict[str, object]:

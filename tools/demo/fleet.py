@@ -171,6 +171,15 @@ class Fleet:
             time.sleep(0.1)
         raise DemoError(f"the gateway did not start within {timeout:.0f} s:\n{self.tail('gateway.log')}")
 
+    def web_url(self) -> str | None:
+        """The gateway's status page (its port is chosen at start and written in status.json)."""
+        try:
+            web = json.loads(self.status_path.read_text()).get("web") or {}
+        except (OSError, ValueError):
+            return None
+        url = web.get("url")
+        return url if isinstance(url, str) else None
+
     def start_devices(self) -> None:
         for dev in self.devices:
             dev.start((self.local.host, self.local.port), self.duration_s)

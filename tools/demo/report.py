@@ -1,10 +1,9 @@
-"""The demo's closing report: figures, the 'nothing lost' checks, and a chart (HTML + SVG)."""
+"""The demo's closing report: figures, the 'nothing lost' checks, a short summary, and the gateway's
+status page as it was at the end (status.html, opens offline)."""
 
 from __future__ import annotations
 
 import html
-import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +93,10 @@ def build(
     }
 
 
+def _per_device(counts: dict[str, Any]) -> str:
+    return ", ".join(f"{name}: {n}" for name, n in sorted(counts.items())) or "none"
+
+
 def text(report: dict[str, Any]) -> str:
     lat = report["alert_latency_ms"]
     wire = report["wire_bytes_per_reading"]
@@ -107,7 +110,8 @@ def text(report: dict[str, Any]) -> str:
         f"  ran {report['duration_s']:.0f} s with {len(report['devices'])} virtual boards",
         f"  readings {report['readings']:,} in {report['frames']:,} DATA frames"
         f" (gateway decoded {report['gateway_readings']:,})",
-        f"  alerts {report['alerts']} {report['alerts_by_device'] or ''}; actuator commands {report['actuator_commands']}",
+        f"  alerts {report['alerts']} ({_per_device(report['alerts_by_device'])});"
+        f" actuator commands {report['actuator_commands']}",
         f"  device publish -> alert on the broker: p50 {ms(lat['p50'])}, p99 {ms(lat['p99'])} ({lat['n']} live alerts)",
     ]
     if wire and js:
@@ -129,74 +133,19 @@ def text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def chart_html(mon: Monitor, report: dict[str, Any], cloud_cut: tuple[float, float], path: Path) -> None:
-    """Anomaly score over time per device (max per summary interval), alerts marked."""
-    width, height, pad, pad_right = 900, 360, 60, 90
-    series = {d: pts for d, pts in mon.scores.items() if pts}
-    tmax = max(
-        [float(report["duration_s"])] + [p[0] for pts in series.values() for p in pts] + [a.at for a in mon.alerts]
+def status_page(report: dict[str, Any], snapshot: dict[str, Any], path: Path) -> None:
+    """The gateway's status page as it was at the end of the run (gateway/web/snapshot.py), one
+    offline HTML file, with this report's summary below the plots."""
+    from gateway.web.snapshot import snapshot_html
+
+    story = report.get("story") or {}
+    extra = (
+        "<section><h2>The demo's report</h2>"
+        f'<pre class="report">{html.escape(text(report))}</pre>'
+        "<h3>The story</h3><ul>"
+        + "".join(f"<li>{html.escape(d)}: {html.escape(what)}</li>" for d, what in (story.get("devices") or {}).items())
+        + '</ul><p class="muted small">All figures: report.json beside this file.</p></section>'
     )
-    values = [p[2] for pts in series.values() for p in pts] + [a.score for a in mon.alerts]
-    values += [a.threshold for a in mon.alerts]
-    positive = [v for v in values if v > 0] or [1.0]
-    # Log scale: a healthy machine scores near the threshold, a failing one hundreds of times higher.
-    lo, hi = math.log10(min(positive)) - 0.2, math.log10(max(positive)) + 0.2
-
-    def x(t: float) -> float:
-        return pad + (width - pad - pad_right) * max(0.0, t) / tmax
-
-    def y(v: float) -> float:
-        frac = (math.log10(max(v, 10**lo)) - lo) / (hi - lo)
-        return height - pad - (height - 2 * pad) * frac
-
-    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"]
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
-        f'<rect x="{x(cloud_cut[0] * report["duration_s"]):.1f}" y="{pad}" '
-        f'width="{x(cloud_cut[1] * report["duration_s"]) - x(cloud_cut[0] * report["duration_s"]):.1f}" '
-        f'height="{height - 2 * pad}" fill="#eee"/>',
-        f'<text x="{x(cloud_cut[0] * report["duration_s"]) + 4:.1f}" y="{pad + 14}" fill="#888">cloud cut</text>',
-        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad_right}" y2="{height - pad}" stroke="black"/>',
-        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="black"/>',
-        f'<text x="{width / 2:.0f}" y="{height - 12}" text-anchor="middle">time (s)</text>',
-        f'<text x="14" y="{height / 2:.0f}" transform="rotate(-90 14 {height / 2:.0f})" text-anchor="middle">'
-        "anomaly score (log scale)</text>",
-    ]
-    for decade in range(math.ceil(lo), math.floor(hi) + 1):
-        parts.append(f'<text x="{pad - 6}" y="{y(10.0**decade) + 4:.1f}" text-anchor="end">1e{decade}</text>')
-    for i in range(6):
-        t = tmax * i / 5
-        parts.append(f'<text x="{x(t):.1f}" y="{height - pad + 16}" text-anchor="middle">{t:.0f}</text>')
-    thresholds = {a.threshold for a in mon.alerts}
-    for th in thresholds:
-        parts.append(
-            f'<line x1="{pad}" y1="{y(th):.1f}" x2="{width - pad_right}" y2="{y(th):.1f}" stroke="red" stroke-dasharray="4 3"/>'
-        )
-    for i, (device, pts) in enumerate(sorted(series.items())):
-        colour = colours[i % len(colours)]
-        path_d = " ".join(
-            f"{'M' if j == 0 else 'L'}{x(t):.1f},{y(m):.1f}" for j, (t, _mean, m) in enumerate(sorted(pts))
-        )
-        parts.append(f'<path d="{path_d}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        parts.append(
-            f'<text x="{width - pad_right + 6}" y="{pad + 16 * i + 10}" fill="{colour}">{html.escape(device)}</text>'
-        )
-    for a in mon.alerts:
-        parts.append(
-            f'<circle cx="{x(a.at):.1f}" cy="{y(a.score):.1f}" r="3" fill="red"><title>{html.escape(a.device)} '
-            f"score {a.score:.4f} at {a.at:.1f} s</title></circle>"
-        )
-    parts.append("</svg>")
-    body = (
-        "<!doctype html><meta charset='utf-8'><title>edgeline fleet demo</title>"
-        "<h1>edgeline fleet demo</h1><p>Anomaly score of each vibration device over time (maximum per"
-        " summary interval, as forwarded to the cloud); red dots are alerts, the dashed line the"
-        " model's threshold, the grey band the cloud outage.</p>"
-        + "".join(parts)
-        + "<h2>Report</h2><pre>"
-        + html.escape(text(report))
-        + "</pre><h2>Figures</h2><pre>"
-        + html.escape(json.dumps(report, indent=1))
-        + "</pre>"
+    path.write_text(
+        snapshot_html(snapshot, title="edgeline fleet demo: the gateway at the end of the run", extra_html=extra)
     )
-    path.write_text(body)

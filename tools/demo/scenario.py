@@ -131,6 +131,10 @@ port = {local[1]}
 [summary]
 interval_s = 5
 
+# The status page and /metrics on a free port of this machine (status.json says which).
+[web]
+port = 0
+
 # Home Assistant MQTT discovery: every board appears in Home Assistant by itself, with the
 # valve's output as a switch (docs/gateway.md, "Home Assistant").
 [homeassistant]

@@ -1,0 +1,437 @@
+// edgeline status page: the gateway header, the fleet table and a device's live plots.
+// Three pages use this file (document.body.dataset.page): "fleet" (/), "device" (/device/<id>)
+// and "snapshot" (one offline HTML file with its data embedded, gateway/web/snapshot.py).
+// Text from the gateway is always set with textContent, never parsed as HTML.
+(function () {
+  "use strict";
+
+  const COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"];
+  const SCORE = "#1f77b4";
+  const THRESHOLD = "#d62728";
+  const RAISED = "#d62728";
+  const CLEARED = "#1a7f37";
+  const MAX_POINTS = 600; // as many as the gateway keeps per series (gateway/live.py)
+  const FLEET_MS = 2000;
+  const DEVICE_MS = 1000;
+
+  const edgeline = (window.edgeline = { plots: [] }); // the browser tests read the plots here
+
+  // ------------------------------------------------------------------ helpers
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === undefined || value === null) continue;
+      if (key === "text") node.textContent = value;
+      else if (key === "class") node.className = value;
+      else node.setAttribute(key, value);
+    }
+    for (const child of children) {
+      if (child !== null && child !== undefined) node.append(child);
+    }
+    return node;
+  }
+
+  function age(seconds) {
+    if (seconds === null || seconds === undefined || !isFinite(seconds)) return "-";
+    const s = Math.max(0, seconds);
+    if (s < 60) return s.toFixed(s < 10 ? 1 : 0) + " s";
+    if (s < 3600) return (s / 60).toFixed(0) + " min";
+    if (s < 86400) return (s / 3600).toFixed(1) + " h";
+    return (s / 86400).toFixed(1) + " d";
+  }
+
+  function num(value, digits) {
+    if (value === null || value === undefined) return "-";
+    return Number(value).toLocaleString("en", { maximumFractionDigits: digits === undefined ? 0 : digits });
+  }
+
+  function fact(label, value, cls, title) {
+    return el("li", { title: title }, el("span", { class: "muted", text: label + " " }), el("b", { class: cls, text: value }));
+  }
+
+  async function getJSON(url) {
+    const resp = await fetch(url, { cache: "no-store" });
+    if (!resp.ok) throw new Error(url + ": HTTP " + resp.status);
+    return resp.json();
+  }
+
+  function showError(text) {
+    let box = document.getElementById("fetch-error");
+    if (!text) {
+      if (box) box.remove();
+      return;
+    }
+    if (!box) {
+      box = el("div", { id: "fetch-error", class: "banner error", role: "alert" });
+      document.body.prepend(box);
+    }
+    box.textContent = "Cannot reach the gateway (" + text + "); retrying.";
+  }
+
+  // ------------------------------------------------------------------ gateway header
+  function Rates() {
+    let prev = null;
+    return function (st) {
+      const f = st.frames || {};
+      const now = { t: st.written_at, readings: f.readings || 0, frames: f.received || 0 };
+      let out = null;
+      if (prev && now.t > prev.t) {
+        const dt = now.t - prev.t;
+        out = { readings: (now.readings - prev.readings) / dt, frames: (now.frames - prev.frames) / dt };
+      } else if (!prev && st.uptime_s > 0) {
+        out = { readings: now.readings / st.uptime_s, frames: now.frames / st.uptime_s, average: true };
+      }
+      if (!prev || now.t > prev.t) prev = now;
+      return out;
+    };
+  }
+
+  function renderHeader(root, st, rates) {
+    const ingest = st.ingest || {};
+    const queue = ingest.queue || {};
+    const bad = st.bad_frames || {};
+    const fleet = st.fleet || {};
+    const reasons = Object.entries(bad.by_reason || {}).map(([r, n]) => r + ": " + n).join(", ");
+    const title = el("h1", {}, "edgeline gateway ", el("span", { text: st.gateway || "?" }),
+      el("span", { class: "muted", text: "  site " + (st.site || "?") + ", up " + age(st.uptime_s) }));
+    const facts = el("ul", { class: "facts" },
+      fact("broker", ingest.connected ? "connected" : "disconnected", ingest.connected ? "ok" : "bad"),
+      fact("devices online", num(fleet.online) + " / " + num(fleet.devices)),
+      fact("ingest", rates ? num(rates.readings) + " readings/s, " + num(rates.frames, 1) + " frames/s" + (rates.average ? " (average)" : "") : "-"),
+      fact("readings", num((st.frames || {}).readings)),
+      fact("decode errors", num(bad.total), bad.total ? "warn" : "", reasons || undefined),
+      fact("ingest queue", num(queue.depth) + " / " + num(queue.capacity) + ", dropped " + num(queue.dropped), queue.dropped ? "bad" : ""),
+      fact("alerts", "raised " + num(st.alerts) + ", cleared " + num(st.alerts_cleared) + ", active " + num(st.alerts_active), st.alerts_active ? "bad" : ""),
+    );
+    const stale = st.now && st.written_at ? st.now - st.written_at : 0;
+    if (stale > 10) facts.append(fact("status", age(stale) + " old", "bad"));
+    root.replaceChildren(title, facts, renderForward(st.forward));
+  }
+
+  function renderForward(fwd) {
+    if (!fwd) return el("p", { class: "muted", text: "Cloud link: none configured ([forward]); nothing is queued for the cloud." });
+    const c = fwd.connection || {};
+    const up = c.state === "connected";
+    const since = c.since ? " for " + age(Date.now() / 1000 - c.since) : "";
+    const link = el("p", { id: "cloud-link" }, el("span", { class: "muted", text: "Cloud link " }),
+      el("b", { class: up ? "ok" : "bad", text: c.state || "?" }),
+      el("span", { text: " " + (c.host || "") + ":" + (c.port || "") + (c.tls ? " (TLS)" : "") + since }),
+      c.last_error && !up ? el("span", { class: "muted", text: "  last error: " + c.last_error }) : null);
+    const table = el("table", { class: "lanes", id: "lanes" });
+    table.append(el("tr", {}, ...["lane", "queued", "in flight", "oldest", "sent", "acknowledged", "dropped"].map((h, i) => el("th", { class: i ? "" : "text", text: h }))));
+    for (const [lane, l] of Object.entries(fwd.lanes || {})) {
+      table.append(el("tr", {},
+        el("td", { class: "text", text: lane }),
+        el("td", { text: num((l.depth || 0) + (l.buffered || 0)) }),
+        el("td", { text: num(l.inflight) }),
+        el("td", { text: l.oldest_age_s === null ? "-" : age(l.oldest_age_s) }),
+        el("td", { text: num(l.sent) }),
+        el("td", { text: num(l.acked) }),
+        el("td", { class: l.dropped ? "bad" : "", text: num(l.dropped) })));
+    }
+    return el("div", {}, link, el("div", { class: "muted small", text: "Forward queue per lane (alerts drain first):" }), table);
+  }
+
+  // ------------------------------------------------------------------ fleet table
+  function alertText(alerts, now) {
+    const parts = [];
+    let active = false;
+    for (const [pipeline, r] of Object.entries(alerts || {})) {
+      if (r.state === "cleared") {
+        parts.push(pipeline + ": cleared " + age(now - (r.cleared_at || r.window_end)) + " ago");
+      } else {
+        active = true;
+        parts.push(pipeline + ": ALERT for " + age(now - r.since) + " (score " + num(r.score, 3) + " > " + num(r.threshold, 3) + ")");
+      }
+    }
+    return { text: parts.join("; ") || "-", active: active };
+  }
+
+  const COLUMNS = [
+    { head: "device", text: true, key: (r) => r.device },
+    { head: "state", text: true, key: (r) => (r.online ? 0 : 1) },
+    { head: "last seen", key: (r, now) => now - r.last_seen },
+    { head: "rate", key: (r) => r.rate_hz },
+    { head: "readings", key: (r) => r.samples },
+    { head: "gaps", key: (r) => r.gaps },
+    { head: "queue", key: (r) => r.queue_depth ?? -1 },
+    { head: "RSSI", key: (r) => r.rssi ?? -999 },
+    { head: "firmware", text: true, key: (r) => r.fw_version || "" },
+    { head: "alerts", text: true, key: (r, now) => (alertText(r.alerts, now).active ? 0 : 1) },
+  ];
+
+  function FleetTable(table, linkFor) {
+    let sortBy = 0;
+    let desc = false;
+    let last = { rows: [], now: 0 };
+    function cells(r, now) {
+      const alerts = alertText(r.alerts, now);
+      return [
+        el("td", { class: "text" }, el("a", { href: linkFor(r.device), text: r.device })),
+        el("td", { class: "text " + (r.online ? "ok" : "bad"), text: r.online ? "online" : "offline (" + (r.state_reason || "?") + ")" }),
+        el("td", { text: r.last_seen ? age(now - r.last_seen) + " ago" : "never" }),
+        el("td", { text: num(r.rate_hz, 1) + " Hz" }),
+        el("td", { text: num(r.samples) }),
+        el("td", { class: r.gaps ? "warn" : "", text: num(r.gaps) }),
+        el("td", { text: num(r.queue_depth) }),
+        el("td", { text: r.rssi === null || r.rssi === undefined ? "-" : r.rssi + " dBm" }),
+        el("td", { class: "text", text: r.fw_version || "-" }),
+        el("td", { class: "text " + (alerts.active ? "bad" : ""), text: alerts.text }),
+      ];
+    }
+    function render() {
+      const { rows, now } = last;
+      const col = COLUMNS[sortBy];
+      const sorted = rows.slice().sort((a, b) => {
+        const ka = col.key(a, now);
+        const kb = col.key(b, now);
+        const c = ka < kb ? -1 : ka > kb ? 1 : a.device < b.device ? -1 : 1;
+        return desc ? -c : c;
+      });
+      const head = el("tr", {}, ...COLUMNS.map((c, i) => {
+        const th = el("th", { class: (c.text ? "text " : "") + (i === sortBy ? "sorted" + (desc ? " desc" : "") : ""), text: c.head });
+        th.addEventListener("click", () => {
+          desc = i === sortBy ? !desc : false;
+          sortBy = i;
+          render();
+        });
+        return th;
+      }));
+      const body = sorted.map((r) => el("tr", { "data-device": r.device }, ...cells(r, now)));
+      if (!body.length) body.push(el("tr", {}, el("td", { class: "text muted", colspan: COLUMNS.length, text: "No device has been seen yet." })));
+      table.replaceChildren(head, ...body);
+    }
+    return function update(rows, now) {
+      last = { rows: rows, now: now };
+      render();
+    };
+  }
+
+  // ------------------------------------------------------------------ a device's plots
+  function markersPlugin(markers) {
+    return {
+      hooks: {
+        draw: [
+          (u) => {
+            const ctx = u.ctx;
+            const { left, top, width, height } = u.bbox;
+            const px = window.devicePixelRatio || 1;
+            ctx.save();
+            ctx.lineWidth = 2 * px;
+            ctx.font = 12 * px + "px sans-serif";
+            for (const m of markers()) {
+              const x = u.valToPos(m.t, "x", true);
+              if (!isFinite(x) || x < left || x > left + width) continue;
+              ctx.strokeStyle = m.colour;
+              ctx.fillStyle = m.colour;
+              ctx.setLineDash([5 * px, 3 * px]);
+              ctx.beginPath();
+              ctx.moveTo(x, top);
+              ctx.lineTo(x, top + height);
+              ctx.stroke();
+              ctx.fillText(m.label, x + 4 * px, top + 14 * px);
+            }
+            ctx.restore();
+          },
+        ],
+      },
+    };
+  }
+
+  function decades(u, splits) {
+    return splits.map((v) => (Number.isInteger(Math.round(Math.log10(v) * 1e6) / 1e6) ? v : null));
+  }
+
+  function appendNewer(times, columns, t, values) {
+    // points of t (with values[k][i]) newer than the last time held; keeps MAX_POINTS
+    const lastT = times.length ? times[times.length - 1] : -Infinity;
+    for (let i = 0; i < t.length; i++) {
+      if (t[i] <= lastT) continue;
+      times.push(t[i]);
+      for (let k = 0; k < columns.length; k++) columns[k].push(values[k][i]);
+    }
+    const extra = times.length - MAX_POINTS;
+    if (extra > 0) {
+      times.splice(0, extra);
+      for (const col of columns) col.splice(0, extra);
+    }
+  }
+
+  function DeviceView(root, device) {
+    const plots = el("div", { class: "plots" });
+    const head = el("div", {});
+    root.replaceChildren(head, plots);
+    const readings = { t: [], cols: [], charts: [] };
+    const scores = {}; // pipeline -> {t, s, thr, chart}
+    const episodes = {}; // alert_id -> {pipeline, since, cleared_at}
+    const missing = typeof window.uPlot === "undefined";
+    if (missing) {
+      plots.append(el("p", { class: "bad", id: "plots-missing",
+        text: "The live plots need uPlot, which is missing from this installation (see the message at the top)." }));
+    }
+
+    function width(box) {
+      return Math.max(280, Math.floor(box.clientWidth || 460));
+    }
+
+    function chart(title, series, data, opts, meta) {
+      const box = el("div", { class: "plot", "data-plot": title });
+      box.append(el("div", { class: "plot-title", text: title }));
+      plots.append(box);
+      const u = new window.uPlot(Object.assign({
+        width: width(box), height: 170, series: series,
+        scales: { x: { time: true } }, legend: { show: false },
+        cursor: { drag: { x: false, y: false } },
+      }, opts || {}), data, box);
+      edgeline.plots.push(Object.assign({ device: device, title: title, kind: "readings", u: u }, meta || {}));
+      window.addEventListener("resize", () => u.setSize({ width: width(box), height: 170 }));
+      return u;
+    }
+
+    function markers(pipeline) {
+      return () => {
+        const out = [];
+        for (const e of Object.values(episodes)) {
+          if (e.pipeline !== pipeline) continue;
+          out.push({ t: e.since, colour: RAISED, label: "raised" });
+          if (e.cleared_at) out.push({ t: e.cleared_at, colour: CLEARED, label: "cleared" });
+        }
+        return out;
+      };
+    }
+
+    function facts(d, now) {
+      const h = d.health || {};
+      const alerts = alertText(d.alerts, now);
+      head.replaceChildren(
+        el("h2", {}, el("span", { text: d.device + " " }), el("span", { class: d.online ? "ok" : "bad", text: d.online ? "online" : "offline (" + (d.state_reason || "?") + ")" })),
+        el("ul", { class: "facts" },
+          fact("last seen", d.last_seen ? age(now - d.last_seen) + " ago" : "never"),
+          fact("firmware", d.fw_version || "-"),
+          fact("boot", d.boot === null || d.boot === undefined ? "-" : String(d.boot)),
+          fact("rate", num(d.rate_hz, 1) + " Hz"),
+          fact("readings", num(d.samples)),
+          fact("gaps", num(d.gaps)),
+          fact("queue", num(h.queue_depth)),
+          fact("RSSI", h.rssi === undefined ? "-" : h.rssi + " dBm"),
+          fact("free heap", h.free_heap === undefined ? "-" : num(h.free_heap) + " B"),
+          fact("alerts", alerts.text, alerts.active ? "bad" : "")));
+    }
+
+    return function update(d, now) {
+      facts(d, now);
+      for (const r of Object.values(d.alerts || {})) {
+        episodes[r.alert_id || r.pipeline + r.since] = { pipeline: r.pipeline, since: r.since, cleared_at: r.cleared_at };
+      }
+      if (missing) return;
+      const hist = d.history || {};
+      const units = {};
+      for (const c of d.channels || []) units[c.name] = c.unit;
+      if (!readings.charts.length && (hist.channels || []).length) {
+        readings.cols = hist.channels.map(() => []);
+        readings.charts = hist.channels.map((name, i) => chart(name + (units[name] ? " (" + units[name] + ")" : ""),
+          [{}, { label: name, stroke: COLOURS[i % COLOURS.length], width: 1.5, points: { show: false } }], [[], []]));
+      }
+      if (readings.charts.length && (hist.t || []).length) {
+        appendNewer(readings.t, readings.cols, hist.t, hist.values);
+        readings.charts.forEach((u, i) => u.setData([readings.t, readings.cols[i]]));
+      }
+      for (const [pipeline, h] of Object.entries(hist.scores || {})) {
+        let p = scores[pipeline];
+        if (!p) {
+          p = scores[pipeline] = { t: [], s: [], thr: [] };
+          p.chart = chart("anomaly score: " + pipeline, [{},
+            { label: "score", stroke: SCORE, width: 1.5 },
+            { label: "threshold", stroke: THRESHOLD, width: 1.5, dash: [6, 4], points: { show: false } }],
+          [[], [], []], { scales: { x: { time: true }, y: { distr: 3 } }, legend: { show: true, live: true },
+            // a log scale: grid lines and labels at the decades only
+            axes: [{}, { filter: decades, grid: { filter: decades }, ticks: { filter: decades } }], plugins: [markersPlugin(markers(pipeline))] },
+          { kind: "score", pipeline: pipeline, markers: markers(pipeline) });
+        }
+        const threshold = (hist.thresholds || {})[pipeline];
+        const positive = h.score.map((s) => (s > 0 ? s : null)); // a log scale
+        appendNewer(p.t, [p.s, p.thr], h.t, [positive, h.t.map(() => threshold)]);
+        p.chart.setData([p.t, p.s, p.thr]);
+      }
+    };
+  }
+
+  // ------------------------------------------------------------------ pages
+  function latest(update) {
+    // the newest point time of a device's series: the next request asks only for newer ones
+    let since = null;
+    return {
+      since: () => since,
+      take: (d) => {
+        const h = d.history || {};
+        const ends = [];
+        if (h.t && h.t.length) ends.push(h.t[h.t.length - 1]);
+        for (const s of Object.values(h.scores || {})) if (s.t.length) ends.push(s.t[s.t.length - 1]);
+        // the slowest series decides, so no series misses a point (duplicates are skipped)
+        if (ends.length) since = Math.min(...ends);
+        update(d, d.now);
+      },
+    };
+  }
+
+  function poll(fn, ms) {
+    const run = async () => {
+      try {
+        await fn();
+        showError(null);
+      } catch (err) {
+        showError(err.message);
+      }
+      setTimeout(run, ms);
+    };
+    run();
+  }
+
+  function headerPoller() {
+    const header = document.getElementById("gateway");
+    const rates = Rates();
+    return async () => {
+      const st = await getJSON("/api/status");
+      renderHeader(header, st, rates(st));
+    };
+  }
+
+  function fleetPage() {
+    const update = FleetTable(document.getElementById("fleet"), (d) => "/device/" + encodeURIComponent(d));
+    const header = headerPoller();
+    poll(async () => {
+      const fleet = await getJSON("/api/fleet");
+      update(fleet.devices, fleet.now);
+      await header();
+    }, FLEET_MS);
+  }
+
+  function devicePage() {
+    const device = decodeURIComponent(location.pathname.split("/").pop());
+    document.title = device + " - edgeline";
+    const view = latest(DeviceView(document.getElementById("device"), device));
+    poll(async () => {
+      const since = view.since();
+      view.take(await getJSON("/api/device/" + encodeURIComponent(device) + (since === null ? "" : "?since=" + since)));
+    }, DEVICE_MS);
+    poll(headerPoller(), FLEET_MS);
+  }
+
+  function snapshotPage() {
+    const data = JSON.parse(document.getElementById("snapshot-data").textContent);
+    const now = data.status.now || data.status.written_at;
+    renderHeader(document.getElementById("gateway"), data.status, Rates()(data.status));
+    FleetTable(document.getElementById("fleet"), (d) => "#device-" + d)(data.fleet.devices, data.fleet.now);
+    const root = document.getElementById("devices");
+    for (const d of Object.values(data.devices)) {
+      const section = el("section", { class: "snapshot-device", id: "device-" + d.device });
+      root.append(section);
+      DeviceView(section, d.device)(d, now);
+    }
+  }
+
+  const page = document.body.dataset.page;
+  if (page === "fleet") fleetPage();
+  else if (page === "device") devicePage();
+  else if (page === "snapshot") snapshotPage();
+})();
