@@ -98,6 +98,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"gateway {g.id}: site {g.site}, data in {g.data_dir}, topics {g.prefix}/{g.site}/<device>/<kind>")
     print(f"mqtt {cfg.mqtt.host}:{cfg.mqtt.port} user {cfg.mqtt.username or '(anonymous)'}")
     cfg.mqtt.read_password()  # the same check as `run`: exists, mode 600, not empty
+    cfg.web.read_password()  # the status page's, when configured: the same check
     models = load_models(cfg) if not args.skip_models else {}
     for p in cfg.pipelines:
         if p.name in models:

@@ -18,6 +18,8 @@ from tests.support.waiting import wait_until
 
 class GatewayProcess:
     def __init__(self, workdir: Path, port: int, *, extra_toml: str = "", site: str = "s1") -> None:
+        if "[web]" not in extra_toml:  # each test gateway's status page on a free port, not 8080
+            extra_toml += "\n[web]\nport = 0\n"
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.data = self.dir / "data"

@@ -84,11 +84,20 @@ def test_with_a_password_every_route_asks_for_it_and_nothing_can_be_written(
     assert PASSWORD not in log and "Traceback" not in log
 
 
-def test_a_password_file_others_can_read_stops_the_gateway(tmp_path: Path, mosquitto: Mosquitto) -> None:
+@pytest.mark.parametrize("command", ["run", "check-config"])
+def test_a_password_file_others_can_read_stops_the_gateway(tmp_path: Path, mosquitto: Mosquitto, command: str) -> None:
     pw = _password_file(tmp_path / "web.passwd", 0o644)
     gw = GatewayProcess(tmp_path / "gw", mosquitto.port, extra_toml=f'[web]\npassword_file = "{pw}"\n')
     run = subprocess.run(
-        [sys.executable, "-m", "gateway", "run", "-c", str(gw.config)],
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            command,
+            "-c",
+            str(gw.config),
+            *(["--skip-models"] if command == "check-config" else []),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
