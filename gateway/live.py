@@ -30,6 +30,7 @@ from gateway.registry import DeviceInfo, Registry
 HISTORY_POINTS = 600
 HISTORY_STEP_S = 0.2
 REFRESH_S = 1.0
+EPISODES = 20  # alert episodes kept per device for the plots' markers
 
 Point = tuple[float, tuple[float, ...]]
 
@@ -43,6 +44,7 @@ class LiveDevice:
     scores: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)  # pipeline -> threshold in force
     alerts: dict[str, dict[str, Any]] = field(default_factory=dict)  # pipeline -> latest alert record
+    episodes: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EPISODES))  # recent, oldest first
     config: dict[str, Any] = field(default_factory=dict)  # as last acknowledged by the device
     config_at: float = 0.0
     samples: int = 0  # readings (rows of all channels) accepted since the gateway started
@@ -119,7 +121,13 @@ class LiveView:
     def alert(self, record: dict[str, Any]) -> None:
         """The latest alert record of a (device, pipeline): state raised, updated or cleared."""
         with self.lock:
-            self._get(record["device"]).alerts[record["pipeline"]] = record
+            d = self._get(record["device"])
+            d.alerts[record["pipeline"]] = record
+            brief = {k: record.get(k) for k in ("alert_id", "pipeline", "since", "cleared_at", "peak", "historical")}
+            if d.episodes and d.episodes[-1]["alert_id"] == brief["alert_id"]:
+                d.episodes[-1] = brief
+            else:
+                d.episodes.append(brief)
             self._changed.add(record["device"])
 
     def set_config(self, device: str, config: dict[str, Any], at: float) -> None:
@@ -175,7 +183,9 @@ class LiveView:
             readings = [(t, v) for t, v in d.readings if t > t0] if d is not None else []
             scores = {p: [(t, s) for t, s in h if t > t0] for p, h in d.scores.items()} if d is not None else {}
             thresholds = dict(d.thresholds) if d is not None else {}
+            episodes = [dict(e) for e in d.episodes] if d is not None else []
         row["health"] = dict(info.last_health)
+        row["episodes"] = episodes  # the last EPISODES alert episodes: alert_id, pipeline, since, cleared_at
         row["history"] = {
             "channels": names,
             "t": [t for t, _ in readings],

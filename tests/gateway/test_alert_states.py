@@ -110,6 +110,8 @@ def test_rules_fire_on_raise_and_on_clear_with_clear_value(tmp_path: Path) -> No
     assert [r["state"] for lane, r in fwd if lane == "alert"] == ["raised", "cleared"]
     row = gw.live.detail("pump-1")
     assert row is not None and row["alerts"]["vib"]["state"] == "cleared"
+    (episode,) = row["episodes"]  # raised and cleared: one episode for the plot's markers
+    assert episode["alert_id"] == row["alerts"]["vib"]["alert_id"] and episode["cleared_at"] is not None
     st = gw.status()
     assert (st["alerts"], st["alerts_cleared"], st["alerts_active"]) == (1, 1, 0)
     gw.close()

@@ -320,7 +320,7 @@
 
     return function update(d, now) {
       facts(d, now);
-      for (const r of Object.values(d.alerts || {})) {
+      for (const r of (d.episodes || []).concat(Object.values(d.alerts || {}))) {
         episodes[r.alert_id || r.pipeline + r.since] = { pipeline: r.pipeline, since: r.since, cleared_at: r.cleared_at };
       }
       if (missing) return;
