@@ -235,6 +235,7 @@ class Gateway:
         for device, seen in batch.touched.items():
             if self.registry.touch(device, seen):
                 log.info("device %s: online again", device)
+                self.outbox.forward("registry", {"event": "online", "reason": "data", "device": device, "at": seen})
         if batch.summary_blocks:
             self.summaries.add_blocks(batch.summary_blocks)
         self._persist(

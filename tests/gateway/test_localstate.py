@@ -69,7 +69,7 @@ def rx(dev: SimDevice, kind: str, payload: bytes, at: float) -> list[RawFrame]:
 
 def test_availability_follows_birth_death_reconnect_within_a_boot_and_silence(tmp_path: Path) -> None:
     now = [T0]
-    gw, pub, _ = make(tmp_path, now)
+    gw, pub, fwd = make(tmp_path, now)
     dev = SimDevice("pump-1")
     gw.process(rx(dev, "birth", dev.birth(), now[0]) + rx(dev, "data", dev.data(), now[0]))
     gw.tick()
@@ -108,6 +108,9 @@ def test_availability_follows_birth_death_reconnect_within_a_boot_and_silence(tm
     gw.process(rx(dev, "data", dev.data(), now[0]))
     gw.tick()
     assert pub.on(AVAIL) == [b"online", b"offline", b"online", b"offline", b"online"]
+    # The cloud learns both sides of the silence (registry lane; Sparkplug: DDEATH, then DBIRTH).
+    events = [(r["event"], r.get("reason")) for lane, r in fwd if lane == "registry" and r.get("device") == "pump-1"]
+    assert events[-2:] == [("offline", "silence"), ("online", "data")]
     gw.close()
 
 
