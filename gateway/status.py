@@ -67,6 +67,10 @@ def report(gw: Gateway, *, detail_sections: bool = True) -> dict[str, Any]:
         "commands": c.commands,
         "rules": gw.decider.rule_stats(),
         "publish_failures": c.publish_failures,
+        "local_state": dict(gw.local_state.published),  # retained messages on _state/... by kind
+        "homeassistant": (
+            {"commands": gw.ha.commands, "refused": dict(gw.ha.refused)} if gw.ha is not None else {"enabled": False}
+        ),
         "summaries": c.summaries,
         "summaries_rebuilt": c.summaries_rebuilt,
         "pipelines": {

@@ -223,6 +223,7 @@ def test_switch_commands_only_for_outputs_the_rules_name(tmp_path: Path) -> None
     assert [(c.fields["output"], c.fields["value"], c.fields["duration_ms"]) for c in cmds] == [(0, 1, 0), (0, 0, 0)]
     assert all(t == "el/s1/valve-1/cmd" for t, _, _ in pub[n:] if t.endswith("/cmd"))
     assert ha.commands == 2 and ha.refused == {"not_configured": 2, "payload": 1, "topic": 1}
+    assert gw.status()["homeassistant"] == {"commands": 2, "refused": {"not_configured": 2, "payload": 1, "topic": 1}}
     gw.close()
 
 
