@@ -53,6 +53,13 @@ def test_device_can_publish_only_under_its_own_id_in_its_own_site(tmp_path: Path
             "el/s1/pump-1/alert",
             "el/s2/pump-1/data",
             "x/s1/pump-1/data",
+            # the gateway's own retained topics: not even its own availability, state or switch
+            "el/s1/_state/pump-1/availability",
+            "el/s1/_state/pump-1/state",
+            "el/s1/_state/pump-1/alert/vib",
+            "el/s1/_state/pump-2/output/0/set",
+            "el/s1/_gateway/status",
+            "homeassistant/sensor/pump-1/ax/config",
         )
         denied = [dev.publish(t, b"forged") for t in forged]
         dev.publish("el/s1/pump-1/health", b"marker")
