@@ -41,12 +41,23 @@ def load_config(board):
     the same profile as the board)."""
     from sensorfw.core.config import ConfigError, load
 
+    _recover(board.config_path)
     try:
         return load(board.config_path, board.needs_wifi, board.profile)
     except ConfigError as e:
         print("CONFIG ERROR: %s" % e)
         print("Fix config.json (e.g. with the flash tool) and reset; the REPL stays available.")
         return None
+
+
+def _recover(path):
+    """Finish or drop a replacement of the config file that a reset cut short."""
+    from sensorfw.core.config_store import recover
+
+    done = recover(path)
+    unload("sensorfw.core.config_store")
+    if done:
+        print("config: an interrupted change of %s was found: %s" % (path, done))
 
 
 def main():

@@ -7,6 +7,7 @@ never pays the RAM for them.
 import struct
 
 from shared_protocol import FLAG_DELTA, ST_INT16, ST_INT32
+from shared_protocol.config_change import EV_STATUS_MIN
 from shared_protocol.errors import BadField, BadFlags, BadLength, SchemaMismatch, TruncatedFrame
 from shared_protocol.gw_decode import check_length
 from shared_protocol.header import CRC_SIZE, HEADER_SIZE
@@ -124,6 +125,9 @@ def decode_event_fields(frame, n, schema):
     if schema is not None:
         values = []
         for ch, _t, v in events:
+            if ch >= EV_STATUS_MIN:
+                values.append(float(v))  # a status code (config_change.py), not a channel: as sent
+                continue
             if ch >= schema.nchannels:
                 raise SchemaMismatch(
                     "EVENT on channel %d, schema %04x has %d channels" % (ch, schema.schema_id, schema.nchannels)

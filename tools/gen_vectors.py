@@ -30,6 +30,7 @@ from shared_protocol import (
     ST_INT16,
     ST_INT32,
 )
+from shared_protocol.config_change import APPLIED, ack_events, change_arg
 from shared_protocol.decode import HEALTH_FIELDS, Schema, decode
 from shared_protocol.encode import (
     DataEncoder,
@@ -164,6 +165,29 @@ def build_frames() -> list[dict[str, Any]]:
             schema,
         )
     )
+    # a configuration acknowledgement: status codes 0xF0.. in the channel byte (config_change.py)
+    pairs = ack_events(1234, APPLIED, (50, 32, 30))
+    ack_ch, ack_v = [c for c, _ in pairs], [v for _, v in pairs]
+    ack_t = [t + 950] * len(pairs)
+    n = encode_event(buf, b, 10, t + 950, 0, bytearray(ack_ch), array("I", ack_t), array("i", ack_v), len(pairs))
+    cases.append(
+        _frame_case(
+            "event_config_ack",
+            "event",
+            {
+                "boot": b,
+                "seq": 10,
+                "ticks": t + 950,
+                "flags": 0,
+                "channels": ack_ch,
+                "times": ack_t,
+                "values": ack_v,
+                "n": len(pairs),
+            },
+            bytes(buf[:n]),
+            schema,
+        )
+    )
     h = {
         "uptime_s": 86400,
         "free_heap": 104000,
@@ -205,6 +229,7 @@ def build_frames() -> list[dict[str, Any]]:
         ("cmd_rebirth", sp.CMD_REBIRTH, b""),
         ("cmd_config", sp.CMD_CONFIG, cmd_arg(sp.CMD_CONFIG, '{"batch": 32, "rate_hz": 50}')),
         ("cmd_resend", sp.CMD_RESEND, cmd_arg(sp.CMD_RESEND, [(7, 42, 44), (6, 101, 130)])),
+        ("cmd_config_change", sp.CMD_CONFIG, change_arg(1234, {"sample_rate_hz": 50, "batch": 32})),
     ]
     for i, (name, op, arg) in enumerate(cmds):
         n = encode_cmd(buf, 3, 60 + i, 200000 + i, 1000 + i, op, arg)
@@ -415,6 +440,8 @@ DOC_EXAMPLES = (
     ("ack_2", "ACK: two persisted ranges"),
     ("cmd_set_rate", "CMD: CMD_SET_RATE 100 Hz"),
     ("cmd_resend", "CMD: CMD_RESEND of two ranges"),
+    ("cmd_config_change", "CMD: CMD_CONFIG, a configuration change"),
+    ("event_config_ack", "EVENT: the acknowledgement of that change (status codes)"),
     ("loss_2", "LOSS: two ranges the device cannot send again"),
 )
 DOC_BEGIN = "<!-- BEGIN GENERATED EXAMPLES (python -m tools.gen_vectors) -->"

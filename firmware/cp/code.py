@@ -54,8 +54,12 @@ def writable():
 
 def load_config(board):
     from sensorfw.core.config import ConfigError
+    from sensorfw.core.config_store import recover
     from sensorfw.cpport.settings import load
 
+    if recover(board.config_path):  # a change of settings.toml that a reset cut short
+        print("settings.toml: an interrupted change was finished or dropped")
+    unload("sensorfw.core.config_store")
     try:
         return load(os.getenv, board.flash_dir or "/", board.needs_wifi, board.profile)
     except ConfigError as e:

@@ -154,6 +154,7 @@ class App:
         self.inbox_dropped = 0
         self.recent_cmds = [-1] * 8
         self.births = 0
+        self.config_changes = 0  # configuration changes acknowledged (core/config_change.py)
         self.loss_reported = 0  # frames reported in LOSS frames (answers to CMD_RESEND)
         self.resend_requests = 0
         self.min_free = -1
@@ -238,9 +239,14 @@ class App:
         sequence order: after a reconnect, behind the unACKed frames sent again, so the
         gateway never sees it ahead of older DATA (which would make that DATA late)."""
         n = encode_birth(self.out_buf, self.boot, self.next_seq(), self.clock.ticks_ms(), FW_VERSION, self._channels())
-        q = self.queue
-        q.push(self.out_buf, n, (opening or self.link.state == 1) and q.cursor >= q.f_count + q.r_count)
+        self.queue_frame(self.out_buf, n, opening)
         self.births += 1
+
+    def queue_frame(self, buf, n, opening=False):
+        """Queue a frame made outside the batcher (BIRTH, a config acknowledgement): sent
+        at once when the link is up and nothing older waits, else in its turn."""
+        q = self.queue
+        q.push(buf, n, (opening or self.link.state == 1) and q.cursor >= q.f_count + q.r_count)
 
     def rebirth(self):
         self.publish_birth()

@@ -57,7 +57,7 @@ def run(app, cmd_id, op, arg):
     elif op == CMD_REBIRTH:
         app.rebirth()
     elif op == CMD_CONFIG:
-        new_config(app, arg)
+        config(app, arg)
     elif op == CMD_RESEND:
         from sensorfw.core.resend import answer
 
@@ -67,20 +67,36 @@ def run(app, cmd_id, op, arg):
             log("CMD_RESEND refused: %s" % e)
 
 
-def new_config(app, arg):
-    """Validate a new config.json, store it and reboot into it."""
+def config(app, arg):
+    """CMD_CONFIG: a change of some settings (core/config_change.py), or a whole new
+    config.json (the older form): validated, stored atomically, then a reboot into it."""
     import json
 
+    try:
+        obj = json.loads(arg)
+    except ValueError as e:
+        log("CMD_CONFIG refused: not JSON (%s)" % e)
+        return
+    from shared_protocol.config_change import is_change
+
+    if is_change(obj):
+        from sensorfw.core.config_change import run as change
+
+        change(app, obj)
+        return
+    if app.board.config_path.endswith(".toml"):
+        log("CMD_CONFIG refused: a whole config.json cannot replace settings.toml; send a change ('set')")
+        return
     from sensorfw.core.config import ConfigError, validate
 
     try:
-        raw = json.loads(arg)
-        validate(raw, app.board.flash_dir, app.board.needs_wifi, app.board.profile)
+        validate(obj, app.board.flash_dir, app.board.needs_wifi, app.board.profile)
     except (ValueError, ConfigError) as e:
         log("CMD_CONFIG refused: %s" % e)
         return
-    with open(app.board.config_path, "w") as f:
-        json.dump(raw, f)
+    from sensorfw.core.config_store import replace
+
+    replace(app.board.config_path, json.dumps(obj))
     log("new config.json written: rebooting")
     app.shutdown()
     app.board.reset()

@@ -194,6 +194,8 @@ def validate(raw, base_dir=".", needs_wifi=False, profile=None):
         "timeout_ms": _int(b, "broker.timeout_ms", 2000, 100, 30000),
     }
     s = _obj(raw, "sample")
+    # sample.rate_hz, sample.batch and health_s: the ranges of shared_protocol/config_change.py
+    # SETTINGS, which remote changes are checked with (tests/firmware/test_fw_config_change.py)
     batch = _int(s, "sample.batch", 32, 1, 1024)
     max_batch = _int(s, "sample.max_batch", batch, 1, 1024)
     if max_batch < batch:

@@ -85,6 +85,8 @@ def stats(app):
         "bad_frames": app.bad_frames,
         "rate_hz": app.rate_hz,
         "batch": app.batcher.batch,
+        "health_s": app.health_ms // 1000,
+        "config_changes": app.config_changes,
         "slips": app.sampler.slips,
         "missed": app.sampler.missed,
         "stale_ticks": app.sampler.stale,

@@ -224,10 +224,10 @@ class Board:
     hard_timer_irq = False
     hard_pin_irq = False
 
-    def __init__(self, profile, flash_dir="", config_path="/settings.toml"):
+    def __init__(self, profile, flash_dir=""):
         self.profile = profile
         self.flash_dir = flash_dir or ""
-        self.config_path = config_path
+        self.config_path = self.flash_dir + "/settings.toml"  # what os.getenv reads
         self.clock = Clock()
         self.net = WiFi()
         self.wdt_ms = 0

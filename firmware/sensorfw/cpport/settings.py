@@ -206,6 +206,45 @@ def explain(msg, raw):
     return msg
 
 
+def _line(path, value):
+    """The settings.toml line of a config path's value (as the flash tool writes it)."""
+    if path in FLOATS or isinstance(value, float):
+        return '%s = "%r"' % (key_of(path), float(value))
+    return "%s = %d" % (key_of(path), value)
+
+
+def write_changes(path, changes):
+    """Write remote configuration changes ({key: value}, keys of
+    shared_protocol/config_change.SETTINGS) into settings.toml at path, atomically:
+    each key's line is replaced, or added before the first [table]. Other lines are kept
+    as they are. Raises OSError."""
+    from sensorfw.core.config_store import replace
+    from shared_protocol.config_change import path_of
+
+    with open(path) as f:
+        lines = f.read().split("\n")
+    end = len(lines)
+    for i in range(len(lines)):
+        if lines[i].strip().startswith("["):
+            end = i  # os.getenv reads top-level keys only
+            break
+    while end > 0 and not lines[end - 1].strip():
+        end -= 1  # new keys go after the last one, not after trailing blank lines
+    for key in changes:
+        cpath = path_of(key)
+        name = key_of(cpath)
+        new = _line(cpath, changes[key])
+        for i in range(end):
+            t = lines[i].strip()
+            if t.startswith(name) and t[len(name) :].lstrip().startswith("="):
+                lines[i] = new
+                break
+        else:
+            lines.insert(end, new)
+            end += 1
+    replace(path, "\n".join(lines))
+
+
 def load(getenv, base_dir="/", needs_wifi=True, profile=None):
     """Validated configuration from settings.toml; raises ConfigError naming the key."""
     from sensorfw.core.config import ConfigError, validate
