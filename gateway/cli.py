@@ -8,6 +8,7 @@ Commands (a table of name -> (handler, argument setup)):
   add-device    add or update a device credential in a Mosquitto password file
   broker-config write the local Mosquitto's configuration and ACL for this gateway
   raw           print a device's raw readings for a time span from the raw log
+  device-config change a device's settings or thresholds through the running gateway
 """
 
 from __future__ import annotations
@@ -293,6 +294,96 @@ def cmd_raw(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- device-config
+
+DEVICE_CONFIG_EXIT = {"refused": 1, "not_running": 2, "timeout": 3}
+
+
+def _number(option: str, text: str) -> int | float:
+    """--set / --threshold values: an integer, else a number."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise CommandError(f"{option}: {text!r} is not a number") from None
+
+
+def _pairs(option: str, items: list[str], *, reset_words: tuple[str, ...] = ()) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise CommandError(f"{option} {item!r}: write NAME=VALUE")
+        out[name] = None if value.lower() in reset_words else _number(f"{option} {name}", value)
+    return out
+
+
+def cmd_device_config(args: argparse.Namespace) -> int:
+    """Change (or --show) a device's configuration through the running gateway's control socket."""
+    from gateway.control_socket import ControlSocketError, request, socket_path
+    from gateway.devconfig import PICKUP_S
+
+    cfg = _load(args)
+    if args.timeout <= 0:
+        raise CommandError("--timeout must be above 0 seconds")
+    body: dict[str, Any] = {"device": args.device, "timeout_s": args.timeout}
+    if args.show:
+        if args.set or args.threshold:
+            raise CommandError("--show takes no --set or --threshold")
+        body["op"] = "show"
+    else:
+        body["op"] = "set"
+        body["set"] = _pairs("--set", args.set)
+        body["thresholds"] = _pairs("--threshold", args.threshold, reset_words=("default", "none"))
+        if not body["set"] and not body["thresholds"]:
+            raise CommandError("nothing to change: give --set KEY=VALUE, --threshold PIPELINE=VALUE or --show")
+    try:
+        res = request(socket_path(Path(cfg.gateway.data_dir)), body, timeout=args.timeout + 2 * PICKUP_S)
+    except ControlSocketError as exc:
+        print(f"edgeline-gateway device-config: {exc}", file=sys.stderr)
+        return DEVICE_CONFIG_EXIT["not_running"]
+    if args.json:
+        print(json.dumps(res, indent=1))
+    if args.show and res.get("ok"):
+        if not args.json:
+            _print_show(res)
+        return 0
+    if res.get("ok"):
+        if not args.json:
+            config = " ".join(f"{k}={v:g}" for k, v in (res.get("config") or {}).items())
+            how = " (the device restarts to apply it)" if res.get("result") == "rebooting" else ""
+            print(f"{args.device}: applied{how}" + (f": {config}" if config else ""))
+            for name, t in (res.get("thresholds") or {}).items():
+                print(
+                    f"{args.device}: pipeline {name} threshold {t['in_force']}"
+                    + ("" if t["override"] is not None else " (the pipeline's)")
+                )
+        return 0
+    who = "the gateway" if res.get("by") == "gateway" else args.device
+    if not args.json:
+        print(f"edgeline-gateway device-config: {who}: {res.get('message')}", file=sys.stderr)
+    return DEVICE_CONFIG_EXIT["timeout" if res.get("reason") == "timeout" else "refused"]
+
+
+def _print_show(res: dict[str, Any]) -> None:
+    rates = ", ".join(f"{r:g}" for r in res["rates_hz"]) or "-"
+    print(f"{res['device']}: online {res['online']} boot {res['boot']} sampling at {rates} Hz (its BIRTH)")
+    rep = res.get("reported")
+    if rep:
+        age = time.time() - float(rep["at"])
+        values = " ".join(f"{k}={v:g}" for k, v in rep["config"].items())
+        print(f"last acknowledged ({age:.0f} s ago, change {rep['change_id']}, {rep['result']}): {values}")
+    else:
+        print("no configuration change acknowledged yet")
+    for name, t in res["thresholds"].items():
+        src = "override" if t["override"] is not None else "pipeline"
+        print(f"pipeline {name}: threshold {t['in_force']} ({src})")
+    print(f"settable: {', '.join(res['settable'])}")
+
+
 # --------------------------------------------------------------------------- table
 
 
@@ -340,6 +431,20 @@ def _setup_raw(p: argparse.ArgumentParser) -> None:
     p.add_argument("--last", type=float, default=60.0, help="span in seconds when --since is not given")
 
 
+def _setup_device_config(p: argparse.ArgumentParser) -> None:
+    _config_arg(p)
+    p.add_argument("device")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="sample_rate_hz, batch, health_interval_s"
+    )
+    p.add_argument(
+        "--threshold", action="append", default=[], metavar="PIPELINE=VALUE", help="VALUE 'default' drops the override"
+    )
+    p.add_argument("--show", action="store_true", help="print what the device last acknowledged and its thresholds")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the device (default 10)")
+    p.add_argument("--json", action="store_true", help="print the gateway's answer as JSON")
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None], str]] = {
     "run": (cmd_run, _setup_run, "run the gateway"),
     "check-config": (cmd_check_config, _setup_check, "validate a configuration file"),
@@ -347,6 +452,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argpars
     "add-device": (cmd_add_device, _setup_add_device, "add a device credential to the Mosquitto password file"),
     "broker-config": (cmd_broker_config, _setup_broker_config, "write the Mosquitto configuration and ACL"),
     "raw": (cmd_raw, _setup_raw, "print raw readings of a device from the raw log (CSV)"),
+    "device-config": (cmd_device_config, _setup_device_config, "change a device's configuration (running gateway)"),
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from gateway.batch import Batch, Control, DataRun
@@ -21,7 +22,7 @@ from gateway.outbox import Outbox
 from gateway.registry import Registry
 from gateway.schemas import SchemaBook
 from gateway.timebase import DeviceClocks
-from shared_protocol import BIRTH, DEATH, FLAG_HISTORICAL, HEALTH, LOSS
+from shared_protocol import BIRTH, DEATH, EVENT, FLAG_HISTORICAL, HEALTH, LOSS
 from shared_protocol.decode import decode
 from shared_protocol.errors import ProtocolError
 from shared_protocol.np_decode import decode_data_many
@@ -77,6 +78,8 @@ class ControlStage:
         self.outbox = outbox
         self.bad = bad
         self.counters = counters
+        # EVENT frames, for the configuration acknowledgements among them (gateway/devconfig.py)
+        self.on_event: Callable[[str, Any, float], None] | None = None
 
     def apply(self, batch: Batch) -> None:
         for device, kind, fr in batch.inbox:
@@ -113,6 +116,8 @@ class ControlStage:
             item.birth = self._birth(batch, device, frame, fr)
         elif frame.type == HEALTH:
             self.registry.on_health(device, boot=frame.boot, fields=frame.fields, at=fr.received)
+        elif frame.type == EVENT and self.on_event is not None:
+            self.on_event(device, frame, fr.received)
         batch.controls.setdefault(device, []).append(item)
 
     def _birth(self, batch: Batch, device: str, frame: Any, fr: RawFrame) -> dict[str, Any]:

@@ -18,6 +18,8 @@ from types import FrameType
 from typing import Any
 
 from gateway.config import Config, ConfigError
+from gateway.control_socket import ControlSocket, ControlSocketError, socket_path
+from gateway.devconfig import DeviceConfig
 from gateway.ingest import FrameQueue, MQTTIngest, MQTTSettings
 from gateway.pipeline import Gateway
 from gateway.rawlog import RawLog
@@ -136,6 +138,11 @@ class Runner:
 
             state = WebState(self.gateway.live, detail_devices=g.status_detail_devices)
             self.web = WebServer(config.web, state, password=web_password)
+        # `edgeline-gateway device-config` talks to this process through its control socket
+        self.devconfig = DeviceConfig(self.gateway, Path(g.data_dir))
+        self.gateway.control.on_event = self.devconfig.on_ack
+        self.devconfig.restore()
+        self.control_socket = ControlSocket(socket_path(Path(g.data_dir)), self.devconfig.handle)
 
     def _commit_failed(self, exc: BaseException) -> None:
         """Writer thread: nothing more can be stored, so nothing more is taken in."""
@@ -175,6 +182,7 @@ class Runner:
         st["written_at"] = time.time()  # the heartbeat `edgeline-gateway status` checks
         st["status_interval_s"] = self.config.gateway.status_interval_s
         st["web"] = self.web.status() if self.web is not None else None
+        st["device_config"] = self.devconfig.status()
         return st
 
     def write_status(self, *, final: bool = False) -> None:
@@ -198,6 +206,10 @@ class Runner:
         self.mqtt.start()
         self.mqtt.publish(self.status_topic, b'{"online":true}', retain=True)
         self._start_web()
+        try:
+            self.control_socket.start()
+        except ControlSocketError as exc:
+            log.error("%s; the gateway runs on without device-config", exc)
         log.info(
             "gateway %s (site %s) running; %d pipeline(s), data in %s",
             cfg.gateway.id,
@@ -216,6 +228,7 @@ class Runner:
                         self.gateway.process(batch)
                     except CommitFailed:
                         break  # self.failed is set: the writer stopped; stop without draining
+                self.devconfig.serve(time.time())
                 now = time.monotonic()
                 if now >= next_tick:
                     self.gateway.tick()
@@ -292,6 +305,7 @@ class Runner:
             self.write_status(final=True)
             self.mqtt.publish(self.status_topic, b'{"online":false}', retain=True)
         finally:
+            self.control_socket.stop()
             # The writer commits and ACKs the last batches while paho still runs; the databases
             # are closed only once its thread has finished.
             closed = self.gateway.close(timeout=DRAIN_S)
