@@ -44,7 +44,10 @@ class Outbox:
         self.site = site
         self.submit = submit
         self._buf = bytearray(4096)  # CMD frames
-        self._cmd_id = 0
+        # cmd_ids of each gateway boot start in their own block of 65,536: a device that stayed up
+        # while the gateway restarted must not take the new boot's first commands for repeats
+        # of the last ones it executed (it skips a cmd_id among the last 8 it saw).
+        self._cmd_id = (header.boot & 0xFFFF) << 16
         self._topics: dict[tuple[str, str], str] = {}
         self._failing = False
 

@@ -340,3 +340,17 @@ def test_writer_thread_commits_then_acks_everything_in_order(tmp_path: Path) -> 
     b = Commit(rows=[], seq_states={"d": (1, [(1, 1, 9, [])])}, registry_ops=[], acks={"d": [(1, 9)]}, now=2.0)
     a.merge(b)
     assert a.seq_states["d"][1][0][2] == 9 and a.acks["d"] == [(1, 5), (1, 9)] and a.now == 2.0
+
+
+def test_each_gateway_boot_numbers_its_commands_apart(tmp_path: Path) -> None:
+    """A device skips a cmd_id among the last 8 it executed (QoS 1 duplicates): after a gateway
+    restart the new boot's first commands must not reuse the ids of the last boot's."""
+    ids = []
+    for _ in range(2):
+        gw, pub, _fwd = make_gateway(tmp_path)
+        ids.append([gw.outbox.cmd("pump-1", CMD_REBIRTH, b"") for _ in range(3)])
+        assert [decode(p).fields["cmd_id"] for _t, p, _q in pub.kind("cmd")] == ids[-1]
+        gw.close()
+    first, second = ids
+    assert not set(first) & set(second)
+    assert second[0] - first[0] == 1 << 16  # the next boot's block
