@@ -17,7 +17,9 @@ def main(argv: list[str] | None = None) -> int:
         "Connect with: mpremote connect <printed path>",
     )
     parser.add_argument("--flash", required=True, help="directory used as the board's flash")
-    parser.add_argument("--heapsize", help="MicroPython heap size, e.g. 256k (the firmware needs about 184k on the 64-bit unix port)")
+    parser.add_argument(
+        "--heapsize", help="MicroPython heap size, e.g. 256k (the firmware needs about 184k on the 64-bit unix port)"
+    )
     parser.add_argument("--micropython", help="unix-port binary (default: the venv's)")
     parser.add_argument("--no-main", action="store_true", help="do not run main.py at boot (REPL only)")
     args = parser.parse_args(argv)
