@@ -136,10 +136,16 @@ def test_soak_with_gateway_device_and_broker_faults(
         for name in DEVICES:
             fleet.kill(name)
     finals = {d: fleet.procs[d].stats() for d in DEVICES}
-    last_rx = {d: max(r.received for r in read_all(gw.data / "rawlog.sqlite", d)) for d in DEVICES}
-    # The summaries of the last readings reach the cloud (interval 1 s).
-    collector.wait_for(lambda msgs: _summaries_reach(msgs, last_rx), timeout=60)
-    gw.stop()
+    # The summaries of the last readings reach the cloud (interval 1 s). Readings: DATA frames;
+    # a device's last HEALTH may come after its last summary, which only devices with data get.
+    last_rx = {d: max(r.received for r in read_all(gw.data / "rawlog.sqlite", d) if r.type == DATA) for d in DEVICES}
+    try:
+        collector.wait_for(lambda msgs: _summaries_reach(msgs, last_rx), timeout=60)
+    except AssertionError as exc:
+        ends = _summary_ends(collector.snapshot())
+        raise AssertionError(f"{exc}: last summary end per device {dict(ends)}, last DATA received {last_rx}") from None
+    finally:
+        assert gw.stop() == 0
     report = _check_frames(gw, finals)
     report += _check_summaries(gw, collector.snapshot())
     report += _check_forward_seq(collector.snapshot())
@@ -156,12 +162,17 @@ def _settled(gw: GatewayProcess) -> bool:
     return True
 
 
-def _summaries_reach(msgs: list[tuple[str, Any]], last_rx: dict[str, float]) -> bool:
+def _summary_ends(msgs: list[tuple[str, Any]]) -> dict[str, float]:
     ends: dict[str, float] = defaultdict(float)
     for env in records(msgs):
         rec = env["record"]
         if env["lane"] == "summary" and "device" in rec:
             ends[rec["device"]] = max(ends[rec["device"]], rec["end"])
+    return ends
+
+
+def _summaries_reach(msgs: list[tuple[str, Any]], last_rx: dict[str, float]) -> bool:
+    ends = _summary_ends(msgs)
     return all(ends[d] >= last_rx[d] for d in DEVICES)
 
 
