@@ -201,13 +201,7 @@ def fleet_row(info: DeviceInfo, d: LiveDevice | None, now: float | None) -> dict
     health = info.last_health
     channels = info.channels or ()
     row: dict[str, Any] = {
-        "device": info.device,
-        "online": info.online,
-        "state_reason": info.state_reason,
-        "state_at": info.state_at,
-        "last_seen": info.last_seen,
-        "boot": info.boot,
-        "fw_version": info.fw_version,
+        **info.facts(),
         "channels": [{"name": c[0], "unit": c[1], "rate_hz": c[5]} for c in channels],
         "queue_depth": health.get("queue_depth"),
         "rssi": health.get("rssi"),

@@ -84,13 +84,7 @@ def state_document(info: DeviceInfo, live: LiveDevice | None, pipelines: Iterabl
             "cleared_at": r.get("cleared_at") if r else None,
         }
     return {
-        "device": info.device,
-        "online": info.online,
-        "state_reason": info.state_reason,
-        "state_at": info.state_at,
-        "last_seen": info.last_seen,
-        "boot": info.boot,
-        "fw_version": info.fw_version,
+        **info.facts(),
         "channels": channels,
         "values_at": (live.values_at or None) if live is not None else None,
         "health": health,

@@ -64,18 +64,24 @@ class DeviceInfo:
     state_at: float = 0.0
     last_health: dict[str, Any] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, Any]:
+    def facts(self) -> dict[str, Any]:
+        """What operators see of the device everywhere (status page rows, local state topic)."""
         return {
             "device": self.device,
             "online": self.online,
             "state_reason": self.state_reason,
             "state_at": self.state_at,
+            "last_seen": self.last_seen,
             "boot": self.boot,
             "fw_version": self.fw_version,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.facts(),
             "channels": [list(c) for c in self.channels] if self.channels else None,
             "births": self.births,
             "first_seen": self.first_seen,
-            "last_seen": self.last_seen,
             "last_health": self.last_health,
         }
 
