@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import struct
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,12 +13,11 @@ from typing import Any
 import numpy as np
 
 from gateway.alertstate import AlertPolicy, AlertStates, Window
-from gateway.config import from_dict
-from gateway.runner import Runner
 from shared_protocol.decode import decode
 from tests.gateway.doubles import RMSModel
 from tests.gateway.mqtt_util import Client
 from tests.gateway.test_pipeline import T0, frames, make_gateway
+from tests.support.runner_thread import runner_thread
 from tests.support.simdevice import SimDevice
 
 
@@ -122,64 +120,53 @@ def test_one_injected_fault_reaches_the_cloud_as_one_raised_and_one_cleared(
 ) -> None:
     local = mosquitto_factory()
     cloud = mosquitto_factory()
-    cfg = from_dict(
-        {
-            "gateway": {"id": "gw1", "site": "s1", "data_dir": str(tmp_path / "data"), "status_interval_s": 0.2},
-            "mqtt": {"host": local.host, "port": local.port},
-            "pipelines": [{"name": "vib", "model": "unused.json", "devices": ["pump-*"]}],
-            "summary": {"interval_s": 0.3},
-            "raw": {"alerts": False},
-            "forward": {"host": cloud.host, "port": cloud.port, "commit_interval_ms": 1},
-        }
-    )
+    cfg = {
+        "gateway": {"id": "gw1", "site": "s1", "data_dir": str(tmp_path / "data"), "status_interval_s": 0.2},
+        "mqtt": {"host": local.host, "port": local.port},
+        "pipelines": [{"name": "vib", "model": "unused.json", "devices": ["pump-*"]}],
+        "summary": {"interval_s": 0.3},
+        "raw": {"alerts": False},
+        "forward": {"host": cloud.host, "port": cloud.port, "commit_interval_ms": 1},
+    }
     up = Client(cloud.host, cloud.port, client_id="cloud-consumer")
     up.subscribe("edgeline/gw1/#")
-    runner = Runner(cfg, models={"vib": RMSModel()})
-    t = threading.Thread(target=runner.run, daemon=True)
-    t.start()
-    dev = None
-    try:
-        assert runner.mqtt.subscribed.wait(10)
+    with runner_thread(cfg, models={"vib": RMSModel()}):
         pump = SimDevice("pump-1")
         dev = Client(local.host, local.port, client_id="pump-1")
-        dev.publish(pump.topic("birth"), pump.birth())
-        fault = pump.raw_block(lambda t: np.stack([4000 * np.sin(2 * np.pi * 37 * t), 0 * t, 0 * t], axis=1))
-        # healthy, a fault of 20 windows (6.4 s of data), healthy again
-        for raw in [None] * 4 + [fault] * 20 + [None] * 10:
-            dev.publish(pump.topic("data"), pump.data(raw))
-
-        _t, p, _ = up.wait_for(
-            lambda topic, p: topic == "edgeline/gw1/alert" and json.loads(p)["record"]["state"] == "cleared",
-            timeout=30,
-        )
-        cleared = json.loads(p)["record"]
-        # Alerts drain before summaries: a summary of an interval that began after the clear
-        # was decided comes after every alert record of the episode.
-        # (keep the device talking: a summary needs readings in its interval)
-        for _ in range(100):
-            dev.publish(pump.topic("data"), pump.data())
-            try:
-                up.wait_for(
-                    lambda topic, p: (
-                        topic == "edgeline/gw1/summary" and json.loads(p)["record"]["start"] > cleared["decided"]
-                    ),
-                    timeout=0.5,
-                )
-                break
-            except TimeoutError:
-                continue
-        else:
-            raise AssertionError("no summary after the clear")
-        got = [json.loads(p)["record"] for topic, p, _ in up.drain(0) if topic == "edgeline/gw1/alert"]
-        assert [r["state"] for r in got] == ["raised"], got  # the raise arrived before the clear
-        raised = got[0]
-        assert raised["alert_id"] == cleared["alert_id"] and raised["device"] == "pump-1"
-        # 64-sample windows every 32 samples: the window half in the last fault frame is over too.
-        assert cleared["windows_over"] == 21 and cleared["duration_s"] > 0
-    finally:
-        if dev is not None:
+        try:
+            dev.publish(pump.topic("birth"), pump.birth())
+            fault = pump.raw_block(lambda t: np.stack([4000 * np.sin(2 * np.pi * 37 * t), 0 * t, 0 * t], axis=1))
+            # healthy, a fault of 20 windows (6.4 s of data), healthy again
+            for raw in [None] * 4 + [fault] * 20 + [None] * 10:
+                dev.publish(pump.topic("data"), pump.data(raw))
+            _t, p, _ = up.wait_for(
+                lambda topic, p: topic == "edgeline/gw1/alert" and json.loads(p)["record"]["state"] == "cleared",
+                timeout=30,
+            )
+            cleared = json.loads(p)["record"]
+            # Alerts drain before summaries: a summary of an interval that began after the clear
+            # was decided comes after every alert record of the episode (the device keeps talking:
+            # a summary needs readings in its interval).
+            for _ in range(100):
+                dev.publish(pump.topic("data"), pump.data())
+                try:
+                    up.wait_for(
+                        lambda topic, p: (
+                            topic == "edgeline/gw1/summary" and json.loads(p)["record"]["start"] > cleared["decided"]
+                        ),
+                        timeout=0.5,
+                    )
+                    break
+                except TimeoutError:
+                    continue
+            else:
+                raise AssertionError("no summary after the clear")
+        finally:
             dev.close()
-        runner.stop_event.set()
-        t.join(20)
-        up.close()
-    assert not t.is_alive()
+    got = [json.loads(p)["record"] for topic, p, _ in up.drain(0) if topic == "edgeline/gw1/alert"]
+    up.close()
+    assert [r["state"] for r in got] == ["raised"], got  # the raise arrived before the clear, and nothing else
+    raised = got[0]
+    assert raised["alert_id"] == cleared["alert_id"] and raised["device"] == "pump-1"
+    # 64-sample windows every 32 samples: the window half in the last fault frame is over too.
+    assert cleared["windows_over"] == 21 and cleared["duration_s"] > 0

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from shared_protocol.gw_topics import output_command_topic
 from tests.gateway.doubles import RMSModel
 from tests.gateway.mqtt_util import Client
 from tests.gateway.test_localstate import Retained, rx
+from tests.support.runner_thread import runner_thread
 from tests.support.simdevice import SimDevice
 from tests.support.upy import ROOT
 
@@ -239,14 +239,8 @@ def running(tmp_path: Path, mosquitto: Any) -> Iterator[Runner]:
         "rules": [RULE],
         "homeassistant": {"enabled": True},
     }
-    runner = Runner(from_dict(cfg), models={"vib": RMSModel()})
-    t = threading.Thread(target=runner.run, daemon=True)
-    t.start()
-    assert runner.mqtt.subscribed.wait(10)
-    yield runner
-    runner.stop_event.set()
-    t.join(10)
-    assert not t.is_alive()
+    with runner_thread(cfg, models={"vib": RMSModel()}) as runner:
+        yield runner
 
 
 def test_discovery_and_switch_on_a_real_broker(running: Runner, mosquitto: Any) -> None:

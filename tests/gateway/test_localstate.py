@@ -23,6 +23,7 @@ from shared_protocol.gw_topics import alert_state_topic, output_command_topic, s
 from shared_protocol.topics import DEVICE_KINDS, subscription
 from tests.gateway.doubles import RMSModel
 from tests.gateway.mqtt_util import Client
+from tests.support.runner_thread import runner_thread
 from tests.support.simdevice import SimDevice
 from tools.demo.linkcut import LinkCut
 
@@ -205,14 +206,8 @@ def running(tmp_path: Path, mosquitto: Any) -> Iterator[Runner]:
         "pipelines": [{"name": "vib", "model": "unused.json", "devices": ["pump-*"]}],
         "state": {"interval_s": 0.5},
     }
-    runner = Runner(from_dict(cfg), models={"vib": RMSModel()})
-    t = threading.Thread(target=runner.run, daemon=True)
-    t.start()
-    assert runner.mqtt.subscribed.wait(10)
-    yield runner
-    runner.stop_event.set()
-    t.join(10)
-    assert not t.is_alive()
+    with runner_thread(cfg, models={"vib": RMSModel()}) as runner:
+        yield runner
 
 
 class Board:
