@@ -45,12 +45,13 @@ def devices_table(mon: Monitor) -> Table:
 
 def alerts_table(mon: Monitor, last: int = 6) -> Table:
     t = Table(title="alerts (as they arrive on the local broker)", expand=True)
-    for col in ("at", "device", "score", "threshold", "publish -> alert", "in gateway"):
-        t.add_column(col, justify="right" if col != "device" else "left")
+    for col in ("at", "device", "state", "score", "threshold", "publish -> alert", "in gateway"):
+        t.add_column(col, justify="right" if col not in ("device", "state") else "left")
     for a in mon.alerts[-last:]:
         t.add_row(
             f"{a.at:6.1f} s",
             a.device,
+            a.state,
             f"{a.score:.4f}",
             f"{a.threshold:.4f}",
             f"{a.latency_ms:.1f} ms" if a.latency_ms is not None else "-",
@@ -112,6 +113,6 @@ def progress_line(mon: Monitor, status: dict[str, Any], cloud_up: bool, phase: s
     online = sum(1 for d in mon.devices.values() if d.online)
     return (
         f"[{mon.now():5.1f} s] {phase:<28} devices online {online}/{len(mon.devices)}"
-        f"  readings {frames.get('readings', 0):>8,}  alerts {len(mon.alerts):>3}"
+        f"  readings {frames.get('readings', 0):>8,}  alerts {sum(d.alerts for d in mon.devices.values()):>3}"
         f"  cloud {'up' if cloud_up else 'DOWN'}  delivered {sum(len(v) for v in mon.cloud_keys.values()):>4}"
     )

@@ -86,6 +86,8 @@ class AlertView:
     latency_ms: float | None  # device frame seen on the broker -> alert seen on the broker
     gateway_ms: float
     historical: bool
+    state: str = "raised"  # of the alert episode: raised, updated or cleared
+    alert_id: str = ""
 
 
 class Monitor:
@@ -208,9 +210,12 @@ class Monitor:
                 latency_ms=(t - seen) * 1000.0 if seen is not None else None,
                 gateway_ms=float(rec.get("latency_ms", {}).get("gateway", 0.0)),
                 historical=bool(rec.get("historical", False)),
+                state=str(rec.get("state", "raised")),
+                alert_id=str(rec.get("alert_id", "")),
             )
         )
-        self._device(device).alerts += 1
+        if rec.get("state", "raised") == "raised":
+            self._device(device).alerts += 1  # episodes: one per fault, not per record
 
     def _on_cloud(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         t = self.now()

@@ -77,7 +77,8 @@ def build(
         "readings": readings,
         "frames": sum(d.data_frames for d in mon.devices.values()),
         "gateway_readings": status.get("frames", {}).get("readings", 0),
-        "alerts": len(mon.alerts),
+        "alerts": sum(d["alerts"] for d in devices.values()),  # episodes raised
+        "alert_records": {st: sum(1 for a in mon.alerts if a.state == st) for st in ("raised", "updated", "cleared")},
         "alerts_by_device": {n: d["alerts"] for n, d in devices.items() if d["alerts"]},
         "first_alert_s": {n: min(a.at for a in mon.alerts if a.device == n) for n in {a.device for a in mon.alerts}},
         "alert_latency_ms": {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "n": len(latencies)},
@@ -110,9 +111,9 @@ def text(report: dict[str, Any]) -> str:
         f"  ran {report['duration_s']:.0f} s with {len(report['devices'])} virtual boards",
         f"  readings {report['readings']:,} in {report['frames']:,} DATA frames"
         f" (gateway decoded {report['gateway_readings']:,})",
-        f"  alerts {report['alerts']} ({_per_device(report['alerts_by_device'])});"
-        f" actuator commands {report['actuator_commands']}",
-        f"  device publish -> alert on the broker: p50 {ms(lat['p50'])}, p99 {ms(lat['p99'])} ({lat['n']} live alerts)",
+        f"  alert episodes {report['alerts']} ({_per_device(report['alerts_by_device'])}),"
+        f" records {_per_device(report['alert_records'])}; actuator commands {report['actuator_commands']}",
+        f"  device publish -> alert on the broker: p50 {ms(lat['p50'])}, p99 {ms(lat['p99'])} ({lat['n']} live alert records)",
     ]
     if wire and js:
         lines.append(
