@@ -26,8 +26,8 @@ def test_live_view_follows_readings_scores_and_availability(tmp_path: Path) -> N
     detail = live.detail("pump-1")
     assert detail is not None
     hist = detail["history"]
-    # One point per 0.2 s step (the last reading of the step): 12.8 s -> 64 points, in time order.
-    assert 60 <= len(hist["t"]) <= 66
+    # One point per 0.4 s step (the last reading of the step): 12.8 s -> 32 points, in time order.
+    assert 30 <= len(hist["t"]) <= 34
     assert hist["t"] == sorted(hist["t"])
     assert len(hist["values"]) == 3 and all(len(v) == len(hist["t"]) for v in hist["values"])
     assert hist["values"][0][-1] == row["values"]["ax"]
@@ -75,3 +75,18 @@ def test_fleet_rows_are_read_safely_while_the_pipeline_runs(tmp_path: Path) -> N
         reader.join()
     assert not errors
     assert len(gw.live.fleet()) == 20
+
+
+def test_history_rings_keep_the_last_points_in_order_and_follow_a_new_schema() -> None:
+    import numpy as np
+
+    from gateway.live import Ring
+
+    ring = Ring(4, 2)
+    for k in range(6):
+        ring.add(float(k), [k, -k])
+    assert ring.since(-1.0) == ([2.0, 3.0, 4.0, 5.0], [[2.0, 3.0, 4.0, 5.0], [-2.0, -3.0, -4.0, -5.0]])
+    assert ring.since(3.5) == ([4.0, 5.0], [[4.0, 5.0], [-4.0, -5.0]])
+    assert ring.since(9.0) == ([], [])
+    ring.extend(np.array([6.0]), np.array([[6.0, -6.0]], dtype=np.float32))
+    assert ring.since(4.5)[0] == [5.0, 6.0]
