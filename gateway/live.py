@@ -11,7 +11,8 @@ threads take ``lock`` or use the ``fleet()`` rows, which ``refresh`` rebuilds ab
 once a second as a new list (never mutated after it is published).
 
 A history point is kept at most every ``step_s`` per device (the last reading of the
-step), ``points`` of them in preallocated numpy rings: 300 x 0.4 s = two minutes of plot.
+step), ``points`` of them in preallocated numpy rings: 300 x 0.4 s = two minutes of plot
+(``points`` 0: no histories, for a gateway without its status page).
 A 6-channel device with one pipeline costs about 13 KB for them (float64 times, float32
 values), 13 MB for 1,000 devices; Python tuples would take 15 times as much.
 """
@@ -126,7 +127,7 @@ class LiveView:
             d.values = last
             d.values_at = last_t
             self._changed.add(device)
-            if last_t < d.next_point:
+            if last_t < d.next_point or not self.points:
                 return
             ring = d.readings
             if ring is None or ring.width != block.shape[1]:  # new, or a BIRTH with other channels
@@ -151,11 +152,13 @@ class LiveView:
         """Anomaly scores of consecutive windows of one device (window end times)."""
         with self.lock:
             d = self._get(device)
+            d.thresholds[pipeline] = float(threshold)
+            if not self.points:
+                return
             hist = d.scores.get(pipeline)
             if hist is None:
                 hist = d.scores[pipeline] = Ring(self.points, 1)
             hist.extend(times, np.asarray(scores, dtype=np.float32).reshape(-1, 1))
-            d.thresholds[pipeline] = float(threshold)
 
     def alert(self, record: dict[str, Any]) -> None:
         """The latest alert record of a (device, pipeline): state raised, updated or cleared."""

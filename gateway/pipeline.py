@@ -32,7 +32,7 @@ from gateway.counters import BadFrames, Counters
 from gateway.decisions import Decider, Summaries
 from gateway.hadiscovery import HADiscovery
 from gateway.ingest import RawFrame
-from gateway.live import LiveView
+from gateway.live import HISTORY_POINTS, LiveView
 from gateway.localstate import LocalState
 from gateway.outbox import Outbox, Submit
 from gateway.rawlog import RawLog, SeqStates
@@ -141,7 +141,8 @@ class Gateway:
                 holdoff_s=r.alert_holdoff_s,
                 max_samples=r.max_samples,
             )
-        self.live = LiveView(self.registry)
+        # plot histories only for the status page (about 16 KB per device)
+        self.live = LiveView(self.registry, points=HISTORY_POINTS if config.web.enabled else 0)
         self.stages = self._scoring_stages(models or {})
         self.local_state = LocalState(
             config, registry=self.registry, live=self.live, outbox=self.outbox, stages=self.stages

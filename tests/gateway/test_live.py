@@ -90,3 +90,15 @@ def test_history_rings_keep_the_last_points_in_order_and_follow_a_new_schema() -
     assert ring.since(9.0) == ([], [])
     ring.extend(np.array([6.0]), np.array([[6.0, -6.0]], dtype=np.float32))
     assert ring.since(4.5)[0] == [5.0, 6.0]
+
+
+def test_without_the_status_page_no_histories_are_kept(tmp_path: Path) -> None:
+    gw, _pub, _fwd = make_gateway(tmp_path, extra={"web": {"enabled": False}})
+    dev = SimDevice("pump-1")
+    gw.process(frames(dev, "birth", [dev.birth()]))
+    gw.process(frames(dev, "data", [dev.data() for _ in range(10)], T0 + 1))
+    d = gw.live.devices["pump-1"]
+    assert d.readings is None and d.scores == {} and d.thresholds == {"vib": 1.5}
+    detail = gw.live.detail("pump-1")
+    assert detail is not None and detail["history"]["t"] == [] and len(detail["values"]) == 3
+    gw.close()
