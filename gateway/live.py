@@ -10,11 +10,11 @@ same thread) and by the status page and /metrics (web threads). Readers on other
 threads take ``lock`` or use the ``fleet()`` rows, which ``refresh`` rebuilds about
 once a second as a new list (never mutated after it is published).
 
-A history point is kept at most every ``step_s`` per device (the last reading of the
-step), ``points`` of them in preallocated numpy rings: 300 x 0.4 s = two minutes of plot
-(``points`` 0: no histories, for a gateway without its status page).
-A 6-channel device with one pipeline costs about 13 KB for them (float64 times, float32
-values), 13 MB for 1,000 devices; Python tuples would take 15 times as much.
+Plot histories: the readings come from the raw log (gateway/rawlog.py, read-only on the
+web thread, one point per ``step_s``: the last reading of each step), so they cost no memory
+here. Anomaly scores are kept nowhere else: the highest score of each ``step_s`` goes into a
+preallocated ring of ``points`` (300 x 0.4 s = two minutes; 3.6 KB per device and pipeline).
+``points`` 0 keeps none (a gateway without its status page).
 """
 
 from __future__ import annotations
@@ -22,15 +22,21 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from gateway.export import readings as decoded_readings
+from gateway.rawlog import read_frames
 from gateway.registry import DeviceInfo, Registry
+from shared_protocol import DATA
+from shared_protocol.decode import Schema
 
 HISTORY_POINTS = 300
 HISTORY_STEP_S = 0.4
+FRAME_SPAN_S = 5.0  # a DATA frame's readings span at most this (its time is its first reading's)
 REFRESH_S = 1.0
 EPISODES = 20  # alert episodes kept per device for the plots' markers
 
@@ -57,9 +63,15 @@ class Ring:
         self.i = (i + 1) % self.t.shape[0]
         self.n = min(self.n + 1, self.t.shape[0])
 
-    def extend(self, times: NDArray[np.float64], rows: NDArray[Any]) -> None:
-        for t, row in zip(times.tolist(), rows, strict=True):
-            self.add(t, row)
+    def put_max(self, t: float, value: float, step_s: float) -> None:
+        """One point per step: a value in the step of the last point raises it (and moves it to t)."""
+        if self.n:
+            last = (self.i - 1) % self.t.shape[0]
+            if t // step_s == self.t[last] // step_s:
+                if value >= self.v[last, 0]:
+                    self.t[last], self.v[last, 0] = t, value
+                return
+        self.add(t, (value,))
 
     def since(self, t0: float) -> tuple[list[float], list[list[float]]]:
         """Times after t0, in order, and the values as one list per column."""
@@ -77,8 +89,7 @@ class LiveDevice:
     device: str
     values: list[float] = field(default_factory=list)  # the last reading, in the order of the channels
     values_at: float = 0.0  # its rebuilt wall-clock time
-    readings: Ring | None = None  # (time, reading of every channel), for the plots
-    scores: dict[str, Ring] = field(default_factory=dict)  # pipeline -> (window end, score)
+    scores: dict[str, Ring] = field(default_factory=dict)  # pipeline -> (window end, highest score of its step)
     thresholds: dict[str, float] = field(default_factory=dict)  # pipeline -> threshold in force
     alerts: dict[str, dict[str, Any]] = field(default_factory=dict)  # pipeline -> latest alert record
     episodes: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EPISODES))  # recent, oldest first
@@ -86,7 +97,6 @@ class LiveDevice:
     config_at: float = 0.0
     samples: int = 0  # readings (rows of all channels) accepted since the gateway started
     gaps: int = 0  # gaps found (frames missing before a run)
-    next_point: float = 0.0
     # for the rate shown in the fleet table: samples at the previous refresh
     rate_hz: float = 0.0
     _samples_then: int = 0
@@ -94,8 +104,17 @@ class LiveDevice:
 
 
 class LiveView:
-    def __init__(self, registry: Registry, *, points: int = HISTORY_POINTS, step_s: float = HISTORY_STEP_S) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        rawlog: Path | None = None,
+        points: int = HISTORY_POINTS,
+        step_s: float = HISTORY_STEP_S,
+    ) -> None:
+        """rawlog: the raw log file the readings' plot history is read from (None: no history)."""
         self.registry = registry
+        self.rawlog = rawlog
         self.points = points
         self.step_s = step_s
         self.lock = threading.Lock()
@@ -127,24 +146,6 @@ class LiveView:
             d.values = last
             d.values_at = last_t
             self._changed.add(device)
-            if last_t < d.next_point or not self.points:
-                return
-            ring = d.readings
-            if ring is None or ring.width != block.shape[1]:  # new, or a BIRTH with other channels
-                ring = d.readings = Ring(self.points, block.shape[1])
-            if period_s <= 0:
-                ring.add(last_t, last)
-                d.next_point = last_t + self.step_s
-                return
-            # the last reading of each step_s that ends in this run
-            step = max(1, round(self.step_s / period_s))
-            first = 0 if d.next_point <= wall else min(n - 1, int((d.next_point - wall) / period_s))
-            i = first + step - 1
-            while i < n - 1:
-                ring.add(wall + i * period_s, block[i])
-                i += step
-            ring.add(last_t, last)
-            d.next_point = last_t + self.step_s
 
     def scores(
         self, device: str, pipeline: str, times: NDArray[np.float64], scores: NDArray[Any], threshold: float
@@ -158,7 +159,8 @@ class LiveView:
             hist = d.scores.get(pipeline)
             if hist is None:
                 hist = d.scores[pipeline] = Ring(self.points, 1)
-            hist.extend(times, np.asarray(scores, dtype=np.float32).reshape(-1, 1))
+            for t, v in zip(times.tolist(), np.asarray(scores, dtype=np.float64).tolist(), strict=True):
+                hist.put_max(t, v, self.step_s)
 
     def alert(self, record: dict[str, Any]) -> None:
         """The latest alert record of a (device, pipeline): state raised, updated or cleared."""
@@ -221,21 +223,41 @@ class LiveView:
             d = self.devices.get(device)
             row = fleet_row(info, d, None)
             t0 = -np.inf if since is None else since
-            names = [c[0] for c in info.channels or ()]
-            t, values = d.readings.since(t0) if d is not None and d.readings is not None else ([], [])
+            newest = d.values_at if d is not None else 0.0
             scores = {p: h.since(t0) for p, h in d.scores.items()} if d is not None else {}
             thresholds = dict(d.thresholds) if d is not None else {}
             episodes = [dict(e) for e in d.episodes] if d is not None else []
+        t, values = self._readings(device, info, since, newest)
         row["health"] = dict(info.last_health)
         row["episodes"] = episodes  # the last EPISODES alert episodes: alert_id, pipeline, since, cleared_at
         row["history"] = {
-            "channels": names,
+            "channels": [c[0] for c in info.channels or ()],
             "t": t,
             "values": values,
             "scores": {p: {"t": st, "score": sv[0] if sv else []} for p, (st, sv) in scores.items()},
             "thresholds": thresholds,
         }
         return row
+
+    def _readings(
+        self, device: str, info: DeviceInfo, since: float | None, newest: float
+    ) -> tuple[list[float], list[list[float]]]:
+        """The last reading of each step_s after ``since`` (at most points x step_s back from
+        the newest reading), from the raw log: (times, one list of values per channel)."""
+        if self.rawlog is None or not self.points or not info.channels or not newest:
+            return [], []
+        t_from = newest - self.points * self.step_s
+        if since is not None:
+            t_from = max(t_from, since)
+        rows = read_frames(self.rawlog, device, t_from - FRAME_SPAN_S, newest, types=(DATA,))
+        t, v, _skipped = decoded_readings(rows, Schema([tuple(c) for c in info.channels]))
+        keep = t > t_from
+        t, v = t[keep], v[keep]
+        if not t.size:
+            return [], []
+        step = np.floor(t / self.step_s)
+        last = np.flatnonzero(np.diff(step, append=np.inf) != 0)  # the last reading of each step
+        return t[last].tolist(), v[last].T.tolist()
 
 
 def fleet_row(info: DeviceInfo, d: LiveDevice | None, now: float | None) -> dict[str, Any]:

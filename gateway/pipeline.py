@@ -141,8 +141,12 @@ class Gateway:
                 holdoff_s=r.alert_holdoff_s,
                 max_samples=r.max_samples,
             )
-        # plot histories only for the status page (about 16 KB per device)
-        self.live = LiveView(self.registry, points=HISTORY_POINTS if config.web.enabled else 0)
+        # plot histories only for the status page (readings from the raw log; scores 3.6 KB per device)
+        self.live = LiveView(
+            self.registry,
+            rawlog=self.rawlog.path,
+            points=HISTORY_POINTS if config.web.enabled else 0,
+        )
         self.stages = self._scoring_stages(models or {})
         self.local_state = LocalState(
             config, registry=self.registry, live=self.live, outbox=self.outbox, stages=self.stages

@@ -77,7 +77,7 @@ def test_fleet_rows_are_read_safely_while_the_pipeline_runs(tmp_path: Path) -> N
     assert len(gw.live.fleet()) == 20
 
 
-def test_history_rings_keep_the_last_points_in_order_and_follow_a_new_schema() -> None:
+def test_history_rings_keep_the_last_points_in_order_and_one_per_step() -> None:
     import numpy as np
 
     from gateway.live import Ring
@@ -88,8 +88,13 @@ def test_history_rings_keep_the_last_points_in_order_and_follow_a_new_schema() -
     assert ring.since(-1.0) == ([2.0, 3.0, 4.0, 5.0], [[2.0, 3.0, 4.0, 5.0], [-2.0, -3.0, -4.0, -5.0]])
     assert ring.since(3.5) == ([4.0, 5.0], [[4.0, 5.0], [-4.0, -5.0]])
     assert ring.since(9.0) == ([], [])
-    ring.extend(np.array([6.0]), np.array([[6.0, -6.0]], dtype=np.float32))
-    assert ring.since(4.5)[0] == [5.0, 6.0]
+    # Scores: the highest of each step (an alerting window is never averaged away).
+    scores = Ring(8, 1)
+    for t, v in ((0.1, 1.0), (0.2, 5.0), (0.3, 2.0), (0.5, 1.0), (1.1, 0.5)):
+        scores.put_max(t, v, 0.4)
+    t, (v,) = scores.since(-1.0)
+    assert t == [0.2, 0.5, 1.1] and v == [5.0, 1.0, 0.5]
+    assert np.float32(v[0]) == 5.0
 
 
 def test_without_the_status_page_no_histories_are_kept(tmp_path: Path) -> None:
@@ -98,7 +103,7 @@ def test_without_the_status_page_no_histories_are_kept(tmp_path: Path) -> None:
     gw.process(frames(dev, "birth", [dev.birth()]))
     gw.process(frames(dev, "data", [dev.data() for _ in range(10)], T0 + 1))
     d = gw.live.devices["pump-1"]
-    assert d.readings is None and d.scores == {} and d.thresholds == {"vib": 1.5}
+    assert d.scores == {} and d.thresholds == {"vib": 1.5}
     detail = gw.live.detail("pump-1")
     assert detail is not None and detail["history"]["t"] == [] and len(detail["values"]) == 3
     gw.close()
