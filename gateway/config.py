@@ -242,6 +242,7 @@ class StateSection:
     change at most every ``interval_s`` (availability and alert states at once)."""
 
     interval_s: float = 5.0
+    max_rate: float = 1000.0  # local state publishes a second at most (a fleet's BIRTHs at start-up)
 
 
 @dataclass(frozen=True)
@@ -507,9 +508,7 @@ def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
         alerts=alerts,
         forward=forward,
         web=_web(_Table(top.table("web"), "web", {f.name for f in fields(WebSection)}), base),
-        state=StateSection(
-            interval_s=_Table(top.table("state"), "state", {"interval_s"}).get_float("interval_s", 5.0, lo=0.1, hi=3600)
-        ),
+        state=_state(_Table(top.table("state"), "state", {f.name for f in fields(StateSection)})),
         homeassistant=_homeassistant(
             _Table(top.table("homeassistant"), "homeassistant", {f.name for f in fields(HomeAssistantSection)})
         ),
@@ -632,6 +631,13 @@ def _pipelines(value: object, base: Path) -> list[PipelineSection]:
             )
         )
     return out
+
+
+def _state(t: _Table) -> StateSection:
+    return StateSection(
+        interval_s=t.get_float("interval_s", 5.0, lo=0.1, hi=3600),
+        max_rate=t.get_float("max_rate", 1000.0, lo=10.0, hi=1_000_000.0),
+    )
 
 
 def _rules(value: object, pipeline_names: set[str]) -> list[RuleSection]:

@@ -121,7 +121,8 @@ class LiveView:
         self.devices: dict[str, LiveDevice] = {}
         self._fleet: list[dict[str, Any]] = []
         self._next_refresh = 0.0
-        self._changed: set[str] = set()
+        self._changed: set[str] = set()  # anything shown changed, readings too (the JSON state)
+        self._events: set[str] = set()  # availability, health, alert state or config changed
 
     def _get(self, device: str) -> LiveDevice:
         d = self.devices.get(device)
@@ -173,6 +174,7 @@ class LiveView:
             else:
                 d.episodes.append(brief)
             self._changed.add(record["device"])
+            self._events.add(record["device"])
 
     def set_config(self, device: str, config: dict[str, Any], at: float) -> None:
         """The configuration a device acknowledged (remote configuration)."""
@@ -181,16 +183,22 @@ class LiveView:
             d.config = dict(config)
             d.config_at = at
             self._changed.add(device)
+            self._events.add(device)
 
     def touch(self, device: str) -> None:
-        """Something of the device the registry keeps changed (BIRTH, HEALTH, DEATH, silence)."""
-        self._changed.add(device)
-
-    def take_changed(self) -> set[str]:
-        """Devices whose live state changed since the last call (for the state topics)."""
+        """Something of the device the registry keeps changed (BIRTH, HEALTH, DEATH, silence,
+        back online)."""
         with self.lock:
-            out, self._changed = self._changed, set()
-        return out
+            self._changed.add(device)
+            self._events.add(device)
+
+    def take_changed(self) -> tuple[set[str], set[str]]:
+        """(devices whose state changed, those of them with more than new readings) since the
+        last call (for the state topics)."""
+        with self.lock:
+            changed, self._changed = self._changed, set()
+            events, self._events = self._events, set()
+        return changed, events
 
     # ------------------------------------------------------------------ read side
     def refresh(self, now: float, *, force: bool = False) -> bool:

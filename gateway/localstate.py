@@ -122,46 +122,63 @@ class LocalState:
         self.prefix, self.site = g.prefix, g.site
         self._online: dict[str, bool] = {}  # availability as last published
         self._alerts: dict[tuple[str, str], tuple[str | None, str]] = {}  # (alert_id, state) last published
-        self._pipelines: dict[str, list[str]] = {}
+        self._pipelines: dict[str, tuple[float | None, list[str]]] = {}  # device -> (its BIRTH, pipelines)
         self._next_state: dict[str, float] = {}  # no state publish of the device before this
         self._dirty: set[str] = set()  # state changed since its last publish
         # Devices to look at next tick whatever changed: everything known after a start, and
         # those whose publish the MQTT client refused (not connected yet, or its queue full).
         self._again = set(registry.devices)
         self.published = {"availability": 0, "state": 0, "alert": 0, "removed": 0}
+        # A budget of publishes (state.max_rate a second): 10,000 devices born at once must
+        # not fill the MQTT client's queue, which the ACKs and commands share.
+        self.max_rate = config.state.max_rate
+        self._budget = self.max_rate
+        self._last_tick: float | None = None
+        self.deferred = 0  # publishes put off to a later tick by the budget
 
     def _topic(self, device: str, what: str) -> str:
         return state_topic(self.prefix, self.site, device, what)
 
     def tick(self, now: float) -> set[str]:
-        """Publish what changed; returns the devices looked at (for Home Assistant discovery)."""
-        changed = self.live.take_changed()
+        """Publish what changed, within the budget; returns the devices with more than new
+        readings (for Home Assistant discovery)."""
+        if self._last_tick is not None:
+            self._budget = min(self.max_rate, self._budget + (now - self._last_tick) * self.max_rate)
+        self._last_tick = now
+        changed, events = self.live.take_changed()
+        self._dirty |= changed
         if self._again:
-            changed |= self._again
+            events |= self._again
             self._again = set()
         devices = self.registry.devices
-        for device in changed:
+        for device in events:
             info = devices.get(device)
             if info is None:
+                continue
+            if self._budget < 1:
+                self._again.add(device)  # availability and alert states first, next tick
+                self.deferred += 1
                 continue
             self._availability(info)
             self._alert_states(device, now)
             self._dirty.add(device)
-        if self._dirty:
+        if self._dirty and self._budget >= 1:
             due = [d for d in self._dirty if self._next_state.get(d, 0.0) <= now]
-            for device in due:
+            for device in due[: int(self._budget)]:
                 self._dirty.discard(device)
                 info = devices.get(device)
                 if info is not None:
                     self._state(info, now)
-        return changed
+            self.deferred += max(0, len(due) - int(self._budget))
+        return events
 
     def pipelines(self, device: str) -> list[str]:
-        """The device's pipelines (cached; refreshed on each change of the device)."""
-        p = self._pipelines.get(device)
-        if p is None:
-            p = self._pipelines[device] = pipelines_for(self.config, self.stages, device)
-        return p
+        """The device's pipelines (cached until its next BIRTH: a new schema may fit others)."""
+        birth = getattr(self.registry.devices.get(device), "birth_at", None)
+        cached = self._pipelines.get(device)
+        if cached is None or cached[0] != birth:
+            cached = self._pipelines[device] = (birth, pipelines_for(self.config, self.stages, device))
+        return cached[1]
 
     def _availability(self, info: DeviceInfo) -> None:
         if self._online.get(info.device) == info.online:
@@ -171,11 +188,11 @@ class LocalState:
         ):
             self._online[info.device] = info.online
             self.published["availability"] += 1
+            self._budget -= 1
         else:
             self._again.add(info.device)
 
     def _alert_states(self, device: str, now: float) -> None:
-        self._pipelines.pop(device, None)  # a BIRTH may have changed which pipelines fit
         live = self.live.devices.get(device)
         records = live.alerts if live is not None else {}
         for pipeline in set(self.pipelines(device)) | set(records):
@@ -194,13 +211,17 @@ class LocalState:
             ):
                 self._alerts[(device, pipeline)] = key
                 self.published["alert"] += 1
+                self._budget -= 1
             else:
                 self._again.add(device)
 
     def _state(self, info: DeviceInfo, now: float) -> None:
         doc = state_document(info, self.live.devices.get(info.device), self.pipelines(info.device), now)
-        if self.outbox.publish(self._topic(info.device, "state"), _json(doc), retain=True):
+        # QoS 0: the next change sends a newer one; no PUBACK, no room taken in the client's
+        # queue of QoS 1 messages (ACKs, commands, availability, alert states).
+        if self.outbox.publish(self._topic(info.device, "state"), _json(doc), qos=0, retain=True):
             self.published["state"] += 1
+            self._budget -= 1
             self._next_state[info.device] = now + self.interval_s
         else:
             self._dirty.add(info.device)  # tried again next tick

@@ -239,6 +239,7 @@ class Gateway:
         self.alerting.run(batch)  # alerts and CMDs are out before any disk I/O
         for device, seen in batch.touched.items():
             if self.registry.touch(device, seen):
+                self.live.touch(device)
                 log.info("device %s: online again", device)
                 self.outbox.forward("registry", {"event": "online", "reason": "data", "device": device, "at": seen})
         if batch.summary_blocks:

@@ -16,18 +16,20 @@ def test_live_view_follows_readings_scores_and_availability(tmp_path: Path) -> N
     payloads = [dev.data() for _ in range(40)]  # 40 x 32 samples at 100 Hz: 12.8 s
     gw.process(frames(dev, "data", payloads, T0 + 1))
     live = gw.live
-    assert live.take_changed() == {"pump-1"}
-    assert live.take_changed() == set()
+    assert live.take_changed() == ({"pump-1"}, {"pump-1"})  # the BIRTH is an event, DATA a change
+    assert live.take_changed() == (set(), set())
+    gw.process(frames(dev, "data", [dev.data()], T0 + 14))
+    assert live.take_changed() == ({"pump-1"}, set())  # new readings only
     gw.tick(T0 + 20)
     (row,) = live.fleet()
     assert row["device"] == "pump-1" and row["online"] is True and row["fw_version"] == "1.2.3"
-    assert row["samples"] == 40 * 32 and row["gaps"] == 0
+    assert row["samples"] == 41 * 32 and row["gaps"] == 0
     assert set(row["values"]) == {"ax", "ay", "temp"}
     detail = live.detail("pump-1")
     assert detail is not None
     hist = detail["history"]
     # One point per 0.4 s step (the last reading of the step): 12.8 s -> 32 points, in time order.
-    assert 30 <= len(hist["t"]) <= 34
+    assert 30 <= len(hist["t"]) <= 35
     assert hist["t"] == sorted(hist["t"])
     assert len(hist["values"]) == 3 and all(len(v) == len(hist["t"]) for v in hist["values"])
     assert hist["values"][0][-1] == row["values"]["ax"]
@@ -41,7 +43,7 @@ def test_live_view_follows_readings_scores_and_availability(tmp_path: Path) -> N
     dev.skip(3)
     gw.process(frames(dev, "data", [dev.data()], T0 + 15))
     gw.process(frames(dev, "death", [dev.death()], T0 + 16))
-    assert "pump-1" in live.take_changed()
+    assert "pump-1" in live.take_changed()[1]
     gw.tick(T0 + 30)
     (row,) = live.fleet()
     assert row["online"] is False and row["gaps"] == 1

@@ -278,3 +278,25 @@ def test_reconnect_within_one_boot_on_a_real_broker(running: Runner, mosquitto: 
     board.close()
     monitor.close()
     link.cut()
+
+
+def test_a_fleet_born_at_once_is_published_within_the_budget_and_nothing_is_left_out(tmp_path: Path) -> None:
+    now = [T0]
+    gw, pub, _ = make(tmp_path, now, state={"interval_s": 5, "max_rate": 100})
+    devs = [SimDevice(f"pump-{i}") for i in range(300)]
+    gw.process([f for d in devs for f in rx(d, "birth", d.birth(), now[0])])
+    per_tick = []
+    for _ in range(40):  # 10 s of ticks every 0.25 s: 100 publishes a second at most
+        n = len(pub)
+        gw.tick()
+        per_tick.append(len(pub) - n)
+        now[0] += 0.25
+    assert max(per_tick) <= 100 + 3  # a full bucket at first; the last device's few topics may overrun it
+    assert sum(per_tick[4:]) <= 100 * 9 + 3 * 36  # then about 25 a tick
+    # Every device's availability, alert state and JSON state got out.
+    for d in devs:
+        assert pub.on(state_topic("el", "s1", d.device, "availability")) == [b"online"], d.device
+        assert pub.on(alert_state_topic("el", "s1", d.device, "vib")), d.device
+        assert pub.on(state_topic("el", "s1", d.device, "state")), d.device
+    assert gw.local_state.deferred > 0
+    gw.close()
