@@ -7,19 +7,23 @@ view adds what the registry does not keep.
 Written by the processing thread (the alert stage feeds readings and scores, the
 alert states their records); read by the local state topics (gateway/localstate.py,
 same thread) and by the status page and /metrics (web threads). Readers on other
-threads take ``lock`` or use the ``fleet()`` rows, which ``refresh`` rebuilds about
-once a second as a new list (never mutated after it is published).
+threads take ``lock``; the ``fleet()`` rows are a new list at most once a second (never
+mutated after it is returned).
 
 Plot histories: the readings come from the raw log (gateway/rawlog.py, read-only on the
 web thread, one point per ``step_s``: the last reading of each step), so they cost no memory
 here. Anomaly scores are kept nowhere else: the highest score of each ``step_s`` goes into a
-preallocated ring of ``points`` (300 x 0.4 s = two minutes; 3.6 KB per device and pipeline).
+preallocated ring (150 x 0.8 s = two minutes; 1.8 KB per device and pipeline).
 ``points`` 0 keeps none (a gateway without its status page).
+
+The fleet rows are built when asked (``fleet()``, at most once a second, on the asking thread),
+not on the processing thread: 10,000 rows a second cost a tenth of a core nobody may be using.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +38,11 @@ from gateway.registry import DeviceInfo, Registry
 from shared_protocol import DATA
 from shared_protocol.decode import Schema
 
-HISTORY_POINTS = 300
+HISTORY_POINTS = 300  # readings: 300 x 0.4 s, read from the raw log when asked
 HISTORY_STEP_S = 0.4
+SCORE_POINTS = 150  # scores kept: 150 x 0.8 s (the highest of each step), 1.8 KB a device and pipeline
+SCORE_STEP_S = 0.8
+RATE_S = 1.0  # the rate shown is measured over at least this much device time
 FRAME_SPAN_S = 5.0  # a DATA frame's readings span at most this (its time is its first reading's)
 REFRESH_S = 1.0
 EPISODES = 20  # alert episodes kept per device for the plots' markers
@@ -92,12 +99,12 @@ class LiveDevice:
     scores: dict[str, Ring] = field(default_factory=dict)  # pipeline -> (window end, highest score of its step)
     thresholds: dict[str, float] = field(default_factory=dict)  # pipeline -> threshold in force
     alerts: dict[str, dict[str, Any]] = field(default_factory=dict)  # pipeline -> latest alert record
-    episodes: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EPISODES))  # recent, oldest first
+    episodes: deque[dict[str, Any]] | None = None  # the last EPISODES alert episodes, oldest first
     config: dict[str, Any] = field(default_factory=dict)  # as last acknowledged by the device
     config_at: float = 0.0
     samples: int = 0  # readings (rows of all channels) accepted since the gateway started
     gaps: int = 0  # gaps found (frames missing before a run)
-    # for the rate shown in the fleet table: samples at the previous refresh
+    # the rate shown (fleet table, state topic): samples at the start of the current measure
     rate_hz: float = 0.0
     _samples_then: int = 0
     _then: float = 0.0
@@ -146,6 +153,11 @@ class LiveView:
             last_t = wall + (n - 1) * period_s
             d.values = last
             d.values_at = last_t
+            if not d._then:
+                d._samples_then, d._then = d.samples - n, wall
+            elif last_t - d._then >= RATE_S:
+                d.rate_hz = (d.samples - d._samples_then) / (last_t - d._then)
+                d._samples_then, d._then = d.samples, last_t
             self._changed.add(device)
 
     def scores(
@@ -159,9 +171,9 @@ class LiveView:
                 return
             hist = d.scores.get(pipeline)
             if hist is None:
-                hist = d.scores[pipeline] = Ring(self.points, 1)
+                hist = d.scores[pipeline] = Ring(SCORE_POINTS, 1)
             for t, v in zip(times.tolist(), np.asarray(scores, dtype=np.float64).tolist(), strict=True):
-                hist.put_max(t, v, self.step_s)
+                hist.put_max(t, v, SCORE_STEP_S)
 
     def alert(self, record: dict[str, Any]) -> None:
         """The latest alert record of a (device, pipeline): state raised, updated or cleared."""
@@ -169,6 +181,8 @@ class LiveView:
             d = self._get(record["device"])
             d.alerts[record["pipeline"]] = record
             brief = {k: record.get(k) for k in ("alert_id", "pipeline", "since", "cleared_at", "peak", "historical")}
+            if d.episodes is None:
+                d.episodes = deque(maxlen=EPISODES)
             if d.episodes and d.episodes[-1]["alert_id"] == brief["alert_id"]:
                 d.episodes[-1] = brief
             else:
@@ -201,25 +215,19 @@ class LiveView:
         return changed, events
 
     # ------------------------------------------------------------------ read side
-    def refresh(self, now: float, *, force: bool = False) -> bool:
-        """Rebuild the fleet rows (about once a second; call from the processing thread)."""
-        if not force and now < self._next_refresh:
-            return False
-        self._next_refresh = now + REFRESH_S
-        rows = []
-        with self.lock:
-            for device, info in sorted(self.registry.devices.items()):
-                d = self.devices.get(device)
-                if d is not None and now > d._then:
-                    if d._then:
-                        d.rate_hz = (d.samples - d._samples_then) / (now - d._then)
-                    d._samples_then, d._then = d.samples, now
-                rows.append(fleet_row(info, d, now))
-        self._fleet = rows
-        return True
-
-    def fleet(self) -> list[dict[str, Any]]:
-        """One row per known device, as of the last ``refresh`` (safe from any thread)."""
+    def fleet(self, now: float | None = None) -> list[dict[str, Any]]:
+        """One row per known device (safe from any thread): built at most once every REFRESH_S,
+        by the first caller after that (the rows are never changed once returned)."""
+        now = time.time() if now is None else now
+        if now >= self._next_refresh:
+            rows = []
+            devices = list(self.registry.devices.items())  # one step under the GIL: a safe copy
+            devices.sort()
+            with self.lock:
+                for device, info in devices:
+                    rows.append(fleet_row(info, self.devices.get(device), now))
+            self._fleet = rows
+            self._next_refresh = now + REFRESH_S
         return self._fleet
 
     def detail(self, device: str, *, since: float | None = None) -> dict[str, Any] | None:
@@ -234,7 +242,7 @@ class LiveView:
             newest = d.values_at if d is not None else 0.0
             scores = {p: h.since(t0) for p, h in d.scores.items()} if d is not None else {}
             thresholds = dict(d.thresholds) if d is not None else {}
-            episodes = [dict(e) for e in d.episodes] if d is not None else []
+            episodes = [dict(e) for e in d.episodes] if d is not None and d.episodes else []
         t, values = self._readings(device, info, since, newest)
         row["health"] = dict(info.last_health)
         row["episodes"] = episodes  # the last EPISODES alert episodes: alert_id, pipeline, since, cleared_at

@@ -289,7 +289,6 @@ class Gateway:
             self.summary_flow.settle()
         if self.raw_requests is not None:
             self.raw_requests.serve(now)
-        self.live.refresh(now)
         changed = self.local_state.tick(now)  # availability, alert states, JSON state
         if self.ha is not None:
             self.ha.sync(changed)

@@ -21,9 +21,10 @@ def test_live_view_follows_readings_scores_and_availability(tmp_path: Path) -> N
     gw.process(frames(dev, "data", [dev.data()], T0 + 14))
     assert live.take_changed() == ({"pump-1"}, set())  # new readings only
     gw.tick(T0 + 20)
-    (row,) = live.fleet()
+    (row,) = live.fleet(T0 + 20)
     assert row["device"] == "pump-1" and row["online"] is True and row["fw_version"] == "1.2.3"
     assert row["samples"] == 41 * 32 and row["gaps"] == 0
+    assert 95.0 <= row["rate_hz"] <= 105.0  # 100 Hz, measured over the device's own time
     assert set(row["values"]) == {"ax", "ay", "temp"}
     detail = live.detail("pump-1")
     assert detail is not None
@@ -45,7 +46,7 @@ def test_live_view_follows_readings_scores_and_availability(tmp_path: Path) -> N
     gw.process(frames(dev, "death", [dev.death()], T0 + 16))
     assert "pump-1" in live.take_changed()[1]
     gw.tick(T0 + 30)
-    (row,) = live.fleet()
+    (row,) = live.fleet(T0 + 30)
     assert row["online"] is False and row["gaps"] == 1
 
 
@@ -71,7 +72,7 @@ def test_fleet_rows_are_read_safely_while_the_pipeline_runs(tmp_path: Path) -> N
         for k in range(8):
             for d in devs:
                 gw.process(frames(d, "data", [d.data()], T0 + 1 + k))
-            gw.live.refresh(T0 + 1 + k, force=True)
+            gw.live.fleet(T0 + 1 + k)
     finally:
         stop.set()
         reader.join()
