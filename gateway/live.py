@@ -13,7 +13,7 @@ mutated after it is returned).
 Plot histories: the readings come from the raw log (gateway/rawlog.py, read-only on the
 web thread, one point per ``step_s``: the last reading of each step), so they cost no memory
 here. Anomaly scores are kept nowhere else: the highest score of each ``step_s`` goes into a
-preallocated ring (150 x 0.8 s = two minutes; 1.8 KB per device and pipeline).
+preallocated ring (150 x 0.8 s = two minutes; 1.2 KB per device and pipeline).
 ``points`` 0 keeps none (a gateway without its status page).
 
 The fleet rows are built when asked (``fleet()``, at most once a second, on the asking thread),
@@ -40,7 +40,7 @@ from shared_protocol.decode import Schema
 
 HISTORY_POINTS = 300  # readings: 300 x 0.4 s, read from the raw log when asked
 HISTORY_STEP_S = 0.4
-SCORE_POINTS = 150  # scores kept: 150 x 0.8 s (the highest of each step), 1.8 KB a device and pipeline
+SCORE_POINTS = 150  # scores kept: 150 x 0.8 s (the highest of each step), 1.2 KB a device and pipeline
 SCORE_STEP_S = 0.8
 RATE_S = 1.0  # the rate shown is measured over at least this much device time
 FRAME_SPAN_S = 5.0  # a DATA frame's readings span at most this (its time is its first reading's)
@@ -48,47 +48,39 @@ REFRESH_S = 1.0
 EPISODES = 20  # alert episodes kept per device for the plots' markers
 
 
-class Ring:
-    """The last ``size`` (time, row) points, in preallocated arrays (no object per point)."""
+class ScoreRing:
+    """The highest score of each ``step_s`` over the last ``size`` steps, in preallocated arrays:
+    the step's index (uint32: steps of 0.8 s since 1970 fit until 2078) and the score (float32),
+    8 bytes a point, no object per point. A point's time is the end of its step."""
 
-    __slots__ = ("i", "n", "t", "v")
+    __slots__ = ("i", "k", "n", "step_s", "v")
 
-    def __init__(self, size: int, width: int) -> None:
-        self.t = np.zeros(size)
-        self.v = np.zeros((size, width), dtype=np.float32)
+    def __init__(self, size: int, step_s: float) -> None:
+        self.step_s = step_s
+        self.k = np.zeros(size, dtype=np.uint32)
+        self.v = np.zeros(size, dtype=np.float32)
         self.i = 0  # next slot
         self.n = 0  # points held
 
-    @property
-    def width(self) -> int:
-        return int(self.v.shape[1])
-
-    def add(self, t: float, row: Any) -> None:
-        i = self.i
-        self.t[i] = t
-        self.v[i] = row
-        self.i = (i + 1) % self.t.shape[0]
-        self.n = min(self.n + 1, self.t.shape[0])
-
-    def put_max(self, t: float, value: float, step_s: float) -> None:
-        """One point per step: a value in the step of the last point raises it (and moves it to t)."""
+    def put_max(self, t: float, value: float) -> None:
+        k = int(t // self.step_s)
+        size = self.k.shape[0]
         if self.n:
-            last = (self.i - 1) % self.t.shape[0]
-            if t // step_s == self.t[last] // step_s:
-                if value >= self.v[last, 0]:
-                    self.t[last], self.v[last, 0] = t, value
+            last = (self.i - 1) % size
+            if int(self.k[last]) == k:
+                self.v[last] = max(float(self.v[last]), value)
                 return
-        self.add(t, (value,))
+        self.k[self.i] = k
+        self.v[self.i] = value
+        self.i = (self.i + 1) % size
+        self.n = min(self.n + 1, size)
 
-    def since(self, t0: float) -> tuple[list[float], list[list[float]]]:
-        """Times after t0, in order, and the values as one list per column."""
-        size = self.t.shape[0]
-        order = np.arange(self.i - self.n, self.i) % size
-        t = self.t[order]
-        keep = order[t > t0]
-        if not keep.size:
-            return [], []
-        return self.t[keep].tolist(), self.v[keep].T.tolist()
+    def since(self, t0: float) -> tuple[list[float], list[float]]:
+        """(times, scores) of the steps that end after t0, in order."""
+        order = np.arange(self.i - self.n, self.i) % self.k.shape[0]
+        t = (self.k[order].astype(np.float64) + 1.0) * self.step_s
+        keep = t > t0
+        return t[keep].tolist(), self.v[order][keep].tolist()
 
 
 @dataclass(slots=True)
@@ -96,7 +88,7 @@ class LiveDevice:
     device: str
     values: list[float] = field(default_factory=list)  # the last reading, in the order of the channels
     values_at: float = 0.0  # its rebuilt wall-clock time
-    scores: dict[str, Ring] = field(default_factory=dict)  # pipeline -> (window end, highest score of its step)
+    scores: dict[str, ScoreRing] = field(default_factory=dict)  # pipeline -> the highest score of each step
     thresholds: dict[str, float] = field(default_factory=dict)  # pipeline -> threshold in force
     alerts: dict[str, dict[str, Any]] = field(default_factory=dict)  # pipeline -> latest alert record
     episodes: deque[dict[str, Any]] | None = None  # the last EPISODES alert episodes, oldest first
@@ -171,9 +163,9 @@ class LiveView:
                 return
             hist = d.scores.get(pipeline)
             if hist is None:
-                hist = d.scores[pipeline] = Ring(SCORE_POINTS, 1)
+                hist = d.scores[pipeline] = ScoreRing(SCORE_POINTS, SCORE_STEP_S)
             for t, v in zip(times.tolist(), np.asarray(scores, dtype=np.float64).tolist(), strict=True):
-                hist.put_max(t, v, SCORE_STEP_S)
+                hist.put_max(t, v)
 
     def alert(self, record: dict[str, Any]) -> None:
         """The latest alert record of a (device, pipeline): state raised, updated or cleared."""
@@ -250,7 +242,7 @@ class LiveView:
             "channels": [c[0] for c in info.channels or ()],
             "t": t,
             "values": values,
-            "scores": {p: {"t": st, "score": sv[0] if sv else []} for p, (st, sv) in scores.items()},
+            "scores": {p: {"t": st, "score": sv} for p, (st, sv) in scores.items()},
             "thresholds": thresholds,
         }
         return row

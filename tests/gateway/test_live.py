@@ -80,24 +80,22 @@ def test_fleet_rows_are_read_safely_while_the_pipeline_runs(tmp_path: Path) -> N
     assert len(gw.live.fleet()) == 20
 
 
-def test_history_rings_keep_the_last_points_in_order_and_one_per_step() -> None:
-    import numpy as np
+def test_score_ring_keeps_the_highest_score_of_each_step_for_the_last_steps() -> None:
+    from gateway.live import ScoreRing
 
-    from gateway.live import Ring
-
-    ring = Ring(4, 2)
-    for k in range(6):
-        ring.add(float(k), [k, -k])
-    assert ring.since(-1.0) == ([2.0, 3.0, 4.0, 5.0], [[2.0, 3.0, 4.0, 5.0], [-2.0, -3.0, -4.0, -5.0]])
-    assert ring.since(3.5) == ([4.0, 5.0], [[4.0, 5.0], [-4.0, -5.0]])
-    assert ring.since(9.0) == ([], [])
-    # Scores: the highest of each step (an alerting window is never averaged away).
-    scores = Ring(8, 1)
-    for t, v in ((0.1, 1.0), (0.2, 5.0), (0.3, 2.0), (0.5, 1.0), (1.1, 0.5)):
-        scores.put_max(t, v, 0.4)
-    t, (v,) = scores.since(-1.0)
-    assert t == [0.2, 0.5, 1.1] and v == [5.0, 1.0, 0.5]
-    assert np.float32(v[0]) == 5.0
+    ring = ScoreRing(3, 0.5)
+    t0 = 1_796_000_000.0  # seconds since 1970, as the windows' end times are
+    for dt, v in ((0.1, 1.0), (0.2, 5.0), (0.3, 2.0), (0.6, 1.0), (1.1, 0.5), (1.7, 3.0)):
+        ring.put_max(t0 + dt, v)
+    # Steps end at t0 + 0.5, 1.0, 1.5, 2.0: the first has left the 3-step ring; an alerting
+    # window is never averaged away (the highest of its step stays).
+    times, scores = ring.since(0.0)
+    assert [round(t - t0, 3) for t in times] == [1.0, 1.5, 2.0]
+    assert scores == [1.0, 0.5, 3.0]
+    assert ring.since(t0 + 1.5) == ([t0 + 2.0], [3.0])
+    assert ring.since(t0 + 2.0) == ([], [])
+    ring.put_max(t0 + 1.9, 4.0)  # later in the last step: its highest
+    assert ring.since(t0 + 1.5)[1] == [4.0]
 
 
 def test_without_the_status_page_no_histories_are_kept(tmp_path: Path) -> None:
