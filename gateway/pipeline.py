@@ -141,7 +141,7 @@ class Gateway:
                 holdoff_s=r.alert_holdoff_s,
                 max_samples=r.max_samples,
             )
-        # plot histories only for the status page (readings from the raw log; scores 3.6 KB per device)
+        # plot histories only for the status page (readings from the raw log; scores 1.2 KB per device)
         self.live = LiveView(
             self.registry,
             rawlog=self.rawlog.path,
