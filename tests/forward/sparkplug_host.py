@@ -66,7 +66,7 @@ class SparkplugHost:
         self.errors: list[str] = []
         self.deaths: list[int] = []  # bdSeq of every NDEATH received
         self.state = _Node()
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()  # notified on every message: wait_for wakes on the event
         self._subscribed = threading.Event()
         # A persistent session, so that nothing is missed across a broker restart in the outage test.
         self.client = mqtt.Client(
@@ -92,12 +92,15 @@ class SparkplugHost:
 
     def wait_for(self, predicate: Any, what: str, timeout: float = 30.0) -> list[Message]:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
+        with self._lock:
+            while True:
                 snap = list(self.log)
-            if predicate(snap):
-                return snap
-            time.sleep(0.02)
+                if predicate(snap):
+                    return snap
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._lock.wait(left)
         kinds = [(m.kind, m.device, m.seq) for m in self.messages()]
         raise AssertionError(f"sparkplug host: {what} not seen within {timeout} s; got {kinds}; errors {self.errors}")
 
@@ -136,6 +139,7 @@ class SparkplugHost:
         with self._lock:
             self._check(message)
             self.log.append(message)
+            self._lock.notify_all()
 
     def _error(self, text: str) -> None:
         self.errors.append(text)
