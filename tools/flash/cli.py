@@ -7,6 +7,8 @@
     python -m tools.flash status --port /dev/ttyUSB0 --arch xtensawin
     python -m tools.flash ls --port /dev/ttyUSB0
     python -m tools.flash circuitpy --device cp-01 --config devices.toml --drive /media/$USER/CIRCUITPY
+    python -m tools.flash ca init --dir ca --site plant1        (and ca server-cert, issue, revoke, list ...)
+    python -m tools.flash renew --device esp32-01 --config devices.toml
 
 Modelled on mpremote: a command table (name -> handler, argument parser), one State handed to
 every handler, one FlashError for every failure the user must act on.
@@ -19,6 +21,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from tools.flash.build import ARCH_BOARDS, ARCHES
+from tools.flash.ca_cli import do_ca, parser_ca
 from tools.flash.circuitpy import BOOT_OUT
 from tools.flash.commands import (
     Handler,
@@ -29,6 +32,7 @@ from tools.flash.commands import (
     do_deploy,
     do_ls,
     do_provision,
+    do_renew,
     do_status,
 )
 from tools.flash.deploy import UMQTT
@@ -108,6 +112,7 @@ def parser_provision() -> argparse.ArgumentParser:
     _add_device(p, required=True)
     _add_port(p)
     _add_code(p)
+    _add_ca_dir(p)
     p.add_argument("--no-mip", action="store_true", help=argparse.SUPPRESS)  # removed: says so, with the fix
     _add_reset(p)
     return p
@@ -128,6 +133,21 @@ def parser_config() -> argparse.ArgumentParser:
     _add_port(p)
     p.add_argument("--arch", choices=list(ARCHES), help="board kind (Wi-Fi settings are required unless native)")
     p.add_argument("--check", action="store_true", help="validate only; touch no board, print no values")
+    _add_ca_dir(p)
+    _add_reset(p)
+    return p
+
+
+def _add_ca_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ca-dir", metavar="DIR", help="the fleet CA (default: [ca] dir of devices.toml)")
+
+
+def parser_renew() -> argparse.ArgumentParser:
+    p = _parser("renew", "give a TLS device a new key and certificate from the CA, write them and config.json")
+    _add_device(p, required=True)
+    _add_port(p)
+    _add_ca_dir(p)
+    p.add_argument("--arch", choices=list(ARCHES), help="board kind (Wi-Fi settings are required unless native)")
     _add_reset(p)
     return p
 
@@ -171,6 +191,8 @@ COMMANDS: dict[str, tuple[Handler, ParserFactory]] = {
     "ls": (do_ls, parser_ls),
     "status": (do_status, parser_status),
     "circuitpy": (do_circuitpy, parser_circuitpy),
+    "renew": (do_renew, parser_renew),
+    "ca": (do_ca, parser_ca),
 }
 
 

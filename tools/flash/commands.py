@@ -27,6 +27,7 @@ from tools.flash.deploy import (
     deploy,
     umqtt_payload,
 )
+from tools.flash.device_certs import BOARD_DIR, board_files, obtain
 from tools.flash.devices import (
     CONFIG_NAME,
     CP_ARCH_BOARDS,
@@ -37,6 +38,7 @@ from tools.flash.devices import (
     render_config,
 )
 from tools.flash.errors import FlashError
+from tools.flash.pki import FleetCA
 
 
 @dataclass
@@ -142,14 +144,50 @@ def _code_payloads(
     return payloads
 
 
-def _write_config(state: State, board: Board, device: Device, arch: str | None) -> None:
+def ca_dir(args: argparse.Namespace, device: Device | None) -> Path:
+    """The fleet CA's directory: --ca-dir, else [ca] dir of devices.toml."""
+    given = getattr(args, "ca_dir", None)
+    if given:
+        return Path(given)
+    if device is not None and device.ca.dir is not None:
+        return device.ca.dir
+    where = f"[ca] dir in {device.source}" if device is not None else "[ca] dir in devices.toml (--config)"
+    raise FlashError(f"no fleet CA: set {where} or pass --ca-dir DIR (create one with `edgeline-flash ca init`)")
+
+
+def _open_ca(args: argparse.Namespace, device: Device) -> FleetCA | None:
+    """The CA for a device with broker.tls (opened before any board is touched), else None."""
+    if device.tls_server_name is None:
+        return None
+    return FleetCA.open(ca_dir(args, device))
+
+
+def _put(state: State, board: Board, listing: dict[str, int], path: str, data: bytes, *, note: str) -> None:
+    """Write ``path`` unless the board already holds exactly ``data``."""
+    if listing.get(path) == len(data) and board.sha256(path) == sha256_bytes(data):
+        state.say(f"{path}: unchanged")
+        return
+    board.write(path, data)
+    listing[path] = len(data)
+    state.say(f"{path}: written ({len(data)} B{note})")
+
+
+def _write_config(
+    state: State, board: Board, device: Device, arch: str | None, ca: FleetCA | None = None, *, renew: bool = False
+) -> None:
+    """config.json, preceded by the device's certificate files when it uses TLS (a board never
+    holds a TLS config without them)."""
     data = render_config(device, state.validator, arch=arch)
     listing = board.listing()
-    if listing.get(CONFIG_NAME) == len(data) and board.sha256(CONFIG_NAME) == sha256_bytes(data):
-        state.say(f"{CONFIG_NAME}: unchanged")
-        return
-    board.write(CONFIG_NAME, data)
-    state.say(f"{CONFIG_NAME}: written ({len(data)} B, secrets not shown)")
+    if ca is not None:
+        outcome = obtain(ca, device.id, days=device.ca.device_days, renew=renew)
+        state.say(outcome.describe())
+        if BOARD_DIR not in listing:
+            board.mkdir(BOARD_DIR)
+            listing[BOARD_DIR] = -1
+        for path, content in board_files(outcome.creds).items():
+            _put(state, board, listing, path, content, note=", key not shown" if path.endswith(".key") else "")
+    _put(state, board, listing, CONFIG_NAME, data, note=", secrets not shown")
 
 
 def _finish(state: State, board: Board, args: argparse.Namespace) -> None:
@@ -203,8 +241,9 @@ def do_provision(state: State, args: argparse.Namespace) -> None:
     _check_umqtt_options(args)
     arch = _arch(args, device)
     render_config(device, state.validator, arch=arch)  # refuse a bad config before touching the board
+    ca = _open_ca(args, device)  # and a missing CA
     board = _deploy_code(state, _port(args, device), args, arch)
-    _write_config(state, board, device, arch)
+    _write_config(state, board, device, arch, ca)
     _finish(state, board, args)
 
 
@@ -221,10 +260,29 @@ def do_config(state: State, args: argparse.Namespace) -> None:
         data = render_config(device, state.validator, arch=arch)
         keys = ", ".join(sorted(device.config))
         state.say(f"{CONFIG_NAME} for {device.id}: valid ({len(data)} B; keys: {keys})")
+        ca = _open_ca(args, device)
+        if ca is not None:
+            state.say(f"broker.tls: certificate from the CA in {ca.directory}, server name {device.tls_server_name}")
         return
     render_config(device, state.validator, arch=arch)
+    ca = _open_ca(args, device)
     board = state.connect(_port(args, device))
-    _write_config(state, board, device, arch)
+    _write_config(state, board, device, arch, ca)
+    _finish(state, board, args)
+
+
+def do_renew(state: State, args: argparse.Namespace) -> None:
+    """A new key and certificate for a TLS device, written to the board with its config.json."""
+    device = _require_device(args)
+    arch = args.arch or device.arch
+    ca = _open_ca(args, device)
+    if ca is None:
+        raise FlashError(
+            f"device {device.id} does not use TLS (set broker.tls = true in its config in {device.source})"
+        )
+    render_config(device, state.validator, arch=arch)
+    board = state.connect(_port(args, device))
+    _write_config(state, board, device, arch, ca, renew=True)
     _finish(state, board, args)
 
 

@@ -12,6 +12,14 @@ Format (docs/flashing.md has the full description, devices.example.toml an examp
     [devices.esp32-01.config]
     wifi = { ssid = "factory", password_file = "secrets/wifi.txt" }
 
+``broker.tls = true`` (or a table ``{ server_name = "gateway.plant1" }``) makes the device use
+mutual TLS: provisioning puts a certificate from the site CA on the board and config.json gets
+the ``broker.tls`` block naming those files (tools/flash/device_certs.py). Where the CA lives::
+
+    [ca]
+    dir = "ca"                  # relative to devices.toml (edgeline-flash ca init --dir ca)
+    device_days = 90            # lifetime of device certificates
+
 Any config key ending in ``_file`` is a secret read from that file (relative to
 devices.toml, trailing newline removed) and written under the key without the suffix. A
 secret-looking key (``password``, ``secret``, ``token``, ``psk``) given inline is refused:
@@ -34,12 +42,16 @@ from pathlib import Path
 from typing import Any
 
 from tools.flash.build import ARCHES, ROOT
+from tools.flash.device_certs import tls_config
 from tools.flash.errors import FlashError
+from tools.flash.pki import CA_DAYS, DEVICE_DAYS
 
 DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")  # shared_protocol/topics.py ids
 SECRET_KEY = re.compile(r"(password|passwd|secret|token|psk)$", re.IGNORECASE)
 FILE_SUFFIX = "_file"
 DEVICE_KEYS = frozenset({"port", "arch", "config"})
+TOP_TABLES = frozenset({"defaults", "devices", "ca"})
+CA_KEYS = frozenset({"dir", "device_days"})
 CONFIG_NAME = "config.json"
 #: config.json key that carries the device id (docs/firmware.md)
 DEVICE_ID_KEY = "device_id"
@@ -73,6 +85,14 @@ class Secrets:
 
 
 @dataclass(frozen=True)
+class CASettings:
+    """``[ca]`` of devices.toml: the fleet CA's directory and the device certificates' lifetime."""
+
+    dir: Path | None = None
+    device_days: int = DEVICE_DAYS
+
+
+@dataclass(frozen=True)
 class Device:
     """One device of devices.toml, secrets resolved."""
 
@@ -82,6 +102,9 @@ class Device:
     config: dict[str, Any]
     secrets: Secrets
     source: Path
+    #: broker.tls: the server name the broker's certificate must carry; None: plain TCP
+    tls_server_name: str | None = None
+    ca: CASettings = field(default_factory=CASettings)
 
 
 def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -163,10 +186,63 @@ def load_devices_file(path: Path) -> dict[str, Any]:
     devices = doc.get("devices")
     if not isinstance(devices, dict) or not devices:
         raise FlashError(f"{path} has no [devices.<id>] table")
-    unknown = set(doc) - {"defaults", "devices"}
+    unknown = set(doc) - TOP_TABLES
     if unknown:
         raise FlashError(f"{path}: unknown top-level table(s) {sorted(unknown)}")
     return doc
+
+
+def ca_settings(path: Path, doc: Mapping[str, Any]) -> CASettings:
+    """``[ca]`` of the devices.toml at ``path`` (parsed as ``doc``)."""
+    table = doc.get("ca", {})
+    if not isinstance(table, dict):
+        raise FlashError(f"{path}: [ca] must be a table")
+    unknown = set(table) - CA_KEYS
+    if unknown:
+        raise FlashError(f"{path}: [ca]: unknown key(s) {sorted(unknown)}; allowed: {sorted(CA_KEYS)}")
+    directory = table.get("dir")
+    if directory is not None and (not isinstance(directory, str) or not directory):
+        raise FlashError(f'{path}: [ca] dir must be the path of the CA directory, e.g. dir = "ca"')
+    days = table.get("device_days", DEVICE_DAYS)
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= CA_DAYS:
+        raise FlashError(f"{path}: [ca] device_days must be a whole number of days, 1..{CA_DAYS} (got {days!r})")
+    where = None if directory is None else path.parent / Path(directory).expanduser()
+    return CASettings(where, days)
+
+
+def _tls(device_id: str, config: dict[str, Any]) -> str | None:
+    """Turn devices.toml's ``broker.tls`` (true, or a table with server_name) into config.json's
+    block; the server name, or None for plain TCP."""
+    broker = config.get("broker")
+    if not isinstance(broker, dict) or broker.get("tls") in (None, False):
+        if isinstance(broker, dict):
+            broker.pop("tls", None)
+        return None
+    value = broker["tls"]
+    if value is True:
+        value = {}
+    if not isinstance(value, dict) or set(value) - {"server_name"}:
+        raise DeviceConfigError(
+            device_id,
+            "config.broker.tls",
+            'must be true, false or a table { server_name = "..." } (the certificate files are set by the tool)',
+        )
+    given = [key for key in ("user", "password") if key in broker]
+    if given:
+        names = " and ".join("password_file" if key == "password" else key for key in given)
+        raise DeviceConfigError(
+            device_id,
+            "config.broker",
+            f"remove {names}: with tls the broker takes the username from the device's certificate "
+            "(its CN is the device id) and uses no password",
+        )
+    name = value.get("server_name", broker.get("host"))
+    if not isinstance(name, str) or not name:
+        raise DeviceConfigError(
+            device_id, "config.broker.tls.server_name", "give the broker certificate's name (or broker.host)"
+        )
+    broker["tls"] = tls_config(name)
+    return name
 
 
 def load_device(path: Path, device_id: str) -> Device:
@@ -204,7 +280,8 @@ def load_device(path: Path, device_id: str) -> Device:
     if config.get(DEVICE_ID_KEY, device_id) != device_id:
         raise DeviceConfigError(device_id, f"config.{DEVICE_ID_KEY}", "leave it out: the table name is the device id")
     config[DEVICE_ID_KEY] = device_id
-    return Device(device_id, port, arch, config, secrets, path)
+    server_name = _tls(device_id, config)
+    return Device(device_id, port, arch, config, secrets, path, server_name, ca_settings(path, doc))
 
 
 # ----------------------------------------------------------------------------- validation

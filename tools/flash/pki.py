@@ -113,7 +113,7 @@ class IssuedCert:
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return datetime.now(UTC).replace(microsecond=0)  # certificates hold whole seconds
 
 
 def _pem(label: str, der: bytes) -> bytes:
@@ -144,8 +144,11 @@ def write_file(path: Path, data: bytes, *, mode: int = 0o644) -> Path:
 
 
 def private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) with mode 0700; an existing one is tightened to 0700."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Create ``path`` and the parents it lacks with mode 0700; an existing ``path`` is
+    tightened to 0700 (before any secret goes in)."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
     if stat.S_IMODE(path.stat().st_mode) & 0o077:
         path.chmod(0o700)
     return path
@@ -326,6 +329,7 @@ class FleetCA:
     ) -> tuple[x509.CertificateBuilder, datetime]:
         if days < 1:
             raise CAError(f"a certificate must live at least 1 day (got {days})")
+        not_before = not_before.replace(microsecond=0)
         not_after = not_before + timedelta(days=days)
         if not_after > self.not_after:
             raise CAError(
