@@ -100,6 +100,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"mqtt {cfg.mqtt.host}:{cfg.mqtt.port} user {cfg.mqtt.username or '(anonymous)'}")
     cfg.mqtt.read_password()  # the same check as `run`: exists, mode 600, not empty
     cfg.web.read_password()  # the status page's, when configured: the same check
+    from gateway.brokertls import device_auth
+
+    auth = device_auth(cfg.broker)
+    print(auth.summary)
+    for warning in auth.warnings:
+        print(f"warning: {warning}")
     models = load_models(cfg) if not args.skip_models else {}
     for p in cfg.pipelines:
         if p.name in models:

@@ -87,11 +87,24 @@ def read_secret_file(key: str, path: Path) -> str:
 
 
 @dataclass(frozen=True)
+class BrokerTLS:
+    """``[broker.tls]``: mutual TLS on the device listener, files from ``edgeline-flash ca``
+    (server-cert): the site CA, the broker's certificate and key, and the CRL."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    crl_file: Path
+
+
+@dataclass(frozen=True)
 class BrokerSection:
     """The local Mosquitto as ``edgeline-gateway broker-config`` generates it (gateway/brokerconf.py).
 
     Devices connect to a listener bound to ``device_address`` or to the addresses of
     ``device_interface`` (one of the two); the gateway and local tools to 127.0.0.1.
+    With ``tls`` devices authenticate with certificates (port 8883 by default), else with
+    passwords over plain TCP (1883).
     """
 
     device_address: str | None = None
@@ -101,6 +114,7 @@ class BrokerSection:
     acl_file: Path = Path("/etc/mosquitto/edgeline.acl")
     monitor_users: tuple[str, ...] = ("monitor",)
     max_queued_messages: int = 20000
+    tls: BrokerTLS | None = None
 
 
 @dataclass(frozen=True)
@@ -594,15 +608,38 @@ def _broker(b: _Table, base: Path) -> BrokerSection:
             raise ConfigError(
                 f"broker.monitor_users: {name!r} is not a valid user (1-32 characters from A-Z a-z 0-9 _ -)"
             )
+    tls = (
+        _broker_tls(_Table(b.table("tls"), "broker.tls", {f.name for f in fields(BrokerTLS)}), base)
+        if b.has("tls")
+        else None
+    )
     return BrokerSection(
         device_address=address,
         device_interface=interface,
-        device_port=b.get_int("device_port", 1883, lo=1, hi=65535),
+        device_port=b.get_int("device_port", 1883 if tls is None else 8883, lo=1, hi=65535),
         password_file=paths["password_file"],
         acl_file=paths["acl_file"],
         monitor_users=monitors,
         max_queued_messages=b.get_int("max_queued_messages", 20000, lo=1, hi=10_000_000),
+        tls=tls,
     )
+
+
+def _broker_tls(t: _Table, base: Path) -> BrokerTLS:
+    paths: dict[str, Path] = {}
+    for f in fields(BrokerTLS):
+        if not t.has(f.name):
+            raise ConfigError(
+                f"broker.tls.{f.name}: missing; [broker.tls] needs ca_file, cert_file, key_file and crl_file "
+                "(written by `edgeline-flash ca server-cert`, docs/gateway.md)"
+            )
+        value = t.get_str(f.name)
+        if not _PATH_RE.match(value):
+            raise ConfigError(
+                f"broker.tls.{f.name}: {value!r} must not contain spaces or '#' (Mosquitto reads one token)"
+            )
+        paths[f.name] = _path(base, value)
+    return BrokerTLS(**paths)
 
 
 def _array_of_tables(value: object, name: str) -> list[dict[str, Any]]:

@@ -45,6 +45,10 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ): "needs a CircuitPython board's drive",
     (
         "docs/flashing.md",
+        "python -m tools.flash ca revoke pump-01 --config devices.toml",
+    ): "needs a CA that issued pump-01 a certificate; tests/flash/test_device_certs.py runs the ca commands",
+    (
+        "docs/flashing.md",
         "mkdir -p /tmp/flash",
     ): "interactive: a REPL on a pseudo-terminal whose name the first command prints; the Python form below runs",
     (

@@ -4,7 +4,8 @@ Raspberry Pi OS layout: the distribution's /etc/mosquitto/mosquitto.conf (``incl
 directory with only its /etc, /var and /run paths moved there, the shipped files as they are
 installed (paths rewritten the same way, nothing else). Mosquitto runs in a network namespace of
 its own whose loopback carries the device network's address, 192.168.4.1, so both listeners bind
-exactly as on a Pi."""
+exactly as on a Pi. The broker's TLS files (``[broker.tls]`` of gateway.example.toml) and a
+device's certificate come from a fleet CA made for the test (tools/flash/pki.py)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ import sys
 from pathlib import Path
 
 from tests.support.mosquitto import MOSQUITTO_PASSWD
+from tests.support.mqtt_tls import write_pem
 from tests.support.upy import ROOT
+from tools.flash.pki import FleetCA
 
 DEPLOY = ROOT / "deploy" / "mosquitto"
 DEBIAN_CONF = Path("/etc/mosquitto/mosquitto.conf")  # as the mosquitto package installs it
-USERS = {"gateway": "gateway-secret-1", "pump-1": "pump-1-secret"}
+USERS = {"gateway": "gateway-secret-1"}
 
 
 def _moved(text: str, root: Path) -> str:
@@ -52,6 +55,11 @@ def test_shipped_drop_in_loads_on_debian_mosquitto_conf_and_serves_both_listener
             [MOSQUITTO_PASSWD, *(["-c"] if not passwd.exists() else []), "-b", str(passwd), user, password], check=True
         )
     (root / "etc" / "users.txt").write_text("\n".join(f"{u}:{p}" for u, p in USERS.items()))
+    # ca server-cert --name gateway.plant1 --ip 192.168.4.1, installed where [broker.tls] says
+    ca = FleetCA.init(tmp_path / "ca", "plant1")
+    ca.issue_server("gateway.plant1", etc / "edgeline", ips=["192.168.4.1"])
+    ca.write_crl(etc / "edgeline" / "crl.pem")
+    write_pem(ca.issue_device("pump-1"), root / "etc" / "pump-1")
     # A network namespace with the device network's address; as a non-root user, inside a user
     # namespace too.
     unshare = ["unshare", "-n"] if os.geteuid() == 0 else ["unshare", "-rn"]
@@ -72,7 +80,9 @@ def test_shipped_drop_in_loads_on_debian_mosquitto_conf_and_serves_both_listener
     assert result == {
         "listening": True,
         "delivered": ["el/plant1/pump-1/data", "frame"],
-        "anonymous_refused": True,
+        "without_certificate": "tls: SSLV3_ALERT_HANDSHAKE_FAILURE",
     }, detail
     text = log.read_text()
-    assert "Opening ipv4 listen socket on port 1883" in text and "Error" not in text, text
+    assert "Opening ipv4 listen socket on port 1883" in text and "Opening ipv4 listen socket on port 8883" in text
+    errors = [line for line in text.splitlines() if "Error" in line]
+    assert errors == [line for line in errors if "peer did not return a certificate" in line], text

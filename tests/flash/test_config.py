@@ -53,18 +53,27 @@ sensors = [{ type = "analog", name = "temp", pin = 34 }]
 
 def test_example_devices_file_renders_valid_configs(tmp_path: Path) -> None:
     shutil.copy(ROOT / "devices.example.toml", tmp_path / "devices.toml")
-    write_secrets(tmp_path, **{"wifi.txt": WIFI_SECRET, "pump-01.broker": "b1", "tank-03.broker": "b2"})
+    write_secrets(tmp_path, **{"wifi.txt": WIFI_SECRET})
     validate = firmware_validator()
-    for device_id, broker_secret in (("pump-01", "b1"), ("tank-03", "b2")):
+    for device_id in ("pump-01", "tank-03"):
         device = load_device(tmp_path / "devices.toml", device_id)
+        assert device.ca.dir == tmp_path / "ca"
         config = json.loads(render_config(device))
         assert config["device_id"] == device_id
         assert config["wifi"]["password"] == WIFI_SECRET
-        assert config["broker"]["password"] == broker_secret
         assert "password_file" not in config["wifi"]
+        # mutual TLS: the device's certificate files, the broker certificate's name, no password
+        assert config["broker"]["tls"] == {
+            "ca": "certs/ca.der",
+            "cert": "certs/device.der",
+            "key": "certs/device.key",
+            "server_name": "gateway.plant1",
+        }
+        assert "password" not in config["broker"] and "user" not in config["broker"]
         full = validate(config, True)  # what the board will compute at boot
         assert isinstance(full, dict)
         assert full["broker"]["host"] == "192.168.4.1"  # broker.device_address of gateway.example.toml
+        assert full["broker"]["port"] == 8883  # broker.device_port with [broker.tls]
 
 
 def test_defaults_merge_under_device_tables(tmp_path: Path) -> None:

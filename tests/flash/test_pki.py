@@ -89,6 +89,18 @@ def test_server_certificate_files_san_and_usage(ca: FleetCA, tmp_path: Path) -> 
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["gateway.plant1"]
     assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    # the name is always in the SAN (TLS clients never look at the CN), as an address if it is one
+    by_name = ca.issue_server("gw.site", tmp_path / "a", dns=["gw"], ips=["10.0.0.1"])
+    san = x509.load_pem_x509_certificate(by_name.cert.read_bytes()).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    )
+    assert san.value.get_values_for_type(x509.DNSName) == ["gw.site", "gw"]
+    by_ip = ca.issue_server("10.0.0.2", tmp_path / "b")
+    san = x509.load_pem_x509_certificate(by_ip.cert.read_bytes()).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    )
+    assert [str(ip) for ip in san.value.get_values_for_type(x509.IPAddress)] == ["10.0.0.2"]
+    assert san.value.get_values_for_type(x509.DNSName) == []
     assert files.ca.read_bytes() == ca.cert_pem
     store = Store([x509.load_pem_x509_certificate(ca.cert_pem)])
     PolicyBuilder().store(store).build_server_verifier(x509.DNSName("gateway.plant1")).verify(cert, [])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import ssl
 import threading
 import time
 from typing import Any
@@ -24,6 +25,7 @@ class Client:
         password: str | None = None,
         protocol: Any = mqtt.MQTTv311,
         will: tuple[str, bytes] | None = None,
+        tls: ssl.SSLContext | None = None,
     ):
         self.messages: queue.Queue[tuple[str, bytes, float]] = queue.Queue()
         self._aside: list[tuple[str, bytes, float]] = []
@@ -32,6 +34,8 @@ class Client:
             self.c.username_pw_set(username, password)
         if will is not None:
             self.c.will_set(will[0], will[1], qos=1)
+        if tls is not None:
+            self.c.tls_set_context(tls)
         self.connected = threading.Event()
         self.connect_rc: Any = None
         self.subacks: list[Any] = []

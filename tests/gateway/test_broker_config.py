@@ -14,7 +14,7 @@ import pytest
 
 from gateway import brokerconf, config
 from gateway.cli import main
-from gateway.config import BrokerSection, ConfigError
+from gateway.config import BrokerSection, BrokerTLS, ConfigError
 from shared_protocol.topics import DEVICE_KINDS, GATEWAY_KINDS
 from tests.gateway.mqtt_util import Client
 from tests.gateway.site_broker import SiteBroker
@@ -124,8 +124,56 @@ def test_every_broker_key_is_documented_and_in_the_example() -> None:
     example = EXAMPLE.read_text()
     for f in fields(BrokerSection):
         assert f"`broker.{f.name}`" in docs, f.name
-        assert f"{f.name} = " in example, f.name
+        if f.name != "tls":  # a table: [broker.tls]
+            assert f"{f.name} = " in example, f.name
+    assert "[broker.tls]" in example
+    for f in fields(BrokerTLS):
+        assert f"`broker.tls.{f.name}`" in docs, f.name
+        assert f"\n{f.name} = " in example, f.name
     assert "edgeline-gateway broker-config" in docs
+
+
+def test_example_devices_use_mutual_tls_on_8883() -> None:
+    cfg = config.load(EXAMPLE)
+    assert cfg.broker.tls is not None and cfg.broker.device_port == 8883
+    conf = brokerconf.generate(cfg).conf
+    device_part = conf.split("listener 8883 192.168.4.1\n")[1].split("\n\n")[0].splitlines()
+    assert [line for line in device_part if not line.startswith("#")] == [
+        "use_username_as_clientid true",
+        "cafile /etc/mosquitto/edgeline/ca.crt",
+        "certfile /etc/mosquitto/edgeline/server.crt",
+        "keyfile /etc/mosquitto/edgeline/server.key",
+        "crlfile /etc/mosquitto/edgeline/crl.pem",
+        "require_certificate true",
+        "use_identity_as_username true",
+    ]
+    plain = config.from_dict(BASE)
+    assert plain.broker.tls is None and plain.broker.device_port == 1883
+    assert "require_certificate" not in brokerconf.generate(plain).conf
+
+
+TLS_FILES = {"ca_file": "ca.crt", "cert_file": "server.crt", "key_file": "server.key", "crl_file": "crl.pem"}
+
+
+@pytest.mark.parametrize(
+    ("tls", "message"),
+    [
+        ({k: v for k, v in TLS_FILES.items() if k != "crl_file"}, "broker.tls.crl_file: missing; [broker.tls] needs"),
+        ({}, "broker.tls.ca_file: missing"),
+        ({**TLS_FILES, "capath": "/etc/ssl"}, "broker.tls.capath: unknown key"),
+        ({**TLS_FILES, "key_file": "my key.pem"}, "broker.tls.key_file: 'my key.pem' must not contain spaces"),
+        ({**TLS_FILES, "ca_file": ""}, "broker.tls.ca_file: expected a non-empty string"),
+    ],
+)
+def test_broker_tls_errors_name_the_key(tls: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        config.from_dict({**BASE, "broker": {**BASE["broker"], "tls": tls}})
+    assert message in str(exc.value)
+
+
+def test_broker_tls_paths_are_relative_to_the_file(tmp_path: Path) -> None:
+    cfg = config.from_dict({**BASE, "broker": {**BASE["broker"], "tls": TLS_FILES}}, base_dir=tmp_path)
+    assert cfg.broker.tls == BrokerTLS(*(tmp_path / name for name in TLS_FILES.values()))
 
 
 def _listening(ports: set[int]) -> set[tuple[str, int]]:

@@ -194,7 +194,7 @@ def test_example_files_fit_together(tmp_path: Path) -> None:
     ids = list(tomllib.loads(devices_toml.read_text())["devices"])
     assert ids == ["pump-01", "tank-03"]
     (tmp_path / "secrets").mkdir()
-    for name in ("wifi.txt", *(f"{i}.broker" for i in ids)):
+    for name in ("wifi.txt",):
         (tmp_path / "secrets" / name).write_text("secret-value\n")
         (tmp_path / "secrets" / name).chmod(0o600)
     manifest = json.loads((ROOT / cfg.pipelines[0].model.relative_to("/opt/edgeline")).read_text())
@@ -202,7 +202,9 @@ def test_example_files_fit_together(tmp_path: Path) -> None:
         device = load_device(devices_toml, device_id)
         c = device.config
         assert c["site"] == cfg.gateway.site and c["broker"]["host"] == cfg.broker.device_address
-        assert c["broker"]["user"] == device_id and c["broker"].get("port", 1883) == cfg.broker.device_port
+        # mutual TLS on both sides: the device's username is its certificate's CN
+        assert cfg.broker.tls is not None and device.tls_server_name is not None
+        assert "user" not in c["broker"] and c["broker"]["port"] == cfg.broker.device_port
         if any(fnmatch.fnmatch(device_id, pattern) for pattern in cfg.pipelines[0].devices):
             assert c["sample"]["rate_hz"] == manifest["input"]["rate_hz"], device_id
             assert [s["type"] for s in c["sensors"]] == ["mpu6050"], device_id  # imu_ax .. imu_gz

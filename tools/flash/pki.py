@@ -380,13 +380,20 @@ class FleetCA:
         ips: Sequence[str] = (),
         days: int = SERVER_DAYS,
     ) -> ServerFiles:
-        """A server certificate (CN=name, SAN dns + ips, serverAuth) with a new key, written to
-        ``out_dir`` as server.key (0600), server.crt and ca.crt."""
+        """A server certificate (CN=name, SAN name + dns + ips, serverAuth) with a new key,
+        written to ``out_dir`` as server.key (0600), server.crt and ca.crt. TLS clients check
+        the SAN, never the CN, so ``name`` is in the SAN too (as an IP address if it is one)."""
         try:
             addresses = [ipaddress.ip_address(ip) for ip in ips]
         except ValueError as exc:
             raise CAError(f"--ip: {exc}") from None
-        names = list(dns) or ([] if addresses else [name])  # a SAN is what TLS clients check, never the CN
+        try:
+            addresses.insert(0, ipaddress.ip_address(name))
+            names = list(dns)
+        except ValueError:
+            names = [name, *dns]
+        names = list(dict.fromkeys(names))
+        addresses = list(dict.fromkeys(addresses))
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         builder, _ = self._builder(subject, key.public_key(), _now() - BACKDATE, days)
@@ -478,11 +485,12 @@ class FleetCA:
             self._save_index(index)
         return revoked
 
-    def crl(self, *, days: int = CRL_DAYS) -> x509.CertificateRevocationList:
-        """A new CRL (next number) of every revoked certificate that has not expired yet."""
+    def crl(self, *, days: int = CRL_DAYS, issued_at: datetime | None = None) -> x509.CertificateRevocationList:
+        """A new CRL (next number) of every revoked certificate that has not expired yet.
+        ``issued_at`` (default: now) lets tests make a CRL that has already expired."""
         index = self._load_index()
         number = int(index.get("crl_number", 0)) + 1
-        now = _now()
+        now = issued_at.replace(microsecond=0) if issued_at is not None else _now()
         builder = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(self._cert.subject)
@@ -501,11 +509,11 @@ class FleetCA:
         self._save_index(index)
         return crl
 
-    def write_crl(self, path: Path, *, days: int = CRL_DAYS) -> Path:
+    def write_crl(self, path: Path, *, days: int = CRL_DAYS, issued_at: datetime | None = None) -> Path:
         """Write a new PEM CRL to ``path`` (Mosquitto's ``crlfile``), valid for ``days``."""
         if days < 1:
             raise CAError(f"a CRL must be valid at least 1 day (got {days})")
-        crl = self.crl(days=days)
+        crl = self.crl(days=days, issued_at=issued_at)
         path.parent.mkdir(parents=True, exist_ok=True)
         return write_file(path, crl.public_bytes(serialization.Encoding.PEM))
 
