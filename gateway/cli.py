@@ -9,6 +9,7 @@ Commands (a table of name -> (handler, argument setup)):
   broker-config write the local Mosquitto's configuration and ACL for this gateway
   raw           print a device's raw readings for a time span from the raw log
   device-config change a device's settings or thresholds through the running gateway
+  keys          status, rotate or retire the data keys of encryption at rest (gateway/keycmd.py)
 """
 
 from __future__ import annotations
@@ -133,8 +134,26 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         )
     else:
         print(f"forward: none (summaries published on {gateway_topic(g.prefix, g.site, 'summary')})")
+    _check_encryption(cfg)
     print("configuration OK")
     return 0
+
+
+def _check_encryption(cfg: Config) -> None:
+    """[encryption]: the key ring opens (its keys unseal), or the first run will make it."""
+    from gateway.atrest import RING_FILE, key_name, open_keyring
+
+    e = cfg.encryption
+    if e is None:
+        print("encryption at rest: off")
+    elif not (e.key_dir / RING_FILE).exists():
+        print(f"encryption at rest: on, sealer {e.sealer}; the first run makes the key ring in {e.key_dir}")
+    else:
+        ring = open_keyring(e)
+        print(
+            f"encryption at rest: on, sealer {e.sealer}, {len(ring.infos())} key(s) in {e.key_dir}, active {key_name(ring.active_id)}"
+        )
+        ring.close()
 
 
 # --------------------------------------------------------------------------- status
@@ -451,6 +470,19 @@ def _setup_device_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the gateway's answer as JSON")
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from gateway.keycmd import cmd_keys as keys
+
+    return keys(args)
+
+
+def _setup_keys(p: argparse.ArgumentParser) -> None:
+    from gateway.keycmd import setup
+
+    _config_arg(p)
+    setup(p)
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None], str]] = {
     "run": (cmd_run, _setup_run, "run the gateway"),
     "check-config": (cmd_check_config, _setup_check, "validate a configuration file"),
@@ -459,6 +491,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argpars
     "broker-config": (cmd_broker_config, _setup_broker_config, "write the Mosquitto configuration and ACL"),
     "raw": (cmd_raw, _setup_raw, "print raw readings of a device from the raw log (CSV)"),
     "device-config": (cmd_device_config, _setup_device_config, "change a device's configuration (running gateway)"),
+    "keys": (cmd_keys, _setup_keys, "status, rotate or retire the keys of encryption at rest"),
 }
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from gateway.atrest import SEALERS, EncryptionSettings
+
 # Re-exported: ``from gateway.config import ConfigError`` keeps working.
 from gateway.errors import ConfigError as ConfigError  # noqa: PLC0414 (explicit re-export, mypy strict)
 from gateway.forward.config import ForwardConfig
@@ -290,6 +292,7 @@ class Config:
     web: WebSection = field(default_factory=WebSection)
     state: StateSection = field(default_factory=StateSection)
     homeassistant: HomeAssistantSection = field(default_factory=HomeAssistantSection)
+    encryption: EncryptionSettings | None = None  # [encryption] when enabled = true (gateway/atrest.py)
     source: Path | None = None
 
 
@@ -392,6 +395,7 @@ def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
             "web",
             "state",
             "homeassistant",
+            "encryption",
         },
     )
     if "gateway" not in data:
@@ -526,7 +530,28 @@ def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
         homeassistant=_homeassistant(
             _Table(top.table("homeassistant"), "homeassistant", {f.name for f in fields(HomeAssistantSection)})
         ),
+        encryption=_encryption(
+            _Table(top.table("encryption"), "encryption", {"enabled", "key_dir", "sealer", "tpm_tcti"}),
+            base,
+            gateway.data_dir,
+        ),
     )
+
+
+def _encryption(t: _Table, base: Path, data_dir: Path) -> EncryptionSettings | None:
+    """Every key is checked, also with ``enabled = false`` (a typo must not pass unnoticed)."""
+    enabled = t.data.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"encryption.enabled: expected true or false, got {enabled!r}")
+    sealer = t.get_str("sealer", "file")
+    if sealer not in SEALERS:
+        raise ConfigError(f"encryption.sealer: expected one of {', '.join(SEALERS)}, got {sealer!r}")
+    if t.has("tpm_tcti") and sealer != "tpm":
+        raise ConfigError('encryption.tpm_tcti: used only with sealer = "tpm"; set that or drop tpm_tcti')
+    key_dir = _path(base, t.get_str("key_dir")) if t.has("key_dir") else data_dir / "keys"
+    if not enabled:
+        return None
+    return EncryptionSettings(key_dir=key_dir, sealer=sealer, tpm_tcti=t.get_str("tpm_tcti", "device:/dev/tpmrm0"))
 
 
 def _homeassistant(t: _Table) -> HomeAssistantSection:

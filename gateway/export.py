@@ -16,7 +16,8 @@ from typing import TextIO
 import numpy as np
 from numpy.typing import NDArray
 
-from gateway.rawlog import LogRow, read_frames
+from gateway.atrest import KeyRing
+from gateway.rawlog import ChunkReader, LogRow, read_frames
 from shared_protocol import DATA
 from shared_protocol.decode import Schema
 from shared_protocol.errors import ProtocolError
@@ -60,13 +61,22 @@ def device_schema(data_dir: Path, device: str) -> Schema | None:
     return Schema([tuple(c) for c in json.loads(row[0])])
 
 
-def _read_rows(data_dir: Path, device: str, t_from: float, t_to: float) -> list[LogRow]:
+def _read_rows(
+    data_dir: Path, device: str, t_from: float, t_to: float, keys: KeyRing | ChunkReader | None
+) -> list[LogRow]:
     # A frame's t is its first sample: start early enough to catch the frame holding t_from.
-    return read_frames(data_dir / "rawlog.sqlite", device, t_from - 60.0, t_to, types=(DATA,))
+    return read_frames(data_dir / "rawlog.sqlite", device, t_from - 60.0, t_to, types=(DATA,), keys=keys)
 
 
 def raw_window(
-    data_dir: Path, device: str, t_from: float, t_to: float, *, schema: Schema | None = None, max_samples: int = 0
+    data_dir: Path,
+    device: str,
+    t_from: float,
+    t_to: float,
+    *,
+    schema: Schema | None = None,
+    max_samples: int = 0,
+    keys: KeyRing | ChunkReader | None = None,
 ) -> dict[str, object]:
     """A device's readings in [t_from, t_to] as a JSON-ready record (lane "raw").
 
@@ -76,7 +86,7 @@ def raw_window(
     schema = schema or device_schema(data_dir, device)
     if schema is None:
         raise ValueError(f"device {device!r} has no known schema in {data_dir / 'registry.sqlite'}")
-    t, v, skipped = readings(_read_rows(data_dir, device, t_from, t_to), schema)
+    t, v, skipped = readings(_read_rows(data_dir, device, t_from, t_to, keys), schema)
     keep = (t >= t_from) & (t <= t_to)
     t, v = t[keep], v[keep]
     truncated = bool(max_samples and len(t) > max_samples)
@@ -95,12 +105,15 @@ def raw_window(
     }
 
 
-def export_readings(data_dir: Path, device: str, t_from: float, t_to: float, out: TextIO) -> int:
-    """Write CSV (time, one column per channel) for a device's readings in [t_from, t_to]."""
+def export_readings(
+    data_dir: Path, device: str, t_from: float, t_to: float, out: TextIO, *, keys: KeyRing | None = None
+) -> int:
+    """Write CSV (time, one column per channel) for a device's readings in [t_from, t_to].
+    keys: the key ring of an encrypted raw log."""
     schema = device_schema(data_dir, device)
     if schema is None:
         raise ValueError(f"device {device!r} has no known schema in {data_dir / 'registry.sqlite'}")
-    t, v, _skipped = readings(_read_rows(data_dir, device, t_from, t_to), schema)
+    t, v, _skipped = readings(_read_rows(data_dir, device, t_from, t_to, keys), schema)
     keep = (t >= t_from) & (t <= t_to)
     out.write("time," + ",".join(schema.names) + "\n")
     for ti, row in zip(t[keep], v[keep], strict=True):

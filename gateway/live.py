@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from gateway.atrest import KeyRing
 from gateway.export import readings as decoded_readings
 from gateway.rawlog import read_frames
 from gateway.registry import DeviceInfo, Registry
@@ -110,10 +111,13 @@ class LiveView:
         rawlog: Path | None = None,
         points: int = HISTORY_POINTS,
         step_s: float = HISTORY_STEP_S,
+        keys: KeyRing | None = None,
     ) -> None:
-        """rawlog: the raw log file the readings' plot history is read from (None: no history)."""
+        """rawlog: the raw log file the readings' plot history is read from (None: no history);
+        keys: its key ring when it is encrypted at rest."""
         self.registry = registry
         self.rawlog = rawlog
+        self.keys = keys
         self.points = points
         self.step_s = step_s
         self.lock = threading.Lock()
@@ -257,7 +261,7 @@ class LiveView:
         t_from = newest - self.points * self.step_s
         if since is not None:
             t_from = max(t_from, since)
-        rows = read_frames(self.rawlog, device, t_from - FRAME_SPAN_S, newest, types=(DATA,))
+        rows = read_frames(self.rawlog, device, t_from - FRAME_SPAN_S, newest, types=(DATA,), keys=self.keys)
         t, v, _skipped = decoded_readings(rows, Schema([tuple(c) for c in info.channels]))
         keep = t > t_from
         t, v = t[keep], v[keep]

@@ -25,6 +25,7 @@ from gateway.acker import Acker, Header, Publisher, recent_stored
 from gateway.admission import Admission
 from gateway.alerting import AlertStage
 from gateway.alertstate import AlertPolicy
+from gateway.atrest import KeyRing
 from gateway.batch import Batch, Commit
 from gateway.config import Config, ConfigError
 from gateway.control import ControlStage, HeldData
@@ -68,10 +69,11 @@ class Gateway:
         clock: Callable[[], float] = time.time,
         rawlog: RawLog | None = None,
         committed: Callable[[int], bool] | None = None,
+        keys: KeyRing | None = None,
     ) -> None:
         """submit / committed: the forwarder's ``submit`` and ``committed`` (a ticket is durable).
         rawlog: the raw frame log to use (default: data_dir/rawlog.sqlite); fault tests pass
-        one whose writes fail or stall."""
+        one whose writes fail or stall.  keys: encrypt the raw log at rest ([encryption])."""
         self.config = config
         self.clock = clock
         g = config.gateway
@@ -80,7 +82,10 @@ class Gateway:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.registry = Registry(data_dir / "registry.sqlite")
         self.rawlog = rawlog or RawLog(
-            data_dir / "rawlog.sqlite", max_bytes=config.rawlog.max_bytes, max_age_s=config.rawlog.max_age_s
+            data_dir / "rawlog.sqlite",
+            max_bytes=config.rawlog.max_bytes,
+            max_age_s=config.rawlog.max_age_s,
+            cipher=keys.cipher() if keys is not None else None,
         )
         sq = config.sequence
         self.sequence = SequenceTracker(max_jump=sq.max_jump, jump_confirm=sq.jump_confirm)
@@ -140,12 +145,14 @@ class Gateway:
                 after_s=r.alert_after_s,
                 holdoff_s=r.alert_holdoff_s,
                 max_samples=r.max_samples,
+                reader=self.rawlog.reader,  # served on the processing thread, as its other reads
             )
         # plot histories only for the status page (readings from the raw log; scores 1.2 KB per device)
         self.live = LiveView(
             self.registry,
             rawlog=self.rawlog.path,
             points=HISTORY_POINTS if config.web.enabled else 0,
+            keys=keys,
         )
         self.stages = self._scoring_stages(models or {})
         self.local_state = LocalState(

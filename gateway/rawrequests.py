@@ -21,6 +21,7 @@ from typing import Any
 
 from gateway.decisions import Alert
 from gateway.export import raw_window
+from gateway.rawlog import ChunkReader
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,11 @@ class RawRequests:
         max_span_s: float = 3600.0,
         commit_margin_s: float = 1.0,
         max_queued: int = 64,
+        reader: ChunkReader | None = None,
     ) -> None:
+        """reader: opens the raw log's chunks (decrypts them at rest; the serving thread's)."""
         self.data_dir = data_dir
+        self.reader = reader
         self.submit = submit
         self.before_s = before_s
         self.after_s = after_s
@@ -118,7 +122,9 @@ class RawRequests:
             self._queue = deque(r for r in self._queue if r.not_before > now)
         for req in due:
             try:
-                rec = raw_window(self.data_dir, req.device, req.start, req.end, max_samples=self.max_samples)
+                rec = raw_window(
+                    self.data_dir, req.device, req.start, req.end, max_samples=self.max_samples, keys=self.reader
+                )
             except Exception as exc:  # a missing schema, an unreadable log: report, keep going
                 self.failed += 1
                 log.warning("raw window for %s [%s, %s] not served: %s", req.device, req.start, req.end, exc)

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from gateway.atrest import key_name, open_keyring
 from gateway.config import Config, ConfigError
 from gateway.control_socket import ControlSocket, ControlSocketError, socket_path
 from gateway.devconfig import DeviceConfig
@@ -100,6 +101,8 @@ class Runner:
             will=(status_topic, b'{"online":false}'),
             data_qos=config.ingest.data_qos,
         )
+        # [encryption]: the key ring (made on the first run), one cipher per writing thread
+        self.keys = open_keyring(config.encryption, writer=True, create=True) if config.encryption else None
         self.forwarder: Any = None
         if config.forward is not None:
             from gateway.forward import Forwarder
@@ -109,6 +112,7 @@ class Runner:
                 g.id,
                 Path(g.data_dir),
                 on_command=self._on_cloud_command,
+                cipher=self.keys.cipher() if self.keys is not None else None,
             )
         submit = self.forwarder.submit if self.forwarder is not None else None
         self.gateway = Gateway(
@@ -118,6 +122,7 @@ class Runner:
             models=load_models(config) if models is None else models,
             rawlog=rawlog,
             committed=self.forwarder.committed if self.forwarder is not None else None,
+            keys=self.keys,
         )
         ha = self.gateway.ha
         if ha is not None:  # Home Assistant's switch commands -> CMD_SET_OUTPUT (gateway/hadiscovery.py)
@@ -183,6 +188,8 @@ class Runner:
         st["status_interval_s"] = self.config.gateway.status_interval_s
         st["web"] = self.web.status() if self.web is not None else None
         st["device_config"] = self.devconfig.status()
+        k = self.keys  # unreadable chunks and records: rawlog.unreadable, forward.encryption
+        st["encryption"] = None if k is None else {"key_dir": str(k.directory), "active_key": key_name(k.active_id)}
         return st
 
     def write_status(self, *, final: bool = False) -> None:
@@ -316,6 +323,8 @@ class Runner:
                 self.forwarder.stop()
             if self.web is not None:
                 self.web.stop()
+            if self.keys is not None:
+                self.keys.close()
 
     def install_signal_handlers(self) -> None:
         def handler(signum: int, frame: FrameType | None) -> None:

@@ -12,6 +12,8 @@ Reads JSON lines from standard input and answers on standard output (one JSON ob
 Cloud commands are printed as {"command": {...}}.  Prints {"ready": true, "recovery": {...}} once started.
 Used by the fault tests (kill -9 of a real process) and handy to try a configuration by hand.
 The config file is JSON or TOML holding the ``[forward]`` table (TOML: the ``forward`` table of it).
+``--key-dir DIR`` encrypts the queue at rest under that key directory (made if missing; file sealer,
+or ``--sealer tpm --tpm-tcti ...``), as ``[encryption]`` does for the gateway.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from gateway.atrest import SEALERS, EncryptionSettings, open_keyring
+from gateway.errors import GatewayError
 from gateway.forward.config import ForwardConfig
 from gateway.forward.errors import ForwardError
 from gateway.forward.forwarder import Forwarder
@@ -51,18 +55,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway-id", required=True)
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--max-page-count", type=int, default=None, help="cap the queue file (simulates a small disk)")
+    parser.add_argument("--key-dir", type=Path, default=None, help="encrypt the queue at rest (key directory)")
+    parser.add_argument("--sealer", choices=SEALERS, default="file", help="what seals the data keys (with --key-dir)")
+    parser.add_argument("--tpm-tcti", default="device:/dev/tpmrm0", help="the TPM's TCTI (with --sealer tpm)")
     args = parser.parse_args(argv)
     try:
         config = _load_config(args.config)
+        cipher = None
+        if args.key_dir is not None:
+            settings = EncryptionSettings(key_dir=args.key_dir, sealer=args.sealer, tpm_tcti=args.tpm_tcti)
+            cipher = open_keyring(settings, writer=True, create=True).cipher()
         forwarder = Forwarder(
             config,
             args.gateway_id,
             args.data_dir,
             on_command=lambda cmd: _emit({"command": cmd}),
             max_page_count=args.max_page_count,
+            cipher=cipher,
         )
         forwarder.start()
-    except (ForwardError, OSError, ValueError) as exc:
+    except (GatewayError, OSError, ValueError) as exc:
         print(f"gateway.forward: {exc}", file=sys.stderr)
         return 2
     _emit({"ready": True, "recovery": forwarder.recovery.as_dict() if forwarder.recovery else None})

@@ -37,6 +37,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
+from gateway.atrest import key_name
 from gateway.forward.config import ForwardConfig, check_private_files
 from gateway.forward.errors import QueueError, RecordError
 from gateway.forward.payload import command_topic_filter
@@ -52,6 +53,7 @@ from gateway.forward.queue import (
 from gateway.forward.store import StoreLoop
 
 if TYPE_CHECKING:
+    from gateway.atrest import Cipher
     from gateway.forward.sparkplug_session import SparkplugSession
 
 log = logging.getLogger("edgeline.forward")
@@ -70,7 +72,9 @@ class Forwarder:
         *,
         on_command: CommandCallback | None = None,
         max_page_count: int | None = None,
+        cipher: Cipher | None = None,
     ) -> None:
+        """cipher: encrypt the queued bodies at rest (gateway/atrest.py; one for the store thread)."""
         if not gateway_id or any(c in gateway_id for c in "/+#") or len(gateway_id) > 64:
             raise RecordError(f"gateway_id: expected 1..64 characters without '/', '+' or '#', got {gateway_id!r}")
         self.config = config
@@ -86,6 +90,7 @@ class Forwarder:
             compaction_factor=config.compaction_factor,
             compaction_max_level=config.compaction_max_level,
             max_page_count=max_page_count,
+            cipher=cipher,
         )
         self._lock = threading.Lock()
         self._committed = threading.Condition(self._lock)
@@ -111,6 +116,7 @@ class Forwarder:
         self._store_thread: threading.Thread | None = None
         self._net_thread: threading.Thread | None = None
         self._client: mqtt.Client | None = None
+        self._tls_context: ssl.SSLContext | None = None  # made by start() for a TPM-held key
         self._wake_r: socket.socket | None = None  # wakes the network thread's select()
         self._wake_w: socket.socket | None = None
         self._started = False
@@ -155,10 +161,15 @@ class Forwarder:
         """Open (and if needed recover) the queue, then start the store and network threads.
 
         Raises :class:`ForwardConfigError` (nothing started) when the password file or the TLS
-        private key is readable by others than the owner."""
+        private key is readable by others than the owner, or a TPM-held key is not usable."""
         if self._started:
             raise RuntimeError("Forwarder.start() called twice")
         check_private_files(self.config)
+        tls = self.config.tls
+        if tls is not None and tls.tpm_tcti is not None:  # the key in a TPM: the TPM is checked here
+            from gateway.forward.tpm_tls import tpm_client_context
+
+            self._tls_context = tpm_client_context(tls)
         self.recovery = self._queue.open()
         if self._sparkplug is not None:
             self._sparkplug.epoch = self._queue.epoch
@@ -338,7 +349,11 @@ class Forwarder:
                 "epoch": self._queue.epoch,
                 "lanes": lanes,
                 "drain_rate_per_s": self._drain_rate(),
-                "losses": {k: v for k, v in sorted(self._counters.items()) if k.startswith(("dropped.", "lost."))},
+                "losses": {
+                    k: v
+                    for k, v in sorted(self._counters.items())
+                    if k.startswith(("dropped.", "lost.", "unreadable."))
+                },
                 "compactions": sum(v for k, v in self._counters.items() if k.startswith("compacted.")),
                 "counters": dict(sorted(self._counters.items())),
                 "connection": {
@@ -360,7 +375,15 @@ class Forwarder:
                 },
                 "recovery": None if self.recovery is None else self.recovery.as_dict(),
                 "sparkplug": None if self._sparkplug is None else self._sparkplug.status(),
+                "encryption": self._encryption_status(),
             }
+
+    def _encryption_status(self) -> dict[str, Any] | None:
+        cipher = self._queue.cipher
+        if cipher is None:
+            return None
+        unreadable = sum(v for k, v in self._counters.items() if k.startswith("unreadable."))
+        return {"key": key_name(cipher.key_id or cipher.ring.active_id), "unreadable": unreadable}
 
     # -- store thread ----------------------------------------------------------------------
     def _store_main(self) -> None:
@@ -396,7 +419,9 @@ class Forwarder:
                         f"forward.password_file {cfg.password_file}: cannot read ({exc.strerror})"
                     ) from exc
             client.username_pw_set(cfg.username, password)
-        if cfg.tls is not None:
+        if self._tls_context is not None:
+            client.tls_set_context(self._tls_context)
+        elif cfg.tls is not None:
             tls = cfg.tls
             client.tls_set(
                 ca_certs=str(tls.ca_file) if tls.ca_file is not None else None,

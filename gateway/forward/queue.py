@@ -25,6 +25,13 @@ that no write transaction can push it past (transactions are bounded in size, an
 checkpointed and emptied first when the next one might not fit), and the WAL index (``-shm``)
 is counted too.  Budget enforcement (compaction, drops) works on the pages in use.
 
+Encryption at rest (``cipher``, gateway/atrest.py): each body is deflated (when that saves bytes),
+then sealed with AES-GCM; its AAD names the row (id, seq, epoch, created, compression), so a body
+moved to another row fails authentication.  ``enc`` holds the compression in its low byte and the
+key id above it (0: a plain body, written before encryption was on; such rows stay readable).  A
+body that fails authentication is counted (``events.decrypt_failed``), logged and deleted when it
+is fetched: the records around it are sent as usual.
+
 Only one thread touches a ``ForwardQueue`` (the forwarder's store thread).
 
 About 840 lines: one class owns the SQLite connection and its invariants (ids, seq limits, the
@@ -36,10 +43,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import secrets
 import sqlite3
+import struct
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -47,8 +56,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from gateway.atrest import OVERHEAD, AtRestError, Cipher, key_id_of, key_name
 from gateway.forward.compaction import group_key, is_mergeable, merge_summaries
 from gateway.forward.errors import QueueError
+
+log = logging.getLogger("edgeline.forward")
 
 LANES: tuple[str, ...] = ("alert", "registry", "summary", "raw")
 """Lanes in priority order: a lane is sent only when every lane before it is empty or in flight."""
@@ -180,8 +192,14 @@ class ForwardQueue:
         max_page_count: int | None = None,
         clock: Callable[[], float] = time.time,
         page_size: int = PAGE_SIZE,
+        cipher: Cipher | None = None,
     ) -> None:
+        """cipher: encrypt new bodies (and read encrypted ones); None: plain bodies, and a file that
+        holds encrypted ones is refused at open()."""
         self.path = Path(path)
+        self.cipher = cipher
+        # Bytes of a row beyond its deflated body: an encrypted body is OVERHEAD bytes longer.
+        self.row_overhead = ROW_OVERHEAD + (OVERHEAD if cipher is not None else 0)
         self.new_page_size = page_size  # for a new file only
         self.budget_bytes = int(budget_bytes)
         # The files on disk: database (capped), WAL (its own allowance), WAL index (fixed size).
@@ -210,6 +228,7 @@ class ForwardQueue:
         self._seq_limit = [1] * len(LANES)
         self._pos_limit = [0] * len(LANES)
         self.commits = 0  # successful commit() calls
+        self.discarded: list[tuple[int, int]] = []  # (lane, seq) of unreadable rows deleted, not reported yet
         self._conn: sqlite3.Connection | None = None
         self._counters_dirty = False
         self._page_size = 4096
@@ -231,13 +250,13 @@ class ForwardQueue:
 
     def stored_bytes(self, item: Pending) -> int:
         """What ``item`` takes in the file (body as stored + row overhead); deflates only long records."""
-        if len(item.body) + ROW_OVERHEAD <= self.max_record_bytes:
-            return len(item.body) + ROW_OVERHEAD  # an upper bound: a stored body is never longer than its JSON
-        return len(encode_body(item.body)[1]) + ROW_OVERHEAD
+        if len(item.body) + self.row_overhead <= self.max_record_bytes:
+            return len(item.body) + self.row_overhead  # an upper bound: a stored body is never longer than its JSON
+        return len(encode_body(item.body)[1]) + self.row_overhead
 
     def estimate_bytes(self, item: Pending) -> int:
         """Upper bound of what a record that fits (see :attr:`max_record_bytes`) takes in the file."""
-        return min(len(item.body) + ROW_OVERHEAD, self.max_record_bytes)
+        return min(len(item.body) + self.row_overhead, self.max_record_bytes)
 
     # -- open / recovery -------------------------------------------------------------------
     def open(self) -> RecoveryReport:
@@ -396,17 +415,25 @@ class ForwardQueue:
         # numbers get reused, but never within the same epoch, so no key is ever reused.
         self.epoch = secrets.token_hex(4)
         lanes = {int(r[0]): (int(r[1]), int(r[2])) for r in conn.execute("SELECT lane, next_seq, next_pos FROM lanes")}
+        keys: set[int] = set()
         for lane in range(len(LANES)):
             lo, hi = lane_lo(lane), lane_hi(lane)
-            max_id, max_seq, count = conn.execute(
-                "SELECT max(id), max(seq), count(*) FROM records WHERE id >= ? AND id < ?", (lo, hi)
+            max_id, max_seq, count, lo_key, hi_key = conn.execute(
+                "SELECT max(id), max(seq), count(*), min(enc >> 8), max(enc >> 8) FROM records WHERE id >= ? AND id < ?",
+                (lo, hi),
             ).fetchone()
+            if lo_key is not None:
+                keys.update({int(lo_key), int(hi_key)})
+                if lo_key != hi_key:  # more than one key in the lane (rare: a rotation): which ones
+                    sql = "SELECT DISTINCT enc >> 8 FROM records WHERE id >= ? AND id < ?"
+                    keys.update(int(r[0]) for r in conn.execute(sql, (lo, hi)))
             self.counts[lane] = int(count)
             stored_seq, stored_pos = lanes.get(lane, (1, 0))
             # Continue from the limits of the lanes table (every seq and position used is below
             # them, see commit()), or above the rows when a lanes table was lost in a salvage.
             self._next_pos[lane] = max(stored_pos, (int(max_id) - lo + 1) if max_id is not None else 0)
             self._next_seq[lane] = max(stored_seq, (int(max_seq) + 1) if max_seq is not None else 1)
+        self._check_keys(keys - {0})
         self.counters = {str(r[0]): int(r[1]) for r in conn.execute("SELECT name, value FROM counters")}
         if report.state in ("salvaged", "replaced"):
             self.counters["recoveries"] = self.counters.get("recoveries", 0) + 1
@@ -415,6 +442,103 @@ class ForwardQueue:
         self._save_counters(conn)
         conn.execute("COMMIT")
         self._seq_limit, self._pos_limit = list(self._next_seq), list(self._next_pos)
+
+    def _check_keys(self, keys: set[int]) -> None:
+        """Refuse to run over records that could never be read (they would be lost silently)."""
+        if not keys:
+            return
+        names = ", ".join(key_name(k) for k in sorted(keys))
+        if self.cipher is None:
+            self._conn_close()
+            raise QueueError(
+                f"forward queue {self.path} holds records encrypted under key(s) {names}, but encryption is off:"
+                " set [encryption] enabled = true with its key_dir again (until the queue is empty)"
+            )
+        missing = sorted(k for k in keys if k not in self.cipher.ring)
+        if missing:
+            self._conn_close()
+            raise QueueError(
+                f"forward queue {self.path} holds records under key(s) {', '.join(key_name(k) for k in missing)},"
+                f" which the key ring {self.cipher.ring.directory} does not hold: restore"
+                f" {', '.join(f'key-{key_name(k)}.sealed' for k in missing)} and keyring.json from this gateway's"
+                " backup (or point encryption.key_dir at its key directory); without them these records cannot be"
+                " read: to give them up, move the queue file aside"
+            )
+
+    def _conn_close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- encryption ------------------------------------------------------------------------
+    def _seal(self, place: bytes, enc: int, blob: bytes) -> tuple[int, bytes]:
+        """(enc, stored body) of a deflated or plain body at ``place`` (:func:`_place`): encrypted
+        under the active key when encryption is on."""
+        if self.cipher is None:
+            return enc, blob
+        sealed = self.cipher.encrypt(blob, place + bytes((enc,)))
+        return enc | key_id_of(sealed) << 8, sealed
+
+    def _unseal(self, place: bytes, enc: int, stored: bytes) -> bytes:
+        """The deflated or plain body of a stored one; raises AtRestError (authentication)."""
+        if not enc >> 8:
+            return bytes(stored)
+        if self.cipher is None:
+            raise AtRestError(f"encrypted under key {key_name(enc >> 8)} and encryption is off")
+        return self.cipher.decrypt(bytes(stored), place + bytes((enc & 0xFF,)))
+
+    def _open(self, place: bytes, enc: int, stored: bytes) -> str:
+        """A stored body's JSON text; raises AtRestError (authentication), zlib.error or
+        UnicodeDecodeError (a damaged plain body), QueueError (an unknown encoding)."""
+        return decode_body(enc & 0xFF, self._unseal(place, enc, stored))
+
+    def reencrypt(self, key_id: int, *, scrub: bool = False) -> tuple[int, int]:
+        """Re-encrypt every body under ``key_id`` (0: the plain ones) under the active key; returns
+        (re-encrypted, unreadable: counted and deleted as by :meth:`fetch`).  ``scrub``: zero the
+        pages the old bodies leave (secure_delete) and empty the WAL, for plaintext left behind.
+
+        In transactions bounded like every other (the WAL allowance): each body is under the old or
+        the new key at any moment, and the ring holds both until the caller retires the old one, so
+        an interruption loses nothing (run it again)."""
+        if self.cipher is None:
+            raise QueueError("forward queue: re-encryption needs [encryption] enabled = true")
+        conn = self._db()
+        done = failed = 0
+        cur = -1
+        sql = "SELECT id, seq, epoch, created, enc, body FROM records WHERE id > ? AND enc >> 8 = ? ORDER BY id LIMIT ?"
+        if scrub:
+            conn.execute("PRAGMA secure_delete=ON")
+        while True:
+            rows = conn.execute(sql, (cur, key_id, _CHUNK)).fetchall()
+            rows = _first_within(rows, lambda r: 2 * (len(r[5]) + self.row_overhead), self.max_txn_bytes)
+            if not rows:
+                if scrub:
+                    conn.execute("PRAGMA secure_delete=FAST")
+                    self.checkpoint()
+                return done, failed
+            cur = int(rows[-1][0])
+            updates: list[tuple[int, int, bytes, int]] = []
+            bad: dict[int, list[tuple[int, int, str]]] = {}
+            for rid, seq, epoch, created, enc, body in rows:
+                place = _place(int(rid), int(seq), str(epoch), float(created))
+                try:
+                    plain = self._unseal(place, int(enc), body)
+                except AtRestError as exc:
+                    bad.setdefault(int(rid) >> LANE_SHIFT, []).append((int(rid), int(seq), str(exc)))
+                    continue
+                new_enc, blob = self._seal(place, int(enc) & 0xFF, plain)
+                updates.append((zlib.crc32(blob), new_enc, blob, int(rid)))
+            try:
+                self._begin(sum(len(r[5]) + self.row_overhead for r in rows))
+                conn.executemany("UPDATE records SET crc=?, enc=?, body=? WHERE id=?", updates)
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise self._queue_error(exc) from exc
+            done += len(updates)
+            for lane, rows_bad in bad.items():
+                self._discard(lane, rows_bad)
+                failed += len(rows_bad)
 
     # -- writes ----------------------------------------------------------------------------
     def commit(
@@ -442,7 +566,7 @@ class ForwardQueue:
             seq = next_seq[lane]
             next_pos[lane] += 1
             next_seq[lane] += 1
-            enc, blob = encode_body(item.body)
+            enc, blob = self._seal(_place(rid, seq, self.epoch, item.created), *encode_body(item.body))
             stored += len(blob) + ROW_OVERHEAD
             rows.append((rid, seq, self.epoch, item.created, item.level, zlib.crc32(blob), enc, blob))
             new.append(QueuedRecord(rid, lane, seq, self.epoch, item.created, item.body))
@@ -494,16 +618,55 @@ class ForwardQueue:
 
     # -- reads -----------------------------------------------------------------------------
     def fetch(self, lane: int, after_id: int, limit: int) -> list[QueuedRecord]:
-        """The oldest records of ``lane`` with an id greater than ``after_id``."""
-        rows = (
-            self._db()
-            .execute(
-                "SELECT id, seq, epoch, created, enc, body FROM records WHERE id > ? AND id < ? ORDER BY id LIMIT ?",
-                (max(after_id, lane_lo(lane) - 1), lane_hi(lane), limit),
-            )
-            .fetchall()
+        """The oldest records of ``lane`` with an id greater than ``after_id`` (fewer than ``limit``
+        only when the lane holds no more).  A body that fails authentication (or does not inflate)
+        is counted, logged and deleted (:meth:`_discard`); the others are returned."""
+        out: list[QueuedRecord] = []
+        cur = max(after_id, lane_lo(lane) - 1)
+        sql = "SELECT id, seq, epoch, created, enc, body FROM records WHERE id > ? AND id < ? ORDER BY id LIMIT ?"
+        while len(out) < limit:
+            want = limit - len(out)
+            rows = self._db().execute(sql, (cur, lane_hi(lane), want)).fetchall()
+            bad: list[tuple[int, int, str]] = []
+            for rid, seq, epoch, created, enc, body in rows:
+                try:
+                    text = self._open(_place(int(rid), int(seq), str(epoch), float(created)), int(enc), body)
+                except (AtRestError, zlib.error, UnicodeDecodeError) as exc:
+                    bad.append((int(rid), int(seq), str(exc)))
+                    continue
+                out.append(QueuedRecord(int(rid), lane, int(seq), str(epoch), float(created), text))
+            if bad:
+                self._discard(lane, bad)
+            if len(rows) < want:
+                break
+            cur = int(rows[-1][0])
+        return out
+
+    def _discard(self, lane: int, bad: list[tuple[int, int, str]]) -> None:
+        """Delete unreadable rows ((id, seq, why)) of ``lane``, counted as ``unreadable.<lane>`` and
+        kept in :attr:`discarded` for the forwarder's loss report.  Logged without key material."""
+        name = LANES[lane]
+        log.error(
+            "forward queue: %d %s record(s) unreadable, dropped (seq %s): %s",
+            len(bad),
+            name,
+            ", ".join(str(seq) for _rid, seq, _why in bad[:10]) + (" ..." if len(bad) > 10 else ""),
+            bad[0][2],
         )
-        return [QueuedRecord(int(r[0]), lane, int(r[1]), str(r[2]), float(r[3]), decode_body(r[4], r[5])) for r in rows]
+        conn = self._db()
+        self.bump(f"unreadable.{name}", len(bad))
+        try:
+            self._begin(0)
+            conn.executemany("DELETE FROM records WHERE id=?", [(rid,) for rid, _seq, _why in bad])
+            self._save_counters(conn)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:  # counted again when read again
+            self._rollback()
+            self.counters[f"unreadable.{name}"] -= len(bad)
+            log.error("forward queue: could not delete the unreadable records: %s", exc)
+            return
+        self.counts[lane] -= len(bad)
+        self.discarded.extend((lane, seq) for _rid, seq, _why in bad)
 
     def oldest_created(self, lane: int) -> float | None:
         row = (
@@ -576,20 +739,26 @@ class ForwardQueue:
         # The transaction rewrites the pages holding these rows: a quarter of the WAL allowance at most.
         rows = _first_within(
             conn.execute(
-                "SELECT id, seq, enc, body FROM records WHERE id > ? AND id < ? AND level < ? ORDER BY id LIMIT ?",
+                "SELECT id, seq, epoch, created, enc, body FROM records"
+                " WHERE id > ? AND id < ? AND level < ? ORDER BY id LIMIT ?",
                 (lo, lane_hi(SUMMARY), self.compaction_max_level, _CHUNK),
             ).fetchall(),
-            lambda row: len(row[3]) + ROW_OVERHEAD,
+            lambda row: len(row[5]) + ROW_OVERHEAD,
             self.wal_limit_bytes // 4,
         )
-        groups: dict[tuple[str, str, str, int], list[tuple[int, int, dict[str, Any]]]] = {}
+        groups: dict[tuple[str, str, str, int], list[tuple[int, int, float, dict[str, Any]]]] = {}
         unmergeable: list[int] = []
-        for rid, seq, enc, body in rows:
-            record = json.loads(decode_body(enc, body))
+        for rid, seq, epoch, created, enc, body in rows:
+            try:
+                place = _place(int(rid), int(seq), str(epoch), float(created))
+                record = json.loads(self._open(place, int(enc), body))
+            except (AtRestError, zlib.error, ValueError):  # unreadable: left to fetch(), which counts it
+                unmergeable.append(int(rid))
+                continue
             if not is_mergeable(record):
                 unmergeable.append(int(rid))
                 continue
-            groups.setdefault(group_key(record), []).append((int(rid), int(seq), record))
+            groups.setdefault(group_key(record), []).append((int(rid), int(seq), float(created), record))
         updates: list[tuple[int, str, int, int, int, bytes, int]] = []
         removed: list[int] = []
         next_seq = self._next_seq[SUMMARY]
@@ -598,17 +767,19 @@ class ForwardQueue:
                 chunk = members[start : start + self.compaction_factor]
                 if len(chunk) < 2:
                     continue
-                merged = merge_summaries([m[2] for m in chunk], [m[1] for m in chunk])
+                merged = merge_summaries([m[3] for m in chunk], [m[1] for m in chunk])
                 level = int(merged["compaction"]["level"])
                 # A merged record is new data: a fresh sequence number keeps idempotency keys unique.
-                new_enc, blob = encode_body(json.dumps(merged, separators=(",", ":")))
+                text = json.dumps(merged, separators=(",", ":"))
+                place = _place(chunk[0][0], next_seq, self.epoch, chunk[0][2])
+                new_enc, blob = self._seal(place, *encode_body(text))
                 updates.append((next_seq, self.epoch, level, zlib.crc32(blob), new_enc, blob, chunk[0][0]))
                 next_seq += 1
                 removed.extend(m[0] for m in chunk[1:])
         if not updates and not unmergeable:
             return False
         try:
-            self._begin(sum(len(r[3]) + ROW_OVERHEAD for r in rows))
+            self._begin(sum(len(r[5]) + ROW_OVERHEAD for r in rows))
             # Deletes first: the space they free takes the merged records, even at the page cap.
             conn.executemany("DELETE FROM records WHERE id=?", [(r,) for r in removed])
             conn.executemany("UPDATE records SET seq=?, epoch=?, level=?, crc=?, enc=?, body=? WHERE id=?", updates)
@@ -767,6 +938,36 @@ def decode_body(enc: int, blob: bytes) -> str:
     raise QueueError(f"forward queue: unknown body encoding {enc} (written by a newer version?)")
 
 
+_AAD = b"edgeline/forward/1\0"
+_AAD_ROW = struct.Struct(">qqdB")  # id, seq, created, length of the epoch
+
+
+def key_usage(path: Path) -> dict[int, list[int]]:
+    """Records per key id (0: plain bodies) and lane in a queue file, read-only (``keys status``)."""
+    if not path.exists():
+        return {}
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = conn.execute(f"SELECT enc >> 8, id >> {LANE_SHIFT}, count(*) FROM records GROUP BY 1, 2").fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return {}
+        raise QueueError(f"forward queue {path}: {exc}") from exc
+    finally:
+        conn.close()
+    usage: dict[int, list[int]] = {}
+    for key_id, lane, count in rows:
+        if 0 <= int(lane) < len(LANES):
+            usage.setdefault(int(key_id), [0] * len(LANES))[int(lane)] = int(count)
+    return usage
+
+
+def _place(rid: int, seq: int, epoch: str, created: float) -> bytes:
+    """What an encrypted body is bound to (its AAD, with its compression byte after): its row (the
+    id: lane and position), seq and epoch (its idempotency key) and creation time."""
+    return _AAD + _AAD_ROW.pack(rid, seq, created, len(epoch)) + epoch.encode()
+
+
 def _queue_error(exc: sqlite3.Error) -> QueueError:
     text = str(exc)
     if "full" in text.lower():
@@ -784,8 +985,10 @@ def _valid_row(row: Sequence[Any], lane: int) -> bool:
         return False
     if not isinstance(created, (int, float)) or not math.isfinite(created):
         return False
-    if not isinstance(body, bytes) or crc != zlib.crc32(body):
+    if not isinstance(body, bytes) or crc != zlib.crc32(body) or not isinstance(enc, int):
         return False  # the row's bytes were damaged (SQLite itself has no checksum per row)
+    if enc >> 8:
+        return True  # encrypted: authenticated when fetched (the key ring is not needed to salvage)
     try:
         json.loads(decode_body(enc, body))
     except (ValueError, zlib.error, QueueError):

@@ -374,6 +374,26 @@ class StoreLoop:
         }
         self._push_internal(REGISTRY, report)
 
+    def _report_unreadable(self) -> None:
+        """Records whose stored bodies failed authentication (or did not inflate) were deleted by the
+        queue: the cloud learns which sequence numbers it will never get."""
+        ranges: dict[str, list[list[int]]] = {}
+        for lane, seq in sorted(self.q.discarded):
+            spans = ranges.setdefault(LANES[lane], [])
+            if spans and spans[-1][1] + 1 == seq:
+                spans[-1][1] = seq
+            else:
+                spans.append([seq, seq])
+        self.q.discarded.clear()
+        report = {
+            "type": "loss_report",
+            "reason": "unreadable_on_disk",
+            "unreadable": {name: sum(b - a + 1 for a, b in spans) for name, spans in ranges.items()},
+            "unreadable_seq_ranges": ranges,
+            "epoch": self.q.epoch,
+        }
+        self._push_internal(REGISTRY, report)
+
     def _report_overflow(self, reason: str = "memory_buffer_full") -> None:
         fwd = self.fwd
         with fwd._lock:
@@ -430,6 +450,8 @@ class StoreLoop:
             pf = self.prefetch[lane]
             if not pf and not self.exhausted[lane]:
                 rows = self.q.fetch(lane, self.cursor[lane], _PREFETCH)
+                if self.q.discarded:
+                    self._report_unreadable()
                 pf.extend(rows)
                 if rows:
                     self.cursor[lane] = rows[-1].id
@@ -535,7 +557,7 @@ class StoreLoop:
                         self.fwd._rebirth_requested = True
                 break  # e.g. queue full: try again on the next wake
             self.prefetch[record.lane].popleft()
-            size = min(len(record.body), self.q.max_record_bytes) + ROW_OVERHEAD
+            size = min(len(record.body), self.q.max_record_bytes) + self.q.row_overhead
             self.inflight[info.mid] = (record.lane, record.id, size)
             self.lane_inflight[record.lane].append(record.id)
             self.last_sent[record.lane] = record.id
