@@ -20,6 +20,7 @@ from tests.support.upy import ROOT
 FILES = [
     "firmware/sensorfw/port/board.py",
     "firmware/sensorfw/port/mqtt.py",
+    "firmware/sensorfw/port/tls.py",
     "firmware/sensorfw/boards/esp32_devkit.py",
     "firmware/sensorfw/boards/pico_w.py",
     "firmware/sensorfw/boards/sim.py",

@@ -23,6 +23,7 @@ LED_PIN = 2
 WIFI_JOIN_BLOCKS = True
 WIFI_CONNECT_TIMEOUT_MS = 5000
 WDT_MAX_MS = 0  # no limit worth clamping to
+TLS_HANDSHAKE_MS = 1500  # ECDHE-ECDSA P-256 arithmetic of a TLS handshake, upper estimate (docs/firmware.md "TLS")
 # 8 MB of PSRAM hold CircuitPython's heap: the firmware's ~210 KB (docs/benchmarks.md,
 # circuitpython) fit; the N8 module (no PSRAM, ~150 KB free: an estimate) is too small for
 # it from .py sources. This bound on the preallocated buffers keeps configurations modest.

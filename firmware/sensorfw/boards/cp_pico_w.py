@@ -25,6 +25,7 @@ LED_PIN = "LED"  # board.LED: the CYW43439's LED
 WIFI_JOIN_BLOCKS = True
 WIFI_CONNECT_TIMEOUT_MS = 5000
 WDT_MAX_MS = 8388
+TLS_HANDSHAKE_MS = 3000  # ECDHE-ECDSA P-256 arithmetic on a Cortex-M0+ without crypto hardware, upper estimate (docs/firmware.md "TLS")
 # Heap: CircuitPython keeps more RAM for itself than MicroPython (of the ~190 KB MicroPython
 # leaves with Wi-Fi up, count on ~120 KB: an estimate, not measured on a board) and compiles
 # every .py on the board. The bench (docs/benchmarks.md, circuitpython) puts the firmware

@@ -12,6 +12,7 @@ ADC_PINS = (32, 33, 34, 35, 36, 39)  # ADC1 only: ADC2 is unusable while Wi-Fi i
 I2C_DEFAULT = {"id": 0, "scl": 22, "sda": 21}
 LED_PIN = 2
 WDT_MAX_MS = 0  # no limit worth clamping to
+TLS_HANDSHAKE_MS = 1500  # ECDHE-ECDSA P-256 arithmetic of a TLS handshake, upper estimate (docs/firmware.md "TLS")
 
 # Pins (checked by core/config.py + core/pins.py; sources there). ESP32-WROOM-32 pads only:
 # GPIO 20, 24, 28-31 do not exist, 37/38 are not brought out by the module.

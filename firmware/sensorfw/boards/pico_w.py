@@ -12,6 +12,7 @@ ADC_PINS = (26, 27, 28)
 I2C_DEFAULT = {"id": 0, "scl": 5, "sda": 4}
 LED_PIN = "LED"
 WDT_MAX_MS = 8388  # RP2040 watchdog counter limit: core/config.py refuses longer timeouts
+TLS_HANDSHAKE_MS = 3000  # ECDHE-ECDSA P-256 arithmetic on a Cortex-M0+ without crypto hardware, upper estimate (docs/firmware.md "TLS")
 
 # Pins (checked by core/config.py + core/pins.py; sources there). GP23, GP24, GP25 and
 # GP29 belong to the CYW43439 Wi-Fi chip (GP29 also senses VSYS/3); its LED is Pin("LED").

@@ -77,8 +77,16 @@ class App:
         # the MQTT code (umqtt) loads now, with the rest of the code, before the large
         # buffers: module code needs contiguous runs that a heap full of buffers lacks
         bc = cfg["broker"]
+        # with broker.tls, the TLS context (device key, certificate, CA) is made here too
         self.transport = board.transport(
-            self.device_id, bc["host"], bc["port"], bc["user"], bc["password"], bc["keepalive_s"], bc["timeout_ms"]
+            self.device_id,
+            bc["host"],
+            bc["port"],
+            bc["user"],
+            bc["password"],
+            bc["keepalive_s"],
+            bc["timeout_ms"],
+            bc["tls"],
         )
         # Every frame that takes a sequence number goes through the queue, BIRTH included:
         # a slot holds the largest of DATA, EVENT and BIRTH (its size depends on the
@@ -128,6 +136,7 @@ class App:
         unload("shared_protocol.topics")
         self.transport.on_message = self._on_message
         self.link = Link(self.transport, board.net, clock, cfg["backoff"]["min_ms"], cfg["backoff"]["max_ms"])
+        self.link.log = log
         self.outputs = [board.make_pin_out(o["pin"]) for o in cfg["outputs"]]
         self._out_active_high = [o["active_high"] for o in cfg["outputs"]]
         self._out_until = [None] * len(self.outputs)

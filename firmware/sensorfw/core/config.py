@@ -110,6 +110,40 @@ def _secret(d, key, base_dir):
     return val
 
 
+TLS_KEYS = ("ca", "cert", "key", "server_name")
+
+
+def _tls(b, host, base_dir):
+    """broker.tls: the device's certificate, its key and the site CA (file paths on the
+    board, relative to config.json), and the name the broker's certificate must carry
+    (default: broker.host). None: plain TCP with broker.user / broker.password. The files
+    are read at start-up (port/tls.py), not here: the flash tool validates a config
+    before the files are on the board."""
+    t = b.get("tls")
+    if t is None:
+        return None
+    if not isinstance(t, dict):
+        _fail("broker.tls", "an object with ca, cert and key (file paths on the board)", t)
+    for k in t:
+        if k not in TLS_KEYS:
+            raise ConfigError(
+                "config.json: 'broker.tls.%s' is not a known key: broker.tls takes %s" % (k, ", ".join(TLS_KEYS))
+            )
+    for k in ("user", "password", "password_file"):
+        if k in b:
+            raise ConfigError(
+                "config.json: 'broker.%s' cannot be used with 'broker.tls': the broker takes the username from "
+                "the device certificate (its CN is the device id) and needs no password: remove broker.%s" % (k, k)
+            )
+    out = {"server_name": _str(t, "broker.tls.server_name", host, maxlen=253)}
+    for k in ("ca", "cert", "key"):
+        v = _str(t, "broker.tls." + k, required=True, maxlen=64)
+        if not v:
+            _fail("broker.tls." + k, "a file path on the board", v)
+        out[k] = v if v[0] == "/" or base_dir == "." else base_dir.rstrip("/") + "/" + v
+    return out
+
+
 SENSOR_TYPES = ("mpu6050", "analog", "pulse")
 
 
@@ -185,13 +219,16 @@ def validate(raw, base_dir=".", needs_wifi=False, profile=None):
         ),
     }
     b = _obj(raw, "broker", required=True)
+    host = _str(b, "broker.host", required=True, maxlen=253)
+    tls = _tls(b, host, base_dir)
     c["broker"] = {
-        "host": _str(b, "broker.host", required=True, maxlen=253),
-        "port": _int(b, "broker.port", 1883, 1, 65535),
+        "host": host,
+        "port": _int(b, "broker.port", 1883 if tls is None else 8883, 1, 65535),
         "user": _str(b, "broker.user", None, maxlen=64),
         "password": _secret(b, "broker", base_dir),
         "keepalive_s": _int(b, "broker.keepalive_s", 30, 5, 3600),
         "timeout_ms": _int(b, "broker.timeout_ms", 2000, 100, 30000),
+        "tls": tls,
     }
     s = _obj(raw, "sample")
     # sample.rate_hz, sample.batch and health_s: the ranges of shared_protocol/config_change.py
@@ -305,6 +342,11 @@ def _check_mpu_rates(c):
 # draining the rings and encoding frames, an offline-queue block written to flash, a
 # gc.collect(); WDT_LOOP_MARGIN_MS bounds that with room to spare.
 WDT_LOOP_MARGIN_MS = 1000
+# With broker.tls, the TLS handshake runs inside one call between two feeds: its two waits
+# for the broker (each bounded by broker.timeout_ms) plus the ECDHE-ECDSA P-256 arithmetic,
+# which no callback interrupts. The profile's TLS_HANDSHAKE_MS bounds that arithmetic
+# (docs/firmware.md "TLS"); without a profile (simulation) this default applies.
+TLS_HANDSHAKE_MS = 1000
 
 
 def _check_watchdog(c, profile, needs_wifi):
@@ -318,19 +360,23 @@ def _check_watchdog(c, profile, needs_wifi):
             "set watchdog_ms to at most %d (0 = off)" % (w, profile.NAME, top, top)
         )
     t = c["broker"]["timeout_ms"]
-    need = 2 * t + WDT_LOOP_MARGIN_MS
+    margin = WDT_LOOP_MARGIN_MS
+    why = "a call into the MQTT client may wait twice on the socket between two feeds"
+    if c["broker"]["tls"] is not None:
+        margin += getattr(profile, "TLS_HANDSHAKE_MS", TLS_HANDSHAKE_MS)
+        why += ", and a TLS handshake adds its arithmetic"
+    need = 2 * t + margin
     if w < need:
         fix = []
         if not top or need <= top:
             fix.append("watchdog_ms to at least %d" % need)
-        if (w - WDT_LOOP_MARGIN_MS) // 2 >= 100:
-            fix.append("broker.timeout_ms to at most %d" % ((w - WDT_LOOP_MARGIN_MS) // 2))
+        if (w - margin) // 2 >= 100:
+            fix.append("broker.timeout_ms to at most %d" % ((w - margin) // 2))
         if not fix:
-            fix.append("watchdog_ms to %d and broker.timeout_ms to at most %d" % (top, (top - WDT_LOOP_MARGIN_MS) // 2))
+            fix.append("watchdog_ms to %d and broker.timeout_ms to at most %d" % (top, (top - margin) // 2))
         raise ConfigError(
             "config.json: 'watchdog_ms' = %d is too short for 'broker.timeout_ms' = %d: it must be at least "
-            "2 x broker.timeout_ms + %d = %d (a call into the MQTT client may wait twice on the socket "
-            "between two feeds): set %s" % (w, t, WDT_LOOP_MARGIN_MS, need, " or ".join(fix))
+            "2 x broker.timeout_ms + %d = %d (%s): set %s" % (w, t, margin, need, why, " or ".join(fix))
         )
     ct = c["wifi"]["connect_timeout_ms"]
     if getattr(profile, "WIFI_JOIN_BLOCKS", False) and ct + WDT_LOOP_MARGIN_MS > w:

@@ -24,6 +24,10 @@ class Link:
         self.losses = 0
         self.next_try = clock.ticks_ms()
         self.last_error = None
+        # log(msg): told why a connect failed (the first failure of a run of them, a new
+        # reason, and the 2nd, 4th, 8th ... repeat), and when the link is up again
+        self.log = None
+        self._said = None
         # Source of the jitter: getrandbits(n) -> n random bits. Passed in by tests that
         # need the delays to be reproducible; random.getrandbits otherwise.
         self._getrandbits = random.getrandbits if getrandbits is None else getrandbits
@@ -57,12 +61,25 @@ class Link:
             open_session()
         except OSError as e:
             self.transport.close()
-            self._failed(e)
+            d = self._failed(e)
+            self._tell(e, d)
             return False
+        if self._said is not None and self.log is not None:
+            self.log("MQTT connected after %d failed attempts" % self.failures)
+        self._said = None
         self.state = UP
         self.failures = 0
         self.connects += 1
         return True
+
+    def _tell(self, err, delay):
+        if self.log is None:
+            return
+        n = self.failures
+        text = str(err)
+        if text != self._said or not (n & (n - 1)):
+            self._said = text
+            self.log("MQTT connect failed (attempt %d, next in %d ms): %s" % (n, delay, text))
 
     def retry_now(self):
         """Next attempt at once, backoff reset (the network just came up)."""
@@ -72,7 +89,9 @@ class Link:
     def _failed(self, err):
         self.failures += 1
         self.last_error = err
-        self.next_try = self.clock.ticks_add(self.clock.ticks_ms(), self.delay_ms())
+        d = self.delay_ms()
+        self.next_try = self.clock.ticks_add(self.clock.ticks_ms(), d)
+        return d
 
     def lost(self, err):
         """The session broke (publish/poll/ping failed)."""

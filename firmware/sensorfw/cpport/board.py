@@ -292,14 +292,14 @@ class Board:
         self.wdt_ms = timeout_ms
         return w
 
-    def transport(self, client_id, host, port, user, password, keepalive_s, timeout_ms):  # noqa: PLR0917
+    def transport(self, client_id, host, port, user, password, keepalive_s, timeout_ms, tls=None):  # noqa: PLR0917
         import socketpool
 
         from sensorfw.cpport.mqtt import MQTTTransport
 
         if self._pool is None:
             self._pool = socketpool.SocketPool(wifi.radio)
-        return MQTTTransport(self._pool, client_id, host, port, user, password, keepalive_s, timeout_ms)
+        return MQTTTransport(self._pool, client_id, host, port, user, password, keepalive_s, timeout_ms, tls)
 
     # sleep memory, deep sleep, reset
     def rtc_memory_read(self):

@@ -12,6 +12,12 @@
 # - ping() waits up to keep_alive for the PINGRESP: keep_alive is lowered around it.
 # - topics are str and payloads bytes (not memoryview); closing goes through
 #   _close_socket(), or adafruit_connection_manager refuses the next connect.
+# - broker.tls (docs/circuitpython.md "TLS"): is_ssl with an ssl.SSLContext made once at
+#   start-up. CircuitPython's ssl differs from MicroPython's: load_cert_chain() takes file
+#   PATHS (read at once, parsed by mbedTLS at every connect with a length one byte past the
+#   data, which a DER key fails), load_verify_locations() takes the CA as a PEM str (read
+#   up to its first NUL byte): every file is PEM. The connection manager wraps the socket
+#   with server_hostname = the broker's host; _NamedContext makes it broker.tls.server_name.
 
 import adafruit_minimqtt.adafruit_minimqtt as _mqtt
 
@@ -54,11 +60,88 @@ def _nothing():
     pass
 
 
+def _pem(tls, key, label):
+    """Check that a broker.tls file is there and PEM; an error naming its settings key."""
+    path = tls[key]
+    name = "EDGELINE_BROKER_TLS_" + key.upper()
+    try:
+        with open(path, "rb") as f:
+            head = f.read(40)
+    except OSError:
+        raise OSError(
+            "settings.toml: %s names %r, which cannot be read: copy the device's certificates to the "
+            "drive with the flash tool's circuitpy command" % (name, path)
+        )
+    if not head.startswith(b"-----BEGIN ") or label not in head:
+        raise ValueError(
+            "settings.toml: %s (%s) must be a PEM %s: CircuitPython's ssl reads PEM files only "
+            "(the flash tool's circuitpy command writes them)" % (name, path, label.decode())
+        )
+
+
+def tls_context(tls):
+    """(ssl.SSLContext with the device's key and certificate and the site CA, the CA's
+    PEM text). CircuitPython's context keeps a pointer to that text, not the object: the
+    caller keeps it too."""
+    import ssl
+
+    _pem(tls, "cert", b"CERTIFICATE")
+    _pem(tls, "key", b"PRIVATE KEY")
+    _pem(tls, "ca", b"CERTIFICATE")
+    ctx = ssl.create_default_context()
+    ctx.load_cert_chain(tls["cert"], tls["key"])
+    with open(tls["ca"]) as f:
+        ca = f.read()
+    ctx.load_verify_locations(cadata=ca)
+    return ctx, ca
+
+
+class _NamedContext:
+    """The SSL context the connection manager is given: the broker's certificate must
+    carry broker.tls.server_name, whatever host the socket connects to."""
+
+    def __init__(self, tls):
+        self._ctx, self._ca = tls_context(tls)
+        self.server_name = tls["server_name"]
+        self.error = None  # why the last connect failed (MiniMQTT says only "Connect failure")
+
+    def wrap_socket(self, sock, server_hostname=None):
+        self.error = None
+        return _TLSSocket(self._ctx.wrap_socket(sock, server_hostname=self.server_name), self)
+
+
+class _TLSSocket:
+    """The TLS socket handed to MiniMQTT: notes why connect() (TCP and handshake) failed."""
+
+    def __init__(self, sock, ctx):
+        self.sock = sock
+        self._ctx = ctx
+
+    def connect(self, address):
+        try:
+            self.sock.connect(address)
+        except Exception as e:
+            self._ctx.error = e
+            raise
+
+    def recv_into(self, buf, nbytes=0):
+        return self.sock.recv_into(buf, nbytes)
+
+    def send(self, data):
+        return self.sock.send(data)
+
+    def settimeout(self, t):
+        self.sock.settimeout(t)
+
+    def close(self):
+        self.sock.close()
+
+
 class MQTTTransport:
     """connect / publish / poll / ping / close over MiniMQTT, all bounded."""
 
     def __init__(  # noqa: PLR0917
-        self, pool, client_id, host, port, user=None, password=None, keepalive_s=30, timeout_ms=2000
+        self, pool, client_id, host, port, user=None, password=None, keepalive_s=30, timeout_ms=2000, tls=None
     ):
         self.pool = pool  # socketpool.SocketPool(wifi.radio)
         self.client_id = client_id
@@ -73,6 +156,8 @@ class MQTTTransport:
         self.on_message = None
         self._sock = None  # type: _Socket | None
         self._topics = {}
+        # broker.tls: checked and loaded now, at start-up, before the large buffers
+        self._ssl = None if tls is None else _NamedContext(tls)
 
     def _topic(self, t):
         s = self._topics.get(t)
@@ -92,7 +177,8 @@ class MQTTTransport:
                 username=self.user,
                 password=self._password,
                 client_id=self.client_id,
-                is_ssl=False,
+                is_ssl=self._ssl is not None,
+                ssl_context=self._ssl,
                 keep_alive=self.keepalive_s,
                 socket_pool=self.pool,
                 socket_timeout=t / 2,
@@ -111,7 +197,15 @@ class MQTTTransport:
                 c.subscribe(self._topic(s), 1)
         except Exception as e:  # MMQTTException, OSError, RuntimeError from the connection manager
             self.close()
-            raise OSError("MQTT connect to %s:%d failed: %r" % (self.host, self.port, e))
+            why = repr(e)
+            if self._ssl is not None and self._ssl.error is not None:
+                from sensorfw.core.tls_reason import reason
+
+                why = "TLS handshake with %s failed: %s" % (
+                    self._ssl.server_name,
+                    reason(self._ssl.error, "EDGELINE_BROKER_TLS_"),
+                )
+            raise OSError("MQTT connect to %s:%d failed: %s" % (self.host, self.port, why))
 
     def _deliver(self, _client, topic, msg):
         if self.on_message is not None:

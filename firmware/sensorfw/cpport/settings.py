@@ -34,6 +34,10 @@ TOP = (
     "broker.password",
     "broker.keepalive_s",
     "broker.timeout_ms",
+    "broker.tls.ca",
+    "broker.tls.cert",
+    "broker.tls.key",
+    "broker.tls.server_name",
     "sample.rate_hz",
     "sample.batch",
     "sample.max_batch",
@@ -97,6 +101,10 @@ STRINGS = (
     "broker.host",
     "broker.user",
     "broker.password",
+    "broker.tls.ca",
+    "broker.tls.cert",
+    "broker.tls.key",
+    "broker.tls.server_name",
     "queue.dir",
     "circuitpython.board",
     "type",
@@ -185,7 +193,7 @@ def _paths(raw):
             out.append("%s[%d]" % (name, i))
             for f in fields:
                 out.append("%s[%d].%s" % (name, i, f))
-    out.extend(("sensors", "outputs", "wifi", "broker"))
+    out.extend(("sensors", "outputs", "wifi", "broker", "broker.tls"))
     out.sort(key=len, reverse=True)
     return out
 
@@ -196,6 +204,8 @@ def explain(msg, raw):
     for path in _paths(raw):
         if path in ("sensors", "outputs"):
             key = "EDGELINE_%s0_TYPE ..." % ("SENSOR" if path == "sensors" else "OUTPUT")
+        elif path == "broker.tls":
+            key = "EDGELINE_BROKER_TLS_*"
         elif path in ("wifi", "broker"):
             continue
         elif path.endswith("]"):

@@ -137,10 +137,10 @@ class Board:
         self.wdt_ms = timeout_ms
         return machine.WDT(timeout=timeout_ms)
 
-    def transport(self, client_id, host, port, user, password, keepalive_s, timeout_ms):  # noqa: PLR0917
+    def transport(self, client_id, host, port, user, password, keepalive_s, timeout_ms, tls=None):  # noqa: PLR0917
         from sensorfw.port.mqtt import MQTTTransport
 
-        return MQTTTransport(client_id, host, port, user, password, keepalive_s, timeout_ms)
+        return MQTTTransport(client_id, host, port, user, password, keepalive_s, timeout_ms, tls)
 
     # RTC memory, deep sleep, reset
     def rtc_memory_read(self):

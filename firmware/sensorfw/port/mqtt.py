@@ -7,10 +7,22 @@
 # bounded too) and map setblocking(True) to settimeout(timeout). Every failure comes
 # out as OSError (umqtt's asserts and MQTTException included) and leaves the
 # client closed; reconnect policy lives in core/link.py.
+#
+# With broker.tls the same socket does mutual TLS (port/tls.py): right after the TCP
+# connect, the TLS socket is made around the plain one (umqtt 1.3.4 knows only the old
+# ussl API, so the wrap is ours). The handshake's reads and writes each wait at most
+# the plain socket's timeout (every port reports it as ETIMEDOUT, which ends the
+# handshake). Reads and writes then go through the TLS socket, timeouts are still set on
+# the plain one (a TLS socket has no settimeout), and select.poll watches the TLS socket:
+# its poll also reports bytes mbedTLS has already decrypted, which the plain socket no
+# longer holds (extmod/modtls_mbedtls.c). Writes are gathered while TLS is on: umqtt
+# writes a PUBLISH in up to five pieces, and each write would be its own TLS record
+# (29 bytes of header, nonce and tag with AES-GCM).
 
 import select
 import socket as _socket
 
+from micropython import const
 from umqtt import simple as _simple
 
 
@@ -30,56 +42,98 @@ def _nodelay(sock):
 
 
 class _BoundedSocket:
-    def __init__(self, timeout_s, feed):
-        self._s = _socket.socket()
+    def __init__(self, timeout_s, feed, tls=None, out=None):
+        self._plain = _socket.socket()
+        self._s = self._plain  # what reads and writes go through: the TLS socket once wrapped
         self.raw = self._s  # for select.poll
         self._t = timeout_s
         self._feed = feed  # called before each blocking call: the watchdog
-        self._s.settimeout(timeout_s)
-        _nodelay(self._s)
+        self._tls = tls  # (ssl.SSLContext, server name) or None
+        self._out = out  # TLS: preallocated buffer gathering writes until a read or flush()
+        self._n = 0
+        self._plain.settimeout(timeout_s)
+        _nodelay(self._plain)
 
     def connect(self, addr):
         self._feed()
-        self._s.connect(addr)
+        self._plain.connect(addr)
+        tls = self._tls
+        if tls is None:
+            return
+        self._feed()
+        try:
+            self._s = tls[0].wrap_socket(self._plain, server_hostname=tls[1])
+        except Exception as e:  # ValueError: verification failed; OSError: alert, timeout
+            from sensorfw.core.tls_reason import reason
+
+            raise OSError("TLS handshake with %s failed: %s" % (tls[1], reason(e, "broker.tls.")))
+        self.raw = self._s
 
     def setblocking(self, flag):
         if flag:
-            self._s.settimeout(self._t)
+            self._plain.settimeout(self._t)
         else:
-            self._s.setblocking(False)
+            self._plain.setblocking(False)
 
     def settimeout(self, t):
-        self._s.settimeout(self._t if t is None else t)
+        self._plain.settimeout(self._t if t is None else t)
 
     def read(self, n):
+        if self._n:
+            self.flush()
         self._feed()
         return self._s.read(n)
 
     def readinto(self, buf, n=-1):
+        if self._n:
+            self.flush()
         self._feed()
         if n < 0:
             return self._s.readinto(buf)
         return self._s.readinto(buf, n)
 
     def write(self, buf, n=-1):
-        self._feed()
         if n < 0:
-            return self._s.write(buf)
+            n = len(buf)
+        out = self._out
+        if out is not None and self._s is not self._plain:
+            if self._n + n > len(out):
+                self.flush()
+            if n <= len(out):
+                out[self._n : self._n + n] = memoryview(buf)[:n]
+                self._n += n
+                return n
+        self._feed()
         return self._s.write(memoryview(buf)[:n])
 
+    def flush(self):
+        """Send what write() gathered, as one TLS record."""
+        n = self._n
+        if n:
+            self._n = 0
+            self._feed()
+            self._s.write(memoryview(self._out)[:n])
+
     def close(self):
-        self._s.close()
+        if self._n:  # umqtt's disconnect(): DISCONNECT written, then close()
+            try:
+                self.flush()
+            except OSError:
+                pass
+        self._s.close()  # a TLS socket closes the plain one too
 
 
 class _SocketModule:
     """Stands in for the `socket` module inside umqtt.simple."""
 
-    def __init__(self, timeout_s, feed):
+    def __init__(self, timeout_s, feed, tls=None, out=None):
         self.timeout_s = timeout_s
         self.feed = feed
+        self.tls = tls
+        self.out = out
 
     def socket(self, *args):
-        return _BoundedSocket(self.timeout_s, self.feed)
+        return _BoundedSocket(self.timeout_s, self.feed, self.tls, self.out)
 
     def getaddrinfo(self, host, port, *args):
         self.feed()
@@ -90,11 +144,25 @@ def _nothing():
     pass
 
 
+def _why(e):
+    # our own messages (the TLS handshake's) as they are, anything else with its type
+    a = e.args
+    if isinstance(e, OSError) and len(a) == 1 and isinstance(a[0], str):
+        return a[0]
+    return repr(e)
+
+
+# TLS write gathering (see the header): the fixed header, topic and packet id of a
+# PUBLISH, a SUBSCRIBE, or a CONNECT with its will fit; a frame larger than what is
+# left goes out as a record of its own after the gathered bytes.
+_GATHER = const(128)
+
+
 class MQTTTransport:
     """connect / publish / poll / ping / close over umqtt.simple, all bounded."""
 
     def __init__(  # noqa: PLR0917
-        self, client_id, host, port, user=None, password=None, keepalive_s=30, timeout_ms=2000
+        self, client_id, host, port, user=None, password=None, keepalive_s=30, timeout_ms=2000, tls=None
     ):
         self.client_id = client_id
         self.host = host
@@ -109,12 +177,20 @@ class MQTTTransport:
         self.client = None
         self.on_message = None
         self._poller = None
+        # broker.tls: the context is made now, at start-up, before the large buffers
+        self._tls = None
+        self._out = None
+        if tls is not None:
+            from sensorfw.port.tls import context
+
+            self._tls = (context(tls), tls["server_name"])
+            self._out = bytearray(_GATHER)
 
     def connect(self, will_topic, will_msg, subscriptions):
         """Open a session with last will; subscribe. Raises OSError on any failure."""
         self.close()
         # umqtt resolves `socket` through its module globals: give it bounded sockets
-        setattr(_simple, "socket", _SocketModule(self.timeout_s, self.feed))
+        setattr(_simple, "socket", _SocketModule(self.timeout_s, self.feed, self._tls, self._out))
         c = _simple.MQTTClient(
             self.client_id, self.host, self.port, user=self.user, password=self._password, keepalive=self.keepalive_s
         )
@@ -133,7 +209,7 @@ class MQTTTransport:
                 c.subscribe(t, qos=1)
         except Exception as e:  # OSError, MQTTException, AssertionError, IndexError on short reads
             self.close()
-            raise OSError("MQTT connect to %s:%d failed: %r" % (self.host, self.port, e))
+            raise OSError("MQTT connect to %s:%d failed: %s" % (self.host, self.port, _why(e)))
 
     def _deliver(self, topic, msg):
         if self.on_message is not None:
@@ -150,6 +226,7 @@ class MQTTTransport:
             raise OSError("MQTT not connected")
         try:
             c.publish(topic, frame, retain, qos)
+            c.sock.flush()  # TLS, QoS 0: nothing read the gathered writes out
         except Exception as e:
             self.close()
             raise OSError("MQTT publish failed: %r" % (e,))
@@ -169,6 +246,7 @@ class MQTTTransport:
                 c.wait_msg()
                 n += 1
             c.sock.setblocking(True)
+            c.sock.flush()  # TLS: the PUBACKs of what arrived
         except Exception as e:
             self.close()
             raise OSError("MQTT receive failed: %r" % (e,))
@@ -179,6 +257,7 @@ class MQTTTransport:
             return
         try:
             c.ping()
+            c.sock.flush()
         except Exception as e:
             self.close()
             raise OSError("MQTT ping failed: %r" % (e,))
