@@ -563,16 +563,3 @@ class FleetCA:
     def _save_index(self, index: dict[str, Any]) -> None:
         data = json.dumps(index, indent=1, sort_keys=True).encode("utf-8") + b"\n"
         write_file(self.directory / INDEX, data)
-
-
-def certificate_info(cert_der: bytes) -> IssuedCert:
-    """The CN, serial and validity of a DER certificate (for files found on a board or disk)."""
-    cert = x509.load_der_x509_certificate(cert_der)
-    common = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return IssuedCert(
-        device_id=str(common[0].value) if common else "",
-        serial=cert.serial_number,
-        not_before=cert.not_valid_before_utc,
-        not_after=cert.not_valid_after_utc,
-        revoked=False,
-    )
