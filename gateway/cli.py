@@ -479,8 +479,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def _setup_keys(p: argparse.ArgumentParser) -> None:
     from gateway.keycmd import setup
 
-    _config_arg(p)
-    setup(p)
+    setup(p, _config_arg)
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None], str]] = {

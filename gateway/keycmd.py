@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from gateway import config as config_mod
@@ -52,11 +53,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def setup(p: argparse.ArgumentParser) -> None:
+def setup(p: argparse.ArgumentParser, config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
     sub = p.add_subparsers(dest="action", required=True)
-    sub.add_parser("status", help="the keys, and what the forward queue and the raw log hold under each")
-    sub.add_parser("rotate", help="make a new active key (old ones stay for reading)")
+    config_arg(sub.add_parser("status", help="the keys, and what the forward queue and the raw log hold under each"))
+    config_arg(sub.add_parser("rotate", help="make a new active key (old ones stay for reading)"))
     r = sub.add_parser("retire", help="re-encrypt what is queued under an old key, then delete it (gateway stopped)")
+    config_arg(r)
     r.add_argument("key", help=f"the key id (8 hex digits, from `keys status`), or {PLAIN!r}")
     r.add_argument(
         "--rawlog",
