@@ -189,3 +189,53 @@ class Mosquitto(BrokerProcess):
 
     def command(self) -> list[str]:
         return [MOSQUITTO, "-c", str(self.conf_path)]
+
+
+# /etc/mosquitto/mosquitto.conf of Debian bookworm's mosquitto 2.0.11, paths replaced.
+DEBIAN_MAIN_CONF = """\
+pid_file {dir}/mosquitto.pid
+persistence true
+persistence_location {dir}/
+log_dest file {log}
+include_dir {conf_dir}
+"""
+
+
+class SiteMosquitto(BrokerProcess):
+    """Mosquitto run as on a Pi: Debian's main configuration (paths in ``workdir``) including
+    ``conf_dir``, which holds what `edgeline-gateway broker-config` generated (``edgeline.conf``
+    and its ACL, password and TLS files). ``port`` is the gateway's loopback listener
+    (``mqtt.port``), ``device`` the device listener (``broker.device_address``, ``device_port``)."""
+
+    kind = "mosquitto"
+
+    def __init__(self, workdir: Path, *, conf_dir: Path, port: int, device: tuple[str, int]) -> None:
+        super().__init__(workdir, port=port)
+        self.conf_dir = conf_dir
+        self.device_host, self.device_port = device
+        main_conf = DEBIAN_MAIN_CONF.format(dir=self.dir, log=self.log_path, conf_dir=conf_dir)
+        if os.geteuid() == 0:
+            # As root Mosquitto would switch to the "mosquitto" user, which cannot read these
+            # files; on a Pi it does switch (Debian's unit starts it as root).
+            main_conf += "user root\n"
+        self.main_conf = self.dir / "mosquitto.conf"
+        self.main_conf.write_text(main_conf)
+
+    def add_password(self, password_file: Path, user: str, password: str) -> None:
+        """Add ``user`` to ``password_file`` (created mode 600), as `add-device` does."""
+        if not password_file.exists():
+            password_file.touch(mode=0o600)
+        subprocess.run([MOSQUITTO_PASSWD, "-b", str(password_file), user, password], check=True, capture_output=True)
+
+    def command(self) -> list[str]:
+        return [MOSQUITTO, "-c", str(self.main_conf)]
+
+    def start(self, timeout: float = 10.0) -> Self:
+        super().start(timeout)
+        # Both listeners are open before Mosquitto serves either; wait for the second one too.
+        deadline = time.monotonic() + timeout
+        while not port_open(self.device_host, self.device_port):
+            if time.monotonic() > deadline or not self.running:
+                raise BrokerError(f"device listener {self.device_host}:{self.device_port} not open:\n{self.log_text()}")
+            time.sleep(0.05)
+        return self

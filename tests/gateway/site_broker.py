@@ -10,32 +10,20 @@ ports, and files in the test's directory.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Self
 
 from gateway import config as config_mod
 from gateway.cli import main as cli_main
 from gateway.config import Config
-from tests.support.waiting import wait_until
-from tools.mosquitto import MOSQUITTO, MOSQUITTO_PASSWD, BrokerError, BrokerProcess, free_port, port_open
-
-# /etc/mosquitto/mosquitto.conf of Debian bookworm's mosquitto 2.0.11, paths replaced.
-DEBIAN_MAIN_CONF = """\
-pid_file {dir}/mosquitto.pid
-persistence true
-persistence_location {dir}/
-log_dest file {log}
-include_dir {conf_dir}
-"""
+from tools.mosquitto import BrokerError, SiteMosquitto, free_port
 
 
 def _toml_value(value: object) -> str:
     return json.dumps(value)  # strings, numbers and lists of strings read the same in TOML
 
 
-class SiteBroker(BrokerProcess):
+class SiteBroker(SiteMosquitto):
     """A Mosquitto for site ``s1``: gateway listener ``.host``/``.port``, device listener
     ``.device_host``/``.device_port``; ``.toml`` the gateway.toml, ``.config`` its Config.
 
@@ -55,12 +43,11 @@ class SiteBroker(BrokerProcess):
         broker: dict[str, object] | None = None,
         extra_toml: str = "",
     ) -> None:
-        super().__init__(workdir)
-        self.device_port = free_port()
-        while self.device_port == self.port:
-            self.device_port = free_port()
-        self.device_host = "127.0.0.1"
-        self.conf_dir = self.dir / "mosquitto"
+        port = free_port()
+        device_port = free_port()
+        while device_port == port:
+            device_port = free_port()
+        super().__init__(workdir, conf_dir=Path(workdir) / "mosquitto", port=port, device=("127.0.0.1", device_port))
         self.toml = self.dir / "gateway.toml"
         secret = self.dir / "gateway.secret"
         table: dict[str, object] = {
@@ -87,34 +74,9 @@ class SiteBroker(BrokerProcess):
             if user == self.config.mqtt.username:
                 secret.write_text(password + "\n")
                 secret.chmod(0o600)
-        main_conf = DEBIAN_MAIN_CONF.format(dir=self.dir, log=self.log_path, conf_dir=self.conf_dir)
-        if os.geteuid() == 0:
-            # As root Mosquitto would switch to the "mosquitto" user, which cannot read the
-            # test's files; on a Pi it does switch (Debian's unit starts it as root).
-            main_conf += "user root\n"
-        self.main_conf = self.dir / "mosquitto.conf"
-        self.main_conf.write_text(main_conf)
 
     def add_user(self, user: str, password: str) -> None:
-        if not self.password_file.exists():
-            self.password_file.touch(mode=0o600)
-        subprocess.run(
-            [MOSQUITTO_PASSWD, "-b", str(self.password_file), user, password], check=True, capture_output=True
-        )
-
-    def command(self) -> list[str]:
-        return [MOSQUITTO, "-c", str(self.main_conf)]
-
-    def start(self, timeout: float = 10.0) -> Self:
-        super().start(timeout)
-        # Both listeners are open before Mosquitto serves either; wait for the second one too.
-        try:
-            wait_until(lambda: port_open(self.device_host, self.device_port), timeout, "the device listener")
-        except TimeoutError:
-            raise BrokerError(
-                f"device listener {self.device_host}:{self.device_port} not open:\n{self.log_text()}"
-            ) from None
-        return self
+        self.add_password(self.password_file, user, password)
 
     def __enter__(self) -> Self:
         return self.start()
