@@ -103,5 +103,6 @@ if [ "$want_test" = 1 ]; then
   bash tools/setup_tflite_env.sh
   bash tools/setup_stubs_env.sh
   bash tools/setup_ha_env.sh
+  bash tools/setup_tpm.sh --test # swtpm and tpm2-pytss: the gateway's TPM-held key and sealer
 fi
 say "ready"
