@@ -9,6 +9,7 @@ Commands (a table of name -> (handler, argument setup)):
   broker-config write the local Mosquitto's configuration and ACL for this gateway
   raw           print a device's raw readings for a time span from the raw log
   device-config change a device's settings or thresholds through the running gateway
+  tpm-key       make the gateway's cloud client key inside the TPM; write its key file and CSR
   keys          status, rotate or retire the data keys of encryption at rest (gateway/keycmd.py)
 """
 
@@ -302,6 +303,37 @@ def cmd_broker_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- tpm-key
+
+
+def cmd_tpm_key(args: argparse.Namespace) -> int:
+    """Have the TPM generate the gateway's cloud client key; write the TSS2 key file and a CSR."""
+    from gateway.csr import CSRError
+    from gateway.tpm import TpmError, new_client_key
+
+    key_out, csr_out = Path(args.key_out), Path(args.csr_out)
+    for flag, path in (("--key-out", key_out), ("--csr-out", csr_out)):
+        if path.exists():
+            raise CommandError(f"{flag}: {path} exists; a new key needs a new certificate: move it away first")
+    try:
+        key, csr_pem = new_client_key(args.tcti, args.cn)
+    except (TpmError, CSRError) as exc:
+        raise CommandError(f"--tcti {args.tcti}: {exc}") from exc
+    try:
+        fd = os.open(key_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key.to_pem())
+        fd = os.open(csr_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(csr_pem)
+    except OSError as exc:
+        raise CommandError(f"cannot write {exc.filename} ({exc.strerror})") from exc
+    print(f"key made inside the TPM ({args.tcti}), EC P-256: {key_out} (mode 600) is usable only with this TPM")
+    print(f"certificate request for CN={args.cn}: {csr_out}; have the cloud operator sign it, then set")
+    print(f'  [forward.tls] cert_file = "<the certificate>", key_file = "{key_out}", tpm_tcti = "{args.tcti}"')
+    return 0
+
+
 # --------------------------------------------------------------------------- raw
 
 
@@ -456,6 +488,13 @@ def _setup_raw(p: argparse.ArgumentParser) -> None:
     p.add_argument("--last", type=float, default=60.0, help="span in seconds when --since is not given")
 
 
+def _setup_tpm_key(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tcti", default="device:/dev/tpmrm0", help="the TPM (default device:/dev/tpmrm0)")
+    p.add_argument("--key-out", required=True, help="the TSS2 key file to write (mode 600)")
+    p.add_argument("--csr-out", required=True, help="the certificate request to write (PEM)")
+    p.add_argument("--cn", required=True, help="the certificate's common name: the gateway id")
+
+
 def _setup_device_config(p: argparse.ArgumentParser) -> None:
     _config_arg(p)
     p.add_argument("device")
@@ -490,6 +529,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argpars
     "broker-config": (cmd_broker_config, _setup_broker_config, "write the Mosquitto configuration and ACL"),
     "raw": (cmd_raw, _setup_raw, "print raw readings of a device from the raw log (CSV)"),
     "device-config": (cmd_device_config, _setup_device_config, "change a device's configuration (running gateway)"),
+    "tpm-key": (cmd_tpm_key, _setup_tpm_key, "make the cloud client key in the TPM, and its certificate request"),
     "keys": (cmd_keys, _setup_keys, "status, rotate or retire the keys of encryption at rest"),
 }
 
