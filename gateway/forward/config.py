@@ -22,12 +22,16 @@ PAYLOAD_FORMATS = ("json", "sparkplug")
 
 @dataclass(frozen=True)
 class TLSConfig:
-    """TLS toward the cloud broker.  ``ca_file`` verifies the server; cert/key give mutual TLS."""
+    """TLS toward the cloud broker.  ``ca_file`` verifies the server; cert/key give mutual TLS.
+
+    With ``tpm_tcti`` the key file is a TSS2 PRIVATE KEY whose private half is in that TPM
+    (``edgeline-gateway tpm-key``; gateway/tpm.py) and every signature is made there."""
 
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
     verify: bool = True
+    tpm_tcti: str | None = None
 
 
 @dataclass(frozen=True)
@@ -161,7 +165,8 @@ def check_private_files(config: ForwardConfig) -> None:
     """Refuse secrets that others can read: ``forward.password_file`` and ``forward.tls.key_file``
     must be readable by their owner only (like ssh does for private keys).
 
-    Raises :class:`ForwardConfigError` naming the key, the file and the fix (``chmod 600``).
+    Raises :class:`ForwardConfigError` naming the key, the file and the fix (``chmod 600``); also
+    when the key file was made by a TPM but ``forward.tls.tpm_tcti`` is not set, or the other way round.
     """
     secrets = [("forward.password_file", config.password_file)]
     if config.tls is not None:
@@ -178,14 +183,38 @@ def check_private_files(config: ForwardConfig) -> None:
                 f"{key}: {path} is accessible by group or others (mode {stat.S_IMODE(mode):04o}); it holds a"
                 f" secret: make it private with `chmod 600 {path}` (owned by the user the gateway runs as)"
             )
+    if config.tls is not None and config.tls.key_file is not None:
+        _check_tpm_key(config.tls.key_file, config.tls.tpm_tcti)
+
+
+TSS2_PEM_BEGIN = b"-----BEGIN TSS2 PRIVATE KEY-----"
+
+
+def _check_tpm_key(key_file: Path, tpm_tcti: str | None) -> None:
+    """A key made in a TPM is used only through that TPM (``tpm_tcti``), and ``tpm_tcti`` only with one."""
+    try:
+        with open(key_file, "rb") as f:
+            tpm_key = TSS2_PEM_BEGIN in f.read(4096)
+    except OSError as exc:
+        raise ForwardConfigError(f"forward.tls.key_file: cannot read {key_file} ({exc.strerror})") from exc
+    if tpm_key and tpm_tcti is None:
+        raise ForwardConfigError(
+            f"forward.tls.key_file: {key_file} is a TPM key (TSS2 PRIVATE KEY): set forward.tls.tpm_tcti to the"
+            ' TPM that made it, e.g. tpm_tcti = "device:/dev/tpmrm0"'
+        )
+    if not tpm_key and tpm_tcti is not None:
+        raise ForwardConfigError(
+            f"forward.tls.tpm_tcti: {key_file} is not a TPM key (no TSS2 PRIVATE KEY in it): drop tpm_tcti for a key"
+            " file, or make a TPM key with `edgeline-gateway tpm-key`"
+        )
 
 
 def _tls(value: Any) -> TLSConfig:
     if not isinstance(value, dict):
         raise ForwardConfigError(
-            f"forward.tls: expected a table (ca_file, cert_file, key_file, verify), got {type(value).__name__}"
+            f"forward.tls: expected a table (ca_file, cert_file, key_file, verify, tpm_tcti), got {type(value).__name__}"
         )
-    known = {"ca_file", "cert_file", "key_file", "verify"}
+    known = {"ca_file", "cert_file", "key_file", "verify", "tpm_tcti"}
     unknown = sorted(set(value) - known)
     if unknown:
         raise ForwardConfigError(f"forward.tls.{unknown[0]}: unknown key; expected one of: {', '.join(sorted(known))}")
@@ -195,7 +224,13 @@ def _tls(value: Any) -> TLSConfig:
         raise ForwardConfigError("forward.tls.cert_file / forward.tls.key_file: set both (mutual TLS) or neither")
     verify = _bool(value, "verify", True, "forward.tls.")
     ca = _opt_path(value, "ca_file", "forward.tls.")
-    return TLSConfig(ca_file=ca, cert_file=cert, key_file=key, verify=verify)
+    tpm_tcti = _opt_str(value, "tpm_tcti", "forward.tls.")
+    if tpm_tcti is not None and (not tpm_tcti or key is None):
+        raise ForwardConfigError(
+            'forward.tls.tpm_tcti: names the TPM that holds forward.tls.key_file, e.g. "device:/dev/tpmrm0";'
+            " set key_file and cert_file too (edgeline-gateway tpm-key makes the key)"
+        )
+    return TLSConfig(ca_file=ca, cert_file=cert, key_file=key, verify=verify, tpm_tcti=tpm_tcti)
 
 
 def _lanes(d: dict[str, Any], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
