@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from gateway.atrest import AtRestError, FileSealer
+from gateway.atrest import AtRestError, EncryptionSettings, FileSealer, open_keyring
 from gateway.cli import main
 from gateway.tpm import SEALED_MAGIC, TpmError, TpmKey, TpmSealer
 from tests.support.swtpm import Swtpm
@@ -77,3 +77,25 @@ def test_tpm_key_command_writes_a_tpm_bound_key_and_its_csr(tpm: Swtpm, other_tp
 
     assert main(args) == 2  # never overwrites a key (its certificate would no longer match)
     assert key_file.read_bytes() == pem
+
+
+def test_key_ring_sealed_by_the_tpm(tpm: Swtpm, other_tpm: Swtpm, tmp_path: Path) -> None:
+    """[encryption] sealer = "tpm": the data keys of gateway/atrest.py sealed by the real TPM."""
+    settings = EncryptionSettings(key_dir=tmp_path / "keys", sealer="tpm", tpm_tcti=tpm.tcti)
+    ring = open_keyring(settings, create=True, writer=True)
+    try:
+        record = ring.cipher().encrypt(b"a reading", b"row 1")
+        ring.rotate()  # a second data key, sealed too; the first stays for the records under it
+    finally:
+        ring.close()
+    sealed = sorted((tmp_path / "keys").glob("key-*.sealed"))
+    assert len(sealed) == 2 and all(f.read_bytes().startswith(SEALED_MAGIC) for f in sealed)
+    ring = open_keyring(settings)
+    try:
+        assert ring.decrypt(record, b"row 1") == b"a reading"
+    finally:
+        ring.close()
+    # The key directory copied to another gateway (another TPM): no data key comes out of it.
+    elsewhere = EncryptionSettings(key_dir=tmp_path / "keys", sealer="tpm", tpm_tcti=other_tpm.tcti)
+    with pytest.raises(AtRestError, match=r"cannot be unsealed by the tpm sealer: .*made by another TPM"):
+        open_keyring(elsewhere)  # the key ring unseals its keys when it opens
