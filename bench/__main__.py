@@ -41,6 +41,7 @@ BENCHMARKS = (
     ("fleet", "bench.bench_fleet", "fleet scale: N devices in real time against one gateway core"),
     ("inference", "bench.bench_inference", "inference stage vs bare invoke()"),
     ("forward", "bench.bench_forward", "store-and-forward drain and write amplification"),
+    ("atrest", "bench.bench_atrest", "encryption at rest: forward queue and raw log beside unencrypted"),
     ("flash", "bench.bench_flash", "deploy bytes and time against mpremote cp"),
     ("flash-wear", "bench.bench_flash_wear", "offline-queue flash erases during an outage, on littlefs"),
 )
