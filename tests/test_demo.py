@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.secretscan import check_tree
 from tests.support.upy import ROOT
 from tools.demo.fleet import DemoError, Fleet, VirtualDevice
 from tools.demo.scenario import DEVICES
@@ -104,6 +105,17 @@ def test_fleet_demo_detects_the_fault_catches_up_and_loses_nothing(tmp_path: Pat
     assert pump["alerts"]["vibration"]["device"] == "pump-01"
     assert snap["status"]["forward"]["connection"]["state"] == "connected"
     assert (out / "status.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Mutual TLS on every hop, as the brokers themselves logged it: each board's session on the
+    # device listener under its certificate's CN, the gateway's on the cloud under its own.
+    sec = report["security"]
+    assert sec["mtls"], sec
+    assert sec["devices"] == {spec.device_id: spec.device_id for spec in DEVICES}, sec
+    assert "demo-gw" in sec["cloud"].values(), sec
+    assert "mutual TLS on every hop: yes" in text, text
+    # No key or password of the run is in a log, a report, the output or a file open to others.
+    secrets = check_tree(tmp_path, text)
+    assert len(secrets) >= len(DEVICES) + 4, secrets  # the boards' keys, CAs, servers, gateway
 
 
 def test_a_board_that_stops_early_fails_the_demo_with_its_log(tmp_path: Path) -> None:

@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             prefix="el",
             site=fleet.site,
             status=fleet.status_path,
+            local_user=fleet.monitor_user,
+            cloud_tls=fleet.monitor_cloud_tls,
         )
         time.sleep(0.5)
         fleet.start_devices()
@@ -121,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         "monitor_lead_s": 0.5,  # the monitor starts this long before the devices
     }
     report["actuator_history"] = {d.spec.device_id: d.stats().get("outputs") for d in fleet.devices if d.spec.outputs}
+    report["security"] = fleet.security_report()
     print()
     print(text(report))
     (args.output / "report.json").write_text(json.dumps(report, indent=1))

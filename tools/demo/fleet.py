@@ -15,11 +15,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tools.demo.brokers import make_broker
+from tools.demo import security
+from tools.demo.brokers import make_broker, mosquitto_available
 from tools.demo.linkcut import LinkCut
 from tools.demo.scenario import DEVICES, GATEWAY_ID, SITE, DeviceSpec, gateway_toml
 from tools.flash.cpsettings import settings_toml
-from tools.mosquitto import BrokerProcess
+from tools.mosquitto import BrokerProcess, Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 UPY_LIB = ROOT / ".cache" / "upy-lib"
@@ -54,8 +55,9 @@ class VirtualDevice:
         self.started = 0.0
         self.duration_s = 0.0
 
-    def start(self, broker: tuple[str, int], duration_s: float) -> None:
-        config = self.spec.config(*broker)
+    def start(self, broker: tuple[str, int], duration_s: float, tls: security.DemoTLS | None = None) -> None:
+        files = security.provision_board(tls, self.spec, self.flash) if tls is not None else None
+        config = self.spec.config(*broker, tls=files)
         env = dict(os.environ)
         env.update(self.spec.env(duration_s, self.flash))
         if self.spec.circuitpython:
@@ -125,15 +127,76 @@ class Fleet:
         for sub in ("logs", "devices", "gateway", "local-broker", "cloud-broker"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         self.duration_s = duration_s
-        self.local: BrokerProcess = make_broker(self.workdir / "local-broker", broker_kind)
-        self.cloud: BrokerProcess = make_broker(self.workdir / "cloud-broker", broker_kind)
-        self.uplink = LinkCut((self.cloud.host, self.cloud.port))
         self.devices = [VirtualDevice(spec, self.workdir) for spec in DEVICES]
         self.gateway: subprocess.Popen[bytes] | None = None
         self.gateway_config = self.workdir / "gateway" / "gateway.toml"
-        self.status_path = self.workdir / "gateway" / "data" / "status.json"
+        self.data_dir = self.workdir / "gateway" / "data"
+        self.status_path = self.data_dir / "status.json"
         self.site = SITE
         self.gateway_id = GATEWAY_ID
+        # Mutual TLS on every hop with Mosquitto (docs/security.md); amqtt, the stand-in where
+        # Mosquitto is missing, runs the demo in plain TCP and the report says so.
+        with_tls = broker_kind == "mosquitto" or (broker_kind == "auto" and mosquitto_available())
+        self.tls = security.make(self.workdir / "pki", site=SITE, gateway_id=GATEWAY_ID) if with_tls else None
+        if self.tls is None:
+            self.cloud: BrokerProcess = make_broker(self.workdir / "cloud-broker", broker_kind)
+            self.uplink = LinkCut((self.cloud.host, self.cloud.port))
+            self.local: BrokerProcess = make_broker(self.workdir / "local-broker", broker_kind)
+            self.device_addr = (self.local.host, self.local.port)
+            self._write_gateway_config()
+        else:
+            self.cloud = Mosquitto(self.workdir / "cloud-broker", extra_conf=security.cloud_listener(self.tls))
+            self.uplink = LinkCut((self.cloud.host, self.cloud.port))
+            loopback = ("127.0.0.1", free_port())
+            self.device_addr = ("127.0.0.1", free_port())
+            while self.device_addr == loopback:
+                self.device_addr = ("127.0.0.1", free_port())
+            conf_dir = self.workdir / "local-broker" / "conf.d"
+            private_conf = security.gateway_toml(self.tls, local=loopback, device=self.device_addr, conf_dir=conf_dir)
+            self._write_gateway_config(private_conf, security.forward_tls_toml(self.tls))
+            self.local = security.local_broker(self.tls, self.workdir / "local-broker", self.gateway_config)
+
+    def _write_gateway_config(self, local_tls: str = "", forward_tls: str = "") -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.gateway_config.write_text(
+            gateway_toml(
+                data_dir=self.data_dir,
+                local=(self.local.host, self.local.port) if not local_tls else ("", 0),  # local_tls has [mqtt]
+                cloud=(self.uplink.host, self.uplink.port),  # through the link the demo can cut
+                local_tls=local_tls,
+                forward_tls=forward_tls,
+            )
+        )
+
+    @property
+    def monitor_user(self) -> tuple[str, str] | None:
+        """The demo observer's user on the local broker's loopback listener (with TLS)."""
+        if self.tls is None:
+            return None
+        return security.MONITOR_USER, self.tls.secret(security.MONITOR_USER).read_text().strip()
+
+    @property
+    def monitor_cloud_tls(self) -> tuple[Path, Path, Path] | None:
+        """The observer's CA, certificate and key toward the cloud broker (with TLS)."""
+        if self.tls is None:
+            return None
+        return self.tls.cloud.ca, self.tls.observer.cert, self.tls.observer.key
+
+    def security_report(self) -> dict[str, object]:
+        """Which hops ran mutual TLS, from the brokers' own logs: each board's session on the
+        device listener under its certificate's CN, the gateway's on the cloud broker under its."""
+        if self.tls is None:
+            return {"mtls": False, "why": f"{self.local.kind} runs plain TCP here; install Mosquitto for mutual TLS"}
+        devices = security.tls_sessions(self.local.log_text(), self.device_addr[1])
+        cloud = security.tls_sessions(self.cloud.log_text(), self.cloud.port)
+        boards_ok = all(devices.get(d.spec.device_id) == d.spec.device_id for d in self.devices)
+        return {
+            "mtls": boards_ok and GATEWAY_ID in cloud.values(),
+            "device_listener": f"{self.device_addr[0]}:{self.device_addr[1]}",
+            "server_name": security.SERVER_NAME,
+            "devices": devices,  # client id -> username (the certificate's CN)
+            "cloud": cloud,
+        }
 
     def start_brokers(self) -> None:
         self.local.start()
@@ -141,15 +204,6 @@ class Fleet:
         self.uplink.restore()
 
     def start_gateway(self) -> None:
-        data_dir = self.workdir / "gateway" / "data"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.gateway_config.write_text(
-            gateway_toml(
-                data_dir=data_dir,
-                local=(self.local.host, self.local.port),
-                cloud=(self.uplink.host, self.uplink.port),  # through the link the demo can cut
-            )
-        )
         env = dict(os.environ)
         env.setdefault("OPENBLAS_NUM_THREADS", "1")
         with open(self.workdir / "logs" / "gateway.log", "ab") as log:
@@ -182,7 +236,7 @@ class Fleet:
 
     def start_devices(self) -> None:
         for dev in self.devices:
-            dev.start((self.local.host, self.local.port), self.duration_s)
+            dev.start(self.device_addr, self.duration_s, self.tls)
 
     def tail(self, log: str, lines: int = 30) -> str:
         try:

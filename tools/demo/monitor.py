@@ -93,7 +93,19 @@ class AlertView:
 class Monitor:
     """Subscribes to the local and cloud brokers; reads the gateway's status file."""
 
-    def __init__(self, *, local: tuple[str, int], cloud: tuple[str, int], prefix: str, site: str, status: Path):
+    def __init__(
+        self,
+        *,
+        local: tuple[str, int],
+        cloud: tuple[str, int],
+        prefix: str,
+        site: str,
+        status: Path,
+        local_user: tuple[str, str] | None = None,
+        cloud_tls: tuple[Path, Path, Path] | None = None,
+    ):
+        """``local_user``: (username, password) on the local broker; ``cloud_tls``: (CA, certificate,
+        key) for a cloud broker that requires a client certificate."""
         self.prefix = prefix
         self.site = site
         self.status_path = status
@@ -109,13 +121,26 @@ class Monitor:
         self.bad_frames = 0
         self.gateway_status: dict[str, Any] = {}
         self.local = self._client(
-            "demo-monitor-local", local, topics.subscription(prefix, site, "+", "#"), self._on_local
+            "demo-monitor-local", local, topics.subscription(prefix, site, "+", "#"), self._on_local, user=local_user
         )
-        self.cloud = self._client("demo-monitor-cloud", cloud, "#", self._on_cloud)
+        self.cloud = self._client("demo-monitor-cloud", cloud, "#", self._on_cloud, tls=cloud_tls)
 
     # -- MQTT ------------------------------------------------------------------------------
-    def _client(self, client_id: str, addr: tuple[str, int], topic: str, handler: Any) -> mqtt.Client:
+    def _client(
+        self,
+        client_id: str,
+        addr: tuple[str, int],
+        topic: str,
+        handler: Any,
+        *,
+        user: tuple[str, str] | None = None,
+        tls: tuple[Path, Path, Path] | None = None,
+    ) -> mqtt.Client:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        if user is not None:
+            c.username_pw_set(*user)
+        if tls is not None:
+            c.tls_set(ca_certs=str(tls[0]), certfile=str(tls[1]), keyfile=str(tls[2]))
         c.on_message = handler
         c.on_connect = lambda cl, _u, _f, rc, _p: cl.subscribe(topic, qos=1) if not rc.is_failure else None
         c.reconnect_delay_set(1, 2)

@@ -130,8 +130,21 @@ def text(report: dict[str, Any]) -> str:
             f"  {name}: {d['data_frames']} frames ({d['replayed_frames']} replayed after an outage),"
             f" missing {d['missing_seqs']}, dropped {d['queue_dropped']}"
         )
+    lines.append(_security_line(report.get("security") or {}))
     lines.append(f"  nothing lost: {'yes' if report['nothing_lost'] else 'NO'}")
     return "\n".join(lines)
+
+
+def _security_line(sec: dict[str, Any]) -> str:
+    if "devices" not in sec:
+        return f"  mutual TLS: off ({sec.get('why', 'not set up')})"
+    boards = ", ".join(f"{cid} as {user}" for cid, user in sorted(sec["devices"].items()))
+    cloud = ", ".join(sorted(set(sec["cloud"].values())))
+    verdict = "yes" if sec["mtls"] else "NO: a hop ran without its certificate"
+    return (
+        f"  mutual TLS on every hop: {verdict}; boards -> local Mosquitto {sec['device_listener']}"
+        f" (server {sec['server_name']}, certificate CN = username: {boards}); gateway -> cloud as {cloud}"
+    )
 
 
 def status_page(report: dict[str, Any], snapshot: dict[str, Any], path: Path) -> None:

@@ -38,11 +38,15 @@ class DeviceSpec:
         """CircuitPython boards (boards/cp_*.py) run firmware/cp/code.py with settings.toml."""
         return self.board.startswith("cp_")
 
-    def config(self, broker_host: str, broker_port: int) -> dict[str, Any]:
+    def config(self, broker_host: str, broker_port: int, tls: dict[str, str] | None = None) -> dict[str, Any]:
+        """The board's configuration; ``tls``: its ``broker.tls`` files and server name."""
+        broker: dict[str, Any] = {"host": broker_host, "port": broker_port, "timeout_ms": 1000, "keepalive_s": 10}
+        if tls is not None:
+            broker["tls"] = tls
         return {
             "device_id": self.device_id,
             "site": SITE,
-            "broker": {"host": broker_host, "port": broker_port, "timeout_ms": 1000, "keepalive_s": 10},
+            "broker": broker,
             "sample": {"rate_hz": self.rate_hz, "batch": self.batch},
             "sensors": self.sensors,
             "outputs": self.outputs,
@@ -115,19 +119,27 @@ DEVICES = (
 CLOUD_CUT = (0.5, 0.7)  # fractions of the run when the cloud broker is down
 
 
-def gateway_toml(*, data_dir: Path, local: tuple[str, int], cloud: tuple[str, int]) -> str:
-    """The gateway's configuration for the demo (one TOML file, like on a Pi)."""
+def gateway_toml(
+    *, data_dir: Path, local: tuple[str, int], cloud: tuple[str, int], local_tls: str = "", forward_tls: str = ""
+) -> str:
+    """The gateway's configuration for the demo (one TOML file, like on a Pi). ``local_tls``
+    replaces the plain [mqtt] table with the sections of mutual TLS toward the devices
+    (tools/demo/security.py), ``forward_tls`` is the [forward.tls] table toward the cloud."""
+    mqtt = (
+        local_tls
+        or f"""
+[mqtt]
+host = "{local[0]}"
+port = {local[1]}
+"""
+    )
     cfg = f"""
 [gateway]
 id = "{GATEWAY_ID}"
 site = "{SITE}"
 data_dir = {json.dumps(str(data_dir))}
 status_interval_s = 0.5
-
-[mqtt]
-host = "{local[0]}"
-port = {local[1]}
-
+{mqtt}
 [summary]
 interval_s = 5
 
@@ -162,5 +174,5 @@ host = "{cloud[0]}"
 port = {cloud[1]}
 backoff_min_s = 0.2
 backoff_max_s = 2.0
-"""
+{forward_tls}"""
     return cfg.lstrip()
