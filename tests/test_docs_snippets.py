@@ -68,6 +68,10 @@ NOT_RUN: dict[tuple[str, str], str] = {
         "sudo install -m 644 /etc/edgeline/broker/edgeline.conf /etc/mosquitto/conf.d/edgeline.conf",
     ): "needs the mosquitto and edgeline users and a running systemd",
     ("docs/gateway.md", "systemctl status mosquitto edgeline-gateway"): "needs the installed, running services",
+    (
+        "docs/forwarding.md",
+        "edgeline-gateway tpm-key --tcti device:/dev/tpmrm0 --key-out /etc/edgeline/cloud.key --csr-out cloud.csr --cn gw-plant1",
+    ): "needs a TPM at /dev/tpmrm0; tests/gateway/test_tpm.py runs tpm-key against swtpm",
     ("docs/gateway.md", ".venv/bin/pytest tests/gateway"): "the gateway test suite and benchmarks (minutes)",
     (
         "docs/models.md",
