@@ -89,13 +89,15 @@ def _status(cfg: Config, settings: EncryptionSettings, ring: KeyRing) -> None:
     rows += [(k, "unknown", "-", "-") for k in sorted(set(queued) | set(chunks)) if k and k not in ring]
     if 0 in queued or 0 in chunks:
         rows.append((0, "plain", "-", "-"))
-    print(f"{'key':9} {'state':7} {'created':24} {'epochs':>6}  forward queue ({'/'.join(LANES)})  raw log")
+    queue_head = f"forward queue ({'/'.join(LANES)})"
+    print(f"{'key':9} {'state':7} {'created':24} {'epochs':>6}  {queue_head:40} raw log")
     for kid, state, created, epochs in rows:
         lanes = queued.get(kid, [0] * len(LANES))
         use = chunks.get(kid)
         raw = "-" if use is None else f"{use.chunks} chunks, {use.frames} frames, received up to {_when(use.newest)}"
         name = PLAIN if kid == 0 else key_name(kid)
-        print(f"{name:9} {state:7} {created:24} {epochs:>6}  {sum(lanes)} ({'/'.join(map(str, lanes))}){'':14}{raw}")
+        queue = f"{sum(lanes)} ({'/'.join(map(str, lanes))})"
+        print(f"{name:9} {state:7} {created:24} {epochs:>6}  {queue:40} {raw}")
 
 
 def _retire(cfg: Config, ring: KeyRing, key: str, rawlog_action: str | None) -> None:

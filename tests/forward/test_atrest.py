@@ -2,7 +2,8 @@
 ``edgeline-gateway keys`` and a real cloud Mosquitto.  Records queued under one key, a rotation
 taken up by the running forwarder, more under the new key, retire (refused while the forwarder
 runs), kill -9 in the middle of the drain: every record arrives as it was submitted.  A body
-altered on disk is counted and reported, its neighbours are delivered."""
+altered on disk is counted and reported, its neighbours are delivered.  The data key sealed by a
+real TPM (swtpm) instead of the key file."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from typing import Any
 
 from gateway.atrest import FILE_SEALER_KEY, FileSealer, key_name
 from gateway.forward.queue import LANE_SHIFT, LANES, key_usage
+from gateway.tpm import SEALED_MAGIC
 from tests.forward.helpers import Collector, Runner, forward_config, records
 from tests.support.mosquitto import Mosquitto
+from tests.support.swtpm import Swtpm
 from tests.support.upy import ROOT
 
 MARKER = "ZQX-CONFIDENTIAL-READING"
@@ -175,3 +178,32 @@ def test_a_body_altered_on_disk_is_counted_and_reported_and_its_neighbours_deliv
     sealer = FileSealer(keys / FILE_SEALER_KEY)
     data_key = sealer.unseal(next(keys.glob("key-*.sealed")).read_bytes())
     assert data_key.hex() not in stderr and (keys / FILE_SEALER_KEY).read_bytes().hex() not in stderr
+
+
+def test_queue_sealed_by_a_real_tpm_survives_kill_9(
+    mosquitto_factory: Callable[..., Mosquitto], tmp_path: Path
+) -> None:
+    """``--sealer tpm`` (``[encryption] sealer = "tpm"``): the data key sealed by a real TPM (swtpm)."""
+    cloud = mosquitto_factory()
+    collector = Collector(cloud)
+    cloud.stop()
+    data, keys = tmp_path / "data", tmp_path / "keys"
+    with Swtpm(tmp_path / "tpm") as tpm:
+        tpm_args = ("--key-dir", str(keys), "--sealer", "tpm", "--tpm-tcti", tpm.tcti)
+        fwd = Runner(tmp_path, forward_config(cloud), "gw9", data, *tpm_args)
+        fwd.submit_many([("alert", {"n": i, "note": MARKER}) for i in range(50)])
+        assert fwd.request("flush", "flushed") is True
+        fwd.kill()
+        sealed = list(keys.glob("key-*.sealed"))
+        assert len(sealed) == 1 and sealed[0].read_bytes().startswith(SEALED_MAGIC)
+        assert not (keys / FILE_SEALER_KEY).exists()
+        assert MARKER.encode() not in _on_disk(data / "forward.db")
+        cloud.start()
+        fwd = Runner(tmp_path, forward_config(cloud), "gw9", data, *tpm_args)
+        try:
+            assert fwd.request("drain", "drained", timeout=60) is True
+            got = collector.wait_for(lambda m: len(_delivered(m)) >= 50, timeout=60)
+        finally:
+            fwd.stop()
+            collector.close()
+    assert _delivered(got) == {i: {"n": i, "note": MARKER} for i in range(50)}
