@@ -24,7 +24,10 @@ changes) and ``writers.lock`` (held shared by every process that writes encrypte
 ``keys retire`` can tell that none runs).  Key ids are random 32-bit numbers: records from another
 gateway's key directory show as "unknown key", not as failed authentication.
 
-This module imports nothing of the gateway but gateway.errors: the forward queue uses it too.
+About 530 lines: the record format, the writers' nonces and the key ring share one rule (epochs
+are taken from keyring.json under its lock), so they stay together; the file sealer and the
+settings could move out.  This module imports nothing of the gateway but gateway.errors: the
+forward queue uses it too.
 ``cryptography`` (7 MB of resident OpenSSL) is imported only once a key is used.
 """
 
