@@ -115,9 +115,18 @@ class _OpenSSL:
         return buf.value.decode(errors="replace")
 
 
+class _ExternalKey:
+    """What the callback needs for one context's key: its signer, and why it last failed."""
+
+    def __init__(self, sign: Signer) -> None:
+        self.sign = sign
+        self.failure: str | None = None
+
+
 _openssl: _OpenSSL | None = None
 _openssl_lock = threading.Lock()
-_signers: dict[int, Signer] = {}  # EC_KEY address -> its signer
+_keys: dict[int, _ExternalKey] = {}  # EC_KEY address -> its key's signer
+_by_context: weakref.WeakKeyDictionary[Any, _ExternalKey] = weakref.WeakKeyDictionary()
 
 
 def _lib() -> _OpenSSL:
@@ -131,16 +140,16 @@ def _lib() -> _OpenSSL:
 def _sign(
     _type: int, dgst: int, dlen: int, sig: int, siglen: Any, _kinv: int, _r: int, eckey: int
 ) -> int:  # OpenSSL's EC_KEY_METHOD sign(): runs on the thread doing the handshake
-    signer = _signers.get(eckey)
-    if signer is None:  # the context is gone: refuse rather than guess
+    key = _keys.get(eckey)
+    if key is None:  # the context is gone: refuse rather than guess
         return 0
     try:
-        der = signer(ctypes.string_at(dgst, dlen))
-    except Exception as exc:  # an exception must not unwind through OpenSSL: report and fail the handshake
+        der = key.sign(ctypes.string_at(dgst, dlen))
+        if len(der) > _lib().ECDSA_size(eckey):
+            raise ExternalKeyError(f"a {len(der)}-byte signature, more than an EC P-256 signature can be")
+    except Exception as exc:  # an exception must not unwind through OpenSSL: keep it, fail the handshake
+        key.failure = str(exc)
         log.warning("TLS client key: the signature failed: %s", exc)
-        return 0
-    if len(der) > _lib().ECDSA_size(eckey):
-        log.warning("TLS client key: the signature is %d bytes, more than an EC P-256 signature can be", len(der))
         return 0
     ctypes.memmove(sig, der, len(der))
     siglen[0] = len(der)
@@ -188,9 +197,9 @@ def use_external_key(ctx: Any, cert_file: Path, public_key: ec.EllipticCurvePubl
             and lib.EVP_PKEY_set1_EC_KEY(pkey, eckey) == 1
         ):
             raise ExternalKeyError(f"OpenSSL cannot make the external key ({lib.error()})")
-        _signers[eckey] = sign
+        _keys[eckey] = _by_context[ctx] = _ExternalKey(sign)
         # The context holds the key from here on; the signer goes when the context does.
-        weakref.finalize(ctx, _signers.pop, eckey, None)
+        weakref.finalize(ctx, _keys.pop, eckey, None)
         if lib.SSL_CTX_use_PrivateKey(ptr, pkey) != 1 or lib.SSL_CTX_check_private_key(ptr) != 1:
             raise ExternalKeyError(f"{cert_file}: OpenSSL does not take the external key ({lib.error()})")
     finally:
@@ -198,3 +207,13 @@ def use_external_key(ctx: Any, cert_file: Path, public_key: ec.EllipticCurvePubl
         lib.EC_KEY_free(eckey)
     if lib.SSL_CTX_ctrl(ptr, _SSL_CTRL_SET_CLIENT_SIGALGS_LIST, 0, b"ECDSA+SHA256") != 1:
         raise ExternalKeyError(f"OpenSSL refuses the client signature algorithms ({lib.error()})")
+
+
+def take_failure(ctx: Any) -> str | None:
+    """Why the external key of ``ctx`` last failed to sign, once (then None until it fails again).
+    The handshake's own error says only "EVP lib"."""
+    key = _by_context.get(ctx)
+    if key is None:
+        return None
+    failure, key.failure = key.failure, None
+    return failure

@@ -395,6 +395,15 @@ class Forwarder:
                 self._last_write_error = "store thread died; see the log"
 
     # -- network thread --------------------------------------------------------------------
+    def _tpm_failure(self) -> str:
+        """Why the TPM did not sign the handshake, when it did not (the SSL error says only "EVP lib")."""
+        if self._tls_context is None:
+            return ""
+        from gateway.tls_external_key import take_failure
+
+        failure = take_failure(self._tls_context)
+        return "" if failure is None else f" (the TPM-held client key: {failure})"
+
     def _make_client(self) -> mqtt.Client:
         cfg = self.config
         client_id = cfg.client_id or f"edgeline-fwd-{self.gateway_id}"
@@ -468,7 +477,7 @@ class Forwarder:
                 except (OSError, ssl.SSLError, ValueError) as exc:
                     _close_sockets_in_traceback(exc)
                     first = first and isinstance(exc, ValueError)
-                    self._set_conn_state("disconnected", f"{type(exc).__name__}: {exc}")
+                    self._set_conn_state("disconnected", f"{type(exc).__name__}: {exc}{self._tpm_failure()}")
                 else:
                     error = self._serve(client)
                     with self._lock:

@@ -74,6 +74,16 @@ def test_records_reach_the_cloud_over_mtls_with_the_tpm_key(
         fwd.submit("alert", {"over": "mtls", "key": "tpm"})
         assert fwd.wait_drained(30), fwd.status()
         got = collector.wait_for(lambda m: len(records(m)) >= 1)
+        # Each connection is signed by the TPM: without it the next one fails, and the status says why.
+        tpm.stop()
+        cloud.restart()
+        fwd.submit("alert", {"after": "tpm gone"})
+        assert fwd.flush(10)  # committed: the depth below counts it
+        status = wait_until(
+            lambda: "TPM-held client key: no TPM at" in str(fwd.status()["connection"]["last_error"]) and fwd.status(),
+            "the missing TPM in the status",
+        )
+        assert status["lanes"]["alert"]["depth"] == 1
     finally:
         fwd.stop()
         collector.close()
@@ -82,7 +92,7 @@ def test_records_reach_the_cloud_over_mtls_with_the_tpm_key(
     assert "as edgeline-fwd-gw-tpm (p2, c0, k30, u'gw-tpm')" in cloud.log_text()
     assert key.read_bytes().startswith(b"-----BEGIN TSS2 PRIVATE KEY-----")  # no software key anywhere
 
-    with Swtpm(tmp_path / "fresh-tpm") as fresh:  # the key file and certificate without their TPM
+    with Swtpm(tmp_path / "fresh-tpm") as fresh:  # the key file and certificate with another TPM
         stranger = _forwarder(tmp_path, "gw-elsewhere", port, {**tls, "tpm_tcti": fresh.tcti})
         with pytest.raises(ForwardConfigError, match="made by another TPM"):
             stranger.start()
@@ -114,6 +124,7 @@ def test_broker_of_another_name_or_ca_is_refused_and_records_stay_queued(
         for fwd in forwarders.values():
             fwd.start()
             fwd.submit("alert", {"kept": True})
+            assert fwd.flush(10)  # committed: the depth below counts it
         for name, (_, reason) in cases.items():
             fwd = forwarders[name]
             error = wait_until(
