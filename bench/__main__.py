@@ -37,6 +37,7 @@ BENCHMARKS = (
         "bench.bench_circuitpython",
         "CircuitPython beside MicroPython: capture cost per reading, minimum heap",
     ),
+    ("tls", "bench.bench_tls", "TLS on the device: handshake, bytes, heap, capture during reconnects"),
     ("gateway", "bench.bench_gateway", "gateway ingest, alert latency, memory"),
     ("fleet", "bench.bench_fleet", "fleet scale: N devices in real time against one gateway core"),
     ("inference", "bench.bench_inference", "inference stage vs bare invoke()"),

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cryptography import x509
 
 from shared_protocol import BIRTH, DATA, DEATH, FLAG_HISTORICAL
 from shared_protocol.np_decode import decode_data
@@ -78,6 +79,10 @@ def test_frames_arrive_over_mutual_tls(site: TLSSite, flash: Callable[[str], Pat
     assert 0.9 < values[:, 2].mean() < 1.1  # the simulated IMU sits upright: az ~ +1 g
     assert _seqs(gw, st["boot"]) == list(range(st["seq"]))
     assert not any(r.frame.flags & FLAG_HISTORICAL for r in data)
+    # the board's clock (2000-01-01 after an ESP32's power-on) was moved to the device
+    # certificate's start, so that mbedTLS does not find the broker's "not yet valid"
+    start = x509.load_der_x509_certificate((f / "certs" / "device.der").read_bytes()).not_valid_before_utc
+    assert st["rtc"] == [start.year, start.month, start.day, start.weekday(), start.hour, start.minute, start.second, 0]
 
 
 def test_wrong_server_name_refused_until_the_broker_shows_the_right_certificate(

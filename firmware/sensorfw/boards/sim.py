@@ -172,6 +172,7 @@ class SimBoard(Board):
         self.wdt = None
         self.sockopt_warnings = 0
         self.nodelay = False
+        self.rtc_datetime = sim_machine.RTC_START[PROFILES[profile.NAME]]
         self.late_max_us = 0  # longest a soft callback waited in the queue
         self._last_service = 0
         self._was_down = False

@@ -105,6 +105,7 @@ def _machine_fields(board, st):
     st["callback_late_max_us"] = board.late_max_us
     st["sockopt_warnings"] = board.sockopt_warnings
     st["nodelay"] = board.nodelay
+    st["rtc"] = list(board.rtc_datetime)
     st["imu"] = [d.stats() for d in board.imus]
     st["sim_time_s"] = board.sclock.now_us() / 1e6
 

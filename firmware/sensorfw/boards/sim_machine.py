@@ -334,7 +334,21 @@ class _Rp2ADC(_ADC):
 # --- RTC ---------------------------------------------------------------------------------
 
 
-class _Esp32RTC:
+class _RTCClock:
+    """machine.RTC().datetime(): the clock mbedTLS checks certificate dates against. It does
+    not run here (the unix port's mbedTLS uses the host's clock); it starts where the port's
+    starts after power-on and keeps what is set."""
+
+    def datetime(self, t=None):
+        if t is None:
+            return _board.rtc_datetime
+        if len(t) != 8:
+            raise ValueError("requested length 8 but object has length %d" % len(t))
+        _board.rtc_datetime = tuple(t)
+        return None
+
+
+class _Esp32RTC(_RTCClock):
     def memory(self, data=None):
         if data is None:
             return _board.emu_rtc_read()
@@ -344,11 +358,13 @@ class _Esp32RTC:
         return None
 
 
-class _Rp2RTC:
+class _Rp2RTC(_RTCClock):
     """rp2 machine.RTC: datetime only (no retained memory)."""
 
-    def datetime(self, t=None):
-        return (2026, 1, 1, 3, 0, 0, 0, 0)
+
+# the RTC after power-on: esp32 counts from 2000-01-01, rp2 is set to 2021-01-01 at every
+# boot (ports/rp2/main.c); (year, month, day, weekday, hours, minutes, seconds, subseconds)
+RTC_START = {"esp32": (2000, 1, 1, 5, 0, 0, 0, 0), "rp2": (2021, 1, 1, 4, 0, 0, 0, 0)}
 
 
 # --- network -------------------------------------------------------------------------------

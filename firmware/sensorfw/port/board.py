@@ -140,7 +140,24 @@ class Board:
     def transport(self, client_id, host, port, user, password, keepalive_s, timeout_ms, tls=None):  # noqa: PLR0917
         from sensorfw.port.mqtt import MQTTTransport
 
+        if tls is not None:
+            from sensorfw.port.tls import not_before
+
+            t = not_before(tls["cert"])
+            if t is not None:
+                self.clock_at_least(t)
         return MQTTTransport(client_id, host, port, user, password, keepalive_s, timeout_ms, tls)
+
+    def clock_at_least(self, t):
+        """Move the RTC forward to t = (year, month, day, hour, minute, second) if it is
+        earlier (port/tls.py: mbedTLS checks certificate dates against it). True if set."""
+        rtc = machine.RTC()
+        now = rtc.datetime()  # (year, month, day, weekday, hours, minutes, seconds, subseconds)
+        if (now[0], now[1], now[2], now[4], now[5], now[6]) >= t:
+            return False
+        weekday = time.localtime(time.mktime((t[0], t[1], t[2], t[3], t[4], t[5], 0, 0)))[6]
+        rtc.datetime((t[0], t[1], t[2], weekday, t[3], t[4], t[5], 0))
+        return True
 
     # RTC memory, deep sleep, reset
     def rtc_memory_read(self):

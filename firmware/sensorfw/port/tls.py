@@ -8,6 +8,11 @@
 #
 # MicroPython's ssl.SSLContext defaults to CERT_NONE (ssl.py in micropython-lib):
 # CERT_REQUIRED is set here, and wrap_socket() refuses to verify without a server name.
+#
+# mbedTLS checks the broker certificate's dates against the board's clock, which starts at
+# 2000-01-01 (esp32) or 2021-01-01 (rp2, ports/rp2/main.c) without NTP: a certificate
+# issued since then is "not yet valid" and every handshake fails. not_before() gives the
+# board a floor for its clock: the device certificate's own start, a time that has passed.
 
 import ssl
 
@@ -46,3 +51,42 @@ def context(tls):
         )
     ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
+
+
+def _tlv(der, i):
+    """(start of the value, its length) of the DER element at i."""
+    n = der[i + 1]
+    i += 2
+    if n & 0x80:
+        k = n & 0x7F
+        n = 0
+        for _ in range(k):
+            n = (n << 8) | der[i]
+            i += 1
+    return i, n
+
+
+def not_before(path):
+    """The notBefore of the DER certificate at path as (year, month, day, hour, minute,
+    second) UTC, or None when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            der = f.read()
+        i, _ = _tlv(der, 0)  # Certificate
+        i, _ = _tlv(der, i)  # tbsCertificate
+        if der[i] == 0xA0:  # [0] version
+            j, n = _tlv(der, i)
+            i = j + n
+        for _ in range(3):  # serialNumber, signature, issuer
+            j, n = _tlv(der, i)
+            i = j + n
+        i, _ = _tlv(der, i)  # validity
+        tag = der[i]
+        j, n = _tlv(der, i)
+        t = der[j : j + n].decode()
+        if tag == 0x17:  # UTCTime YYMMDDHHMMSSZ
+            y = int(t[0:2])
+            t = ("20" if y < 50 else "19") + t
+        return (int(t[0:4]), int(t[4:6]), int(t[6:8]), int(t[8:10]), int(t[10:12]), int(t[12:14]))
+    except (OSError, IndexError, ValueError, UnicodeError):
+        return None
