@@ -454,7 +454,13 @@ class KeyRing:
         return state  # type: ignore[no-any-return]
 
     def _write_state(self, state: dict[str, Any]) -> None:
-        write_private(self.directory / RING_FILE, (json.dumps(state, indent=1) + "\n").encode())
+        path = self.directory / RING_FILE
+        try:
+            write_private(path, (json.dumps(state, indent=1) + "\n").encode())
+        except OSError as exc:
+            raise AtRestError(
+                f"key ring: cannot write {path} ({exc.strerror}); is the disk full or read-only?"
+            ) from exc
 
 
 class Cipher:
@@ -479,10 +485,15 @@ class Cipher:
         return self._key_id
 
     def encrypt(self, plaintext: bytes, aad: bytes) -> bytes:
+        """Raises AtRestError when a new epoch cannot be taken (keyring.json not writable): no
+        record is ever written under a nonce that is not on disk first."""
         now = self._clock()
         if now >= self._next_check:
             self._next_check = now + REFRESH_S
-            self.ring.refresh()
+            try:
+                self.ring.refresh()
+            except AtRestError as exc:  # keeps writing under the key it has; said once a second at most
+                log.error("key ring: cannot look for a rotated key: %s", exc)
         if self._aead is None or self.ring.active_id != self._key_id or self._counter > _MAX_COUNTER:
             self._key_id, epoch, self._aead = self.ring.take_epoch()
             self._prefix = epoch.to_bytes(4, "big")

@@ -476,7 +476,10 @@ class ForwardQueue:
         under the active key when encryption is on."""
         if self.cipher is None:
             return enc, blob
-        sealed = self.cipher.encrypt(blob, place + bytes((enc,)))
+        try:
+            sealed = self.cipher.encrypt(blob, place + bytes((enc,)))
+        except AtRestError as exc:  # as a write error: the records stay in memory and are retried
+            raise QueueError(f"forward queue: cannot encrypt ({exc})") from exc
         return enc | key_id_of(sealed) << 8, sealed
 
     def _unseal(self, place: bytes, enc: int, stored: bytes) -> bytes:

@@ -107,3 +107,20 @@ def test_encrypted_summaries_are_compacted_under_the_budget(tmp_path: Path) -> N
     assert set(key_usage(db)) == {ring.active_id} and MARKER.encode() not in _on_disk(db)
     q.close()
     ring.close()
+
+
+def test_a_key_ring_that_cannot_hand_out_a_nonce_epoch_fails_the_commit_not_the_queue(tmp_path: Path) -> None:
+    ring = _ring(tmp_path)
+    ring_file = tmp_path / "keys" / "keyring.json"
+    good = ring_file.read_bytes()
+    q = ForwardQueue(tmp_path / "q.db", budget_bytes=8 << 20, cipher=ring.cipher())
+    q.open()
+    ring_file.write_bytes(b"{")  # keyring.json damaged: no epoch can be taken, so nothing is encrypted
+    with pytest.raises(QueueError, match=r"cannot encrypt \(key ring .*keyring.json is unreadable"):
+        q.commit(_items(0, 3))
+    assert q.counts[ALERT] == 0 and q.fetch(ALERT, -1, 10) == []
+    ring_file.write_bytes(good)  # restored: the records (kept in memory by the forwarder) go in
+    q.commit(_items(0, 3))
+    assert [json.loads(r.body)["n"] for r in q.fetch(ALERT, -1, 10)] == [0, 1, 2]
+    q.close()
+    ring.close()
