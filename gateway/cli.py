@@ -195,6 +195,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     rl = status["rawlog"]
     print(f"raw log {rl['frames']} frames, {rl['stored_bytes']} B stored, {rl['file_bytes']} B on disk")
+    enc = status.get("encryption")
+    if enc:  # [encryption]: what failed authentication is counted (docs/gateway.md, Encryption at rest)
+        unreadable = ((status.get("forward") or {}).get("encryption") or {}).get("unreadable", 0)
+        print(
+            f"encryption at rest: key {enc['active_key']}; unreadable: {rl.get('unreadable', 0)} raw log chunk(s),"
+            f" {unreadable} forward record(s)"
+        )
     for name, p in status["pipelines"].items():
         print(f"pipeline {name}: model {p['model_version']} windows scored {p['windows_scored']}")
     print(f"{'device':<20} {'online':<7} {'state':<8} {'boot':>5} {'fw':<12} last seen")

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.atrest import EncryptionSettings, key_name, open_keyring
+from gateway.cli import main
 from gateway.forward.queue import key_usage as queue_key_usage
 from gateway.rawlog import key_usage, read_all
 from shared_protocol import DATA
@@ -35,7 +37,10 @@ def _publisher(broker: Mosquitto) -> mqtt.Client:
 
 
 def test_gateway_encrypts_the_raw_log_and_the_forward_queue(
-    mosquitto: Mosquitto, mosquitto_factory: Callable[..., Mosquitto], tmp_path: Path
+    mosquitto: Mosquitto,
+    mosquitto_factory: Callable[..., Mosquitto],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     cloud = mosquitto_factory()
     collector = Collector(cloud)
@@ -60,6 +65,10 @@ def test_gateway_encrypts_the_raw_log_and_the_forward_queue(
         assert summary["device"] == "pump-9"
         status = gw.wait_subscribed()
         assert status["encryption"] == {"key_dir": str(gw.data / "keys"), "active_key": key_name(ring.active_id)}
+        assert main(["status", "-c", str(gw.config)]) == 0
+        assert f"encryption at rest: key {key_name(ring.active_id)}; unreadable: 0 raw log chunk(s)" in (
+            capsys.readouterr().out
+        )
 
         gw.kill()  # kill -9; the restart takes a new epoch of the same key
         gw.start()
