@@ -113,6 +113,8 @@ def test_fleet_demo_detects_the_fault_catches_up_and_loses_nothing(tmp_path: Pat
     assert sec["devices"] == {spec.device_id: spec.device_id for spec in DEVICES}, sec
     assert "demo-gw" in sec["cloud"].values(), sec
     assert "mutual TLS on every hop: yes" in text, text
+    assert sec["at_rest"]["active_key"], sec  # the raw log and the forward queue encrypted
+    assert "raw log and forward queue encrypted (AES-256-GCM" in text, text
     # No key or password of the run is in a log, a report, the output or a file open to others.
     secrets = check_tree(tmp_path, text)
     assert len(secrets) >= len(DEVICES) + 4, secrets  # the boards' keys, CAs, servers, gateway

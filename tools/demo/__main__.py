@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         "monitor_lead_s": 0.5,  # the monitor starts this long before the devices
     }
     report["actuator_history"] = {d.spec.device_id: d.stats().get("outputs") for d in fleet.devices if d.spec.outputs}
-    report["security"] = fleet.security_report()
+    report["security"] = fleet.security_report(dict(status))
     print()
     print(text(report))
     (args.output / "report.json").write_text(json.dumps(report, indent=1))

@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tools.demo import security
 from tools.demo.brokers import make_broker, mosquitto_available
@@ -182,11 +183,14 @@ class Fleet:
             return None
         return self.tls.cloud.ca, self.tls.observer.cert, self.tls.observer.key
 
-    def security_report(self) -> dict[str, object]:
+    def security_report(self, status: dict[str, Any]) -> dict[str, object]:
         """Which hops ran mutual TLS, from the brokers' own logs: each board's session on the
-        device listener under its certificate's CN, the gateway's on the cloud broker under its."""
+        device listener under its certificate's CN, the gateway's on the cloud broker under its;
+        and the gateway's encryption at rest, from its status."""
+        at_rest = status.get("encryption")
         if self.tls is None:
-            return {"mtls": False, "why": f"{self.local.kind} runs plain TCP here; install Mosquitto for mutual TLS"}
+            why = f"{self.local.kind} runs plain TCP here; install Mosquitto for mutual TLS"
+            return {"mtls": False, "why": why, "at_rest": at_rest}
         devices = security.tls_sessions(self.local.log_text(), self.device_addr[1])
         cloud = security.tls_sessions(self.cloud.log_text(), self.cloud.port)
         boards_ok = all(devices.get(d.spec.device_id) == d.spec.device_id for d in self.devices)
@@ -196,6 +200,7 @@ class Fleet:
             "server_name": security.SERVER_NAME,
             "devices": devices,  # client id -> username (the certificate's CN)
             "cloud": cloud,
+            "at_rest": at_rest,
         }
 
     def start_brokers(self) -> None:

@@ -136,14 +136,20 @@ def text(report: dict[str, Any]) -> str:
 
 
 def _security_line(sec: dict[str, Any]) -> str:
+    at_rest = sec.get("at_rest")
+    disk = (
+        f"  on disk: raw log and forward queue encrypted (AES-256-GCM, key {at_rest['active_key']})"
+        if at_rest
+        else "  on disk: not encrypted"
+    )
     if "devices" not in sec:
-        return f"  mutual TLS: off ({sec.get('why', 'not set up')})"
+        return f"  mutual TLS: off ({sec.get('why', 'not set up')})\n{disk}"
     boards = ", ".join(f"{cid} as {user}" for cid, user in sorted(sec["devices"].items()))
     cloud = ", ".join(sorted(set(sec["cloud"].values())))
     verdict = "yes" if sec["mtls"] else "NO: a hop ran without its certificate"
     return (
         f"  mutual TLS on every hop: {verdict}; boards -> local Mosquitto {sec['device_listener']}"
-        f" (server {sec['server_name']}, certificate CN = username: {boards}); gateway -> cloud as {cloud}"
+        f" (server {sec['server_name']}, certificate CN = username: {boards}); gateway -> cloud as {cloud}\n{disk}"
     )
 
 

@@ -143,6 +143,11 @@ status_interval_s = 0.5
 [summary]
 interval_s = 5
 
+# The raw log and the forward queue are encrypted on disk (AES-256-GCM; the data key sealed by
+# a 0600 key file here, by the TPM on a gateway that has one: docs/gateway.md).
+[encryption]
+enabled = true
+
 # The status page and /metrics on a free port of this machine (status.json says which).
 [web]
 port = 0
