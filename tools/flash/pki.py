@@ -154,6 +154,21 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+def _key_usage(*, ca: bool) -> x509.KeyUsage:
+    """A CA signs certificates and CRLs only; a server or device key signs handshakes only."""
+    return x509.KeyUsage(
+        digital_signature=not ca,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def _serial() -> int:
     """A random positive 128-bit serial (RFC 5280: at most 20 octets, unpredictable)."""
     return secrets.randbits(127) | (1 << 126)
@@ -238,17 +253,7 @@ class FleetCA:
             .not_valid_after(now + timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
+                _key_usage(ca=True),
                 critical=True,
             )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
@@ -346,17 +351,7 @@ class FleetCA:
             .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
+                _key_usage(ca=False),
                 critical=True,
             )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
