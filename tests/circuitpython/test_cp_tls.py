@@ -30,7 +30,9 @@ def test_frames_arrive_over_mutual_tls(tmp_path: Path, flash: Callable[[str], Pa
     with os.fdopen(fd, "wb") as f:
         f.write(creds.key_pem)
     broker = {**site.broker_config(), "tls": {**PEM_FILES, "server_name": SERVER_NAME}}
-    dev = CPDevice(drive, cp_config(site.tls_port, "cp1", broker=broker))
+    # a small queue: on the Pico W mbedTLS's ~24 KB count in the 32 KB buffer budget
+    queue = {"ram_frames": 2, "flash_frames": 64, "block_bytes": 1024}
+    dev = CPDevice(drive, cp_config(site.tls_port, "cp1", broker=broker, queue=queue))
     try:
         dev.power_on()
         rc = dev.run(timeout=60, EDGELINE_SIM_DURATION_S=3, EDGELINE_SIM_DRAIN_S=5)

@@ -56,12 +56,13 @@ def _config(site: TLSSite, **broker: Any) -> dict[str, Any]:
     )
 
 
-def test_frames_arrive_over_mutual_tls(site: TLSSite, flash: Callable[[str], Path]) -> None:
+@pytest.mark.parametrize("board", ["esp32_devkit", "pico_w"])
+def test_frames_arrive_over_mutual_tls(board: str, site: TLSSite, flash: Callable[[str], Path]) -> None:
     site.start()
     gw = _gateway(site)
     f = flash("dev1")
     site.provision(f, "dev1")
-    dev = SimDevice(f, _config(site))
+    dev = SimDevice(f, _config(site), EDGELINE_SIM_BOARD=board)
     try:
         rc = dev.run(timeout=60, EDGELINE_SIM_DURATION_S=3, EDGELINE_SIM_DRAIN_S=5)
     finally:
@@ -79,8 +80,8 @@ def test_frames_arrive_over_mutual_tls(site: TLSSite, flash: Callable[[str], Pat
     assert 0.9 < values[:, 2].mean() < 1.1  # the simulated IMU sits upright: az ~ +1 g
     assert _seqs(gw, st["boot"]) == list(range(st["seq"]))
     assert not any(r.frame.flags & FLAG_HISTORICAL for r in data)
-    # the board's clock (2000-01-01 after an ESP32's power-on) was moved to the device
-    # certificate's start, so that mbedTLS does not find the broker's "not yet valid"
+    # the board's clock (2000-01-01 after an ESP32's power-on, 2021-01-01 on a Pico W) was
+    # moved to the device certificate's start: mbedTLS does not find the broker's "not yet valid"
     start = x509.load_der_x509_certificate((f / "certs" / "device.der").read_bytes()).not_valid_before_utc
     assert st["rtc"] == [start.year, start.month, start.day, start.weekday(), start.hour, start.minute, start.second, 0]
 
@@ -220,3 +221,11 @@ def test_config_tls_defaults_and_watchdog_budget() -> None:
     assert "TLS handshake" in str(err.value)
     pico["watchdog_ms"] = 8000
     firmware_validator(arch="armv6m")(pico, True)
+    # Pico W: mbedTLS's record buffers are on the MicroPython heap and count in its budget
+    pico["queue"] = {"block_bytes": 24576}
+    with pytest.raises(ValueError, match="HEAP_BUDGET") as err:
+        firmware_validator(arch="armv6m")(pico, True)
+    assert "broker.tls 22170 B" in str(err.value)
+    del pico["broker"]["tls"]
+    pico["broker"]["port"] = 1883
+    firmware_validator(arch="armv6m")(pico, True)  # the same buffers without TLS fit

@@ -26,6 +26,11 @@ WIFI_JOIN_BLOCKS = True
 WIFI_CONNECT_TIMEOUT_MS = 5000
 WDT_MAX_MS = 8388
 TLS_HANDSHAKE_MS = 3000  # ECDHE-ECDSA P-256 arithmetic on a Cortex-M0+ without crypto hardware, upper estimate (docs/firmware.md "TLS")
+# mbedTLS allocates on the CircuitPython heap on the raspberrypi port (m_tracked_calloc,
+# lib/mbedtls_config): at each connect the record buffers (16384 in, 4096 out, + overhead, as
+# on MicroPython: boards/pico_w.py) and the parsed key and certificates (~2 KB), which
+# CircuitPython parses again at every connect; kept free for it from start-up
+TLS_HEAP_RESERVE = 16717 + 4429 + 1024 + 2048
 # Heap: CircuitPython keeps more RAM for itself than MicroPython (of the ~190 KB MicroPython
 # leaves with Wi-Fi up, count on ~120 KB: an estimate, not measured on a board) and compiles
 # every .py on the board. The bench (docs/benchmarks.md, circuitpython) puts the firmware

@@ -13,6 +13,11 @@ I2C_DEFAULT = {"id": 0, "scl": 5, "sda": 4}
 LED_PIN = "LED"
 WDT_MAX_MS = 8388  # RP2040 watchdog counter limit: core/config.py refuses longer timeouts
 TLS_HANDSHAKE_MS = 3000  # ECDHE-ECDSA P-256 arithmetic on a Cortex-M0+ without crypto hardware, upper estimate (docs/firmware.md "TLS")
+# mbedTLS takes a TLS session's record buffers from the MicroPython heap on rp2 (tracked
+# allocations, extmod/mbedtls/mbedtls_config_common.h): 16384 + 333 in, 4096 + 333 out,
+# kept free for it from start-up (port/mqtt.py); + 1 KB for the TLS socket object and the
+# allocations' headers, which may land in the same run
+TLS_HEAP_RESERVE = 16717 + 4429 + 1024
 
 # Pins (checked by core/config.py + core/pins.py; sources there). GP23, GP24, GP25 and
 # GP29 belong to the CYW43439 Wi-Fi chip (GP29 also senses VSYS/3); its LED is Pin("LED").

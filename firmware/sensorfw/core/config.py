@@ -456,6 +456,10 @@ def _check_buffers(c, profile):
         )
     budget = getattr(profile, "HEAP_BUDGET", 0)
     total, parts = buffer_bytes(c)
+    tls = getattr(profile, "TLS_HEAP_RESERVE", 0) if c["broker"]["tls"] is not None else 0
+    if tls:  # mbedTLS's record buffers, on this board's heap (port/mqtt.py keeps a run for them)
+        total += tls
+        parts = sorted(parts + [("broker.tls", tls)], key=lambda p: p[1], reverse=True)
     if budget and total > budget:
         raise ConfigError(
             "config.json: the buffers this configuration preallocates take %d B, more than the %d B budget of %s "

@@ -299,7 +299,8 @@ class Board:
 
         if self._pool is None:
             self._pool = socketpool.SocketPool(wifi.radio)
-        return MQTTTransport(self._pool, client_id, host, port, user, password, keepalive_s, timeout_ms, tls)
+        reserve = getattr(self.profile, "TLS_HEAP_RESERVE", 0)
+        return MQTTTransport(self._pool, client_id, host, port, user, password, keepalive_s, timeout_ms, tls, reserve)
 
     # sleep memory, deep sleep, reset
     def rtc_memory_read(self):

@@ -19,6 +19,8 @@
 #   up to its first NUL byte): every file is PEM. The connection manager wraps the socket
 #   with server_hostname = the broker's host; _NamedContext makes it broker.tls.server_name.
 
+import gc
+
 import adafruit_minimqtt.adafruit_minimqtt as _mqtt
 
 _AGAIN = (11, 110, 116)  # EAGAIN, ETIMEDOUT (Linux, lwIP)
@@ -100,13 +102,29 @@ class _NamedContext:
     """The SSL context the connection manager is given: the broker's certificate must
     carry broker.tls.server_name, whatever host the socket connects to."""
 
-    def __init__(self, tls):
+    def __init__(self, tls, reserve):
         self._ctx, self._ca = tls_context(tls)
         self.server_name = tls["server_name"]
         self.error = None  # why the last connect failed (MiniMQTT says only "Connect failure")
+        # reserve: a run of heap kept from start-up for what mbedTLS allocates at each
+        # connect where it uses the CircuitPython heap (raspberrypi port): the parsed key and
+        # certificates and the record buffers (docs/circuitpython.md "TLS")
+        self._n = reserve
+        self._reserve = None
+        self.keep()
+
+    def keep(self):
+        if self._n and self._reserve is None:
+            try:
+                self._reserve = bytearray(self._n)
+            except MemoryError:
+                pass  # the connect then finds what it can
 
     def wrap_socket(self, sock, server_hostname=None):
         self.error = None
+        if self._reserve is not None:
+            self._reserve = None
+            gc.collect()  # the reserved run is mbedTLS's now
         return _TLSSocket(self._ctx.wrap_socket(sock, server_hostname=self.server_name), self)
 
 
@@ -141,7 +159,17 @@ class MQTTTransport:
     """connect / publish / poll / ping / close over MiniMQTT, all bounded."""
 
     def __init__(  # noqa: PLR0917
-        self, pool, client_id, host, port, user=None, password=None, keepalive_s=30, timeout_ms=2000, tls=None
+        self,
+        pool,
+        client_id,
+        host,
+        port,
+        user=None,
+        password=None,
+        keepalive_s=30,
+        timeout_ms=2000,
+        tls=None,
+        reserve=0,
     ):
         self.pool = pool  # socketpool.SocketPool(wifi.radio)
         self.client_id = client_id
@@ -157,7 +185,7 @@ class MQTTTransport:
         self._sock = None  # type: _Socket | None
         self._topics = {}
         # broker.tls: checked and loaded now, at start-up, before the large buffers
-        self._ssl = None if tls is None else _NamedContext(tls)
+        self._ssl = None if tls is None else _NamedContext(tls, reserve)
 
     def _topic(self, t):
         s = self._topics.get(t)
@@ -275,6 +303,8 @@ class MQTTTransport:
         self.client = None
         if c is not None:
             self._release(c)
+        if self._ssl is not None:
+            self._ssl.keep()
 
     def disconnect(self):
         """Clean disconnect (no last will)."""
@@ -292,3 +322,5 @@ class MQTTTransport:
                 c._close_socket()
             except Exception:
                 pass
+        if self._ssl is not None:
+            self._ssl.keep()

@@ -146,7 +146,8 @@ class Board:
             t = not_before(tls["cert"])
             if t is not None:
                 self.clock_at_least(t)
-        return MQTTTransport(client_id, host, port, user, password, keepalive_s, timeout_ms, tls)
+        reserve = getattr(self.profile, "TLS_HEAP_RESERVE", 0)
+        return MQTTTransport(client_id, host, port, user, password, keepalive_s, timeout_ms, tls, reserve)
 
     def clock_at_least(self, t):
         """Move the RTC forward to t = (year, month, day, hour, minute, second) if it is

@@ -19,6 +19,7 @@
 # writes a PUBLISH in up to five pieces, and each write would be its own TLS record
 # (29 bytes of header, nonce and tag with AES-GCM).
 
+import gc
 import select
 import socket as _socket
 
@@ -48,7 +49,7 @@ class _BoundedSocket:
         self.raw = self._s  # for select.poll
         self._t = timeout_s
         self._feed = feed  # called before each blocking call: the watchdog
-        self._tls = tls  # (ssl.SSLContext, server name) or None
+        self._tls = tls  # (ssl.SSLContext, server name, release the heap reserve) or None
         self._out = out  # TLS: preallocated buffer gathering writes until a read or flush()
         self._n = 0
         self._plain.settimeout(timeout_s)
@@ -60,6 +61,7 @@ class _BoundedSocket:
         tls = self._tls
         if tls is None:
             return
+        tls[2]()  # the heap kept for mbedTLS's buffers (rp2) is theirs now
         self._feed()
         try:
             self._s = tls[0].wrap_socket(self._plain, server_hostname=tls[1])
@@ -162,7 +164,7 @@ class MQTTTransport:
     """connect / publish / poll / ping / close over umqtt.simple, all bounded."""
 
     def __init__(  # noqa: PLR0917
-        self, client_id, host, port, user=None, password=None, keepalive_s=30, timeout_ms=2000, tls=None
+        self, client_id, host, port, user=None, password=None, keepalive_s=30, timeout_ms=2000, tls=None, reserve=0
     ):
         self.client_id = client_id
         self.host = host
@@ -178,13 +180,31 @@ class MQTTTransport:
         self.on_message = None
         self._poller = None
         # broker.tls: the context is made now, at start-up, before the large buffers
-        self._tls = None
+        self._tls = None  # (ssl.SSLContext, server name, release the reserve) or None
         self._out = None
         if tls is not None:
             from sensorfw.port.tls import context
 
-            self._tls = (context(tls), tls["server_name"])
+            self._tls = (context(tls), tls["server_name"], self._release_reserve)
             self._out = bytearray(_GATHER)
+        # reserve: where mbedTLS takes its record buffers from the MicroPython heap (rp2),
+        # a run of that size is kept for them from start-up and handed over at each connect,
+        # so a heap fragmented over weeks still has it (docs/firmware.md "TLS")
+        self._reserve_n = reserve if tls is not None else 0
+        self._reserve = None
+        self._keep_reserve()
+
+    def _release_reserve(self):
+        if self._reserve is not None:
+            self._reserve = None
+            gc.collect()
+
+    def _keep_reserve(self):
+        if self._reserve_n and self._reserve is None and self.client is None:
+            try:
+                self._reserve = bytearray(self._reserve_n)
+            except MemoryError:
+                pass  # the connect then finds what it can
 
     def connect(self, will_topic, will_msg, subscriptions):
         """Open a session with last will; subscribe. Raises OSError on any failure."""
@@ -271,6 +291,7 @@ class MQTTTransport:
                 c.sock.close()
             except Exception:
                 pass
+        self._keep_reserve()
 
     def disconnect(self):
         """Clean disconnect (no last will)."""
@@ -282,3 +303,4 @@ class MQTTTransport:
         except Exception:
             pass
         self.client = None
+        self._keep_reserve()
