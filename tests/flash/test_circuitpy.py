@@ -390,3 +390,55 @@ def test_micropython_builds_leave_circuitpython_code_out(src: Path) -> None:
     paths = [board_path for _, board_path in board_sources(src)]
     assert "sensorfw/core/app.py" in paths
     assert not any(p.startswith(("cp/", "sensorfw/cpport/", "sensorfw/boards/cp_")) for p in paths)
+
+
+TLS_DEVICES = """
+[ca]
+dir = "ca"
+
+[devices.cp-tls]
+arch = "xtensawin"
+[devices.cp-tls.config]
+site = "plant1"
+wifi = { ssid = "shop", password_file = "secrets/wifi.txt" }
+broker = { host = "192.168.1.10", tls = { server_name = "gateway.plant1" } }
+sensors = [{ type = "analog", name = "level", pin = 4 }]
+"""
+
+
+def test_a_tls_device_gets_pem_certificates_and_settings_naming_them(
+    src: Path, devices: Path, drive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from tools.flash.pki import FleetCA
+
+    tls_devices = devices.with_name("tls-devices.toml")
+    tls_devices.write_text(TLS_DEVICES)
+    ca = FleetCA.init(devices.parent / "ca", "plant1")
+    out = io.StringIO()
+    args = ["circuitpy", "--device", "cp-tls", "--config", str(tls_devices), "--drive", str(drive)]
+    assert main(args, state=State(root=src, out=out, archives=DEFAULT_ARCHIVES)) == 0, out.getvalue()
+    text = out.getvalue() + capsys.readouterr().out
+    assert "certificate issued for cp-tls" in text
+    files = drive_files(drive)
+    cert = x509.load_pem_x509_certificate(files["certs/device.pem"])
+    assert cert.subject.rfc4514_string() == "CN=cp-tls" and ca.verify(cert.public_bytes(serialization.Encoding.DER))
+    assert files["certs/ca.pem"] == ca.cert_pem
+    key = serialization.load_pem_private_key(files["certs/device-key.pem"], password=None)
+    assert key.public_key() == cert.public_key()
+    assert (drive / "certs" / "device-key.pem").stat().st_mode & 0o777 == 0o600
+    assert files["certs/device-key.pem"].decode().splitlines()[1] not in text  # the key is never shown
+    written_order = written(text)
+    assert written_order.index("certs/device-key.pem") < written_order.index(SETTINGS)  # files before the settings
+    got = settings(drive)
+    assert got["EDGELINE_BROKER_TLS_CA"] == "certs/ca.pem"
+    assert got["EDGELINE_BROKER_TLS_CERT"] == "certs/device.pem"
+    assert got["EDGELINE_BROKER_TLS_KEY"] == "certs/device-key.pem"
+    assert got["EDGELINE_BROKER_TLS_SERVER_NAME"] == "gateway.plant1"
+    assert "EDGELINE_BROKER_USER" not in got and "EDGELINE_BROKER_PORT" not in got  # 8883 by default with TLS
+    # a second run reuses the certificate: nothing is written
+    out = io.StringIO()
+    assert main(args, state=State(root=src, out=out, archives=DEFAULT_ARCHIVES)) == 0
+    assert "certificate reused for cp-tls" in out.getvalue() and "0 written" in out.getvalue()

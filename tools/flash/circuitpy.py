@@ -8,7 +8,13 @@ What lands on the drive (CircuitPython cannot load MicroPython's .mpy, so all ar
 - ``lib/shared_protocol/``: the modules the MicroPython build takes (build.EXCLUDE);
 - ``lib/``: the pinned CircuitPython libraries (tools/fetch_upy_deps.CP_PINS), read from
   their archives after checking the sha256, as the MicroPython build reads umqtt.simple;
-- ``settings.toml`` from devices.toml (cpsettings.py).
+- ``settings.toml`` from devices.toml (cpsettings.py);
+- with ``broker.tls``: ``certs/ca.pem``, ``certs/device.pem`` and ``certs/device-key.pem``
+  (mode 0600 where the drive has modes), from the fleet CA (device_certs.obtain: reused
+  while good). PEM, not the DER files of MicroPython boards: CircuitPython's ``ssl`` reads
+  the key and certificate by path, parses them at every connect with a length one byte past
+  the data (a DER key fails), and takes the CA as a string read up to its first NUL byte.
+  They are written before settings.toml, which names them.
 
 Everything is read, checked and rendered before the first write. A file whose bytes are
 already on the drive is skipped; a changed one is written under a temporary name in its
@@ -19,19 +25,22 @@ never holds half a file under the real name. Files under ``lib/sensorfw/`` and
 
 from __future__ import annotations
 
+import copy
 import errno
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from tools.fetch_upy_deps import CP_PINS, FetchError, Pin, read_archive, unpack
 from tools.flash.build import board_sources
 from tools.flash.cpsettings import SETTINGS_NAME, Check, Settings, load_rule, parse, render_settings
+from tools.flash.device_certs import obtain
 from tools.flash.devices import Device
 from tools.flash.errors import FlashError
+from tools.flash.pki import DeviceCredentials, FleetCA
 
 #: firmware/ folder of the CircuitPython entry points, copied to the drive's root
 ENTRY_DIR = Path("firmware") / "cp"
@@ -53,6 +62,8 @@ BOOT_OUT = "boot_out.txt"
 PART_SUFFIX = ".edgeline-part"
 CIRCUITPY_DOC = "docs/circuitpython.md"
 DRIVE_EXAMPLES = "/media/$USER/CIRCUITPY on Linux, /Volumes/CIRCUITPY on macOS, E:\\ on Windows"
+#: broker.tls on the drive: PEM files (see the module docstring), named in settings.toml
+TLS_FILES = {"ca": "certs/ca.pem", "cert": "certs/device.pem", "key": "certs/device-key.pem"}
 
 Say = Callable[[str], None]
 
@@ -297,6 +308,25 @@ def sync(drive: Path, files: list[DriveFile], *, say: Say) -> DriveReport:
 # ------------------------------------------------------------------------------ the command
 
 
+def tls_device(device: Device) -> Device:
+    """The device as its settings.toml has it: broker.tls naming the PEM files on the drive
+    (devices.py names MicroPython's DER files)."""
+    if device.tls_server_name is None:
+        return device
+    config = copy.deepcopy(device.config)
+    config["broker"]["tls"] = {**TLS_FILES, "server_name": device.tls_server_name}
+    return replace(device, config=config)
+
+
+def cert_files(creds: DeviceCredentials) -> list[DriveFile]:
+    """The device's TLS files for the drive (PEM)."""
+    return [
+        DriveFile(TLS_FILES["ca"], creds.ca_pem, "the fleet CA"),
+        DriveFile(TLS_FILES["cert"], creds.cert_pem, f"certificate of {creds.device_id}"),
+        DriveFile(TLS_FILES["key"], creds.key_pem, f"key of {creds.device_id}", private=True),
+    ]
+
+
 def settings_file(device: Device, drive: Path, check: Check, say: Say) -> DriveFile:
     """settings.toml for ``device``, keeping the readable other keys of the drive's one."""
     settings: Settings = render_settings(device, load_rule(), check, read_settings(drive))
@@ -308,24 +338,44 @@ def settings_file(device: Device, drive: Path, check: Check, say: Say) -> DriveF
     return DriveFile(SETTINGS_NAME, settings.data, f"devices.toml [devices.{device.id}]", private=True)
 
 
-def drive_files(root: Path, archives: Path, settings: DriveFile, say: Say) -> list[DriveFile]:
-    """Every file for the drive, in write order: libraries, packages, settings, boot.py, code.py."""
+def drive_files(
+    root: Path, archives: Path, settings: DriveFile, say: Say, certs: list[DriveFile] | None = None
+) -> list[DriveFile]:
+    """Every file for the drive, in write order: libraries, packages, TLS files, settings,
+    boot.py, code.py."""
     libraries = library_files(archives)
     for pin in CP_PINS:
         say(describe(pin))
-    files = [*libraries, *package_files(root), settings, *entry_files(root)]
+    files = [*libraries, *package_files(root), *(certs or []), settings, *entry_files(root)]
     check_syntax(files)
     return files
 
 
 def flash_drive(
-    drive: Path, device: Device, *, root: Path, archives: Path, check: Check, force: bool, say: Say
+    drive: Path,
+    device: Device,
+    *,
+    root: Path,
+    archives: Path,
+    check: Check,
+    force: bool,
+    say: Say,
+    ca: FleetCA | None = None,
 ) -> None:
-    """The ``circuitpy`` command: check the drive, render and check everything, then copy."""
+    """The ``circuitpy`` command: check the drive, render and check everything, then copy.
+    ``ca``: the fleet CA, for a device with broker.tls."""
     board = check_drive(drive, force=force)
     say(f"drive {drive}: {board if board is not None else f'no {BOOT_OUT} (--force)'}")
+    device = tls_device(device)
+    certs: list[DriveFile] = []
+    if device.tls_server_name is not None:
+        if ca is None:
+            raise FlashError(f"device {device.id} uses broker.tls: its certificate needs the fleet CA (--ca-dir)")
+        outcome = obtain(ca, device.id, days=device.ca.device_days)
+        say(outcome.describe())
+        certs = cert_files(outcome.creds)
     settings = settings_file(device, drive, check, say)
-    files = drive_files(root, archives, settings, say)
+    files = drive_files(root, archives, settings, say, certs)
     report = sync(drive, files, say=say)
     say(
         f"circuitpy: {len(report.written)} written, {len(report.unchanged)} unchanged, "

@@ -180,6 +180,7 @@ def parser_circuitpy() -> argparse.ArgumentParser:
     )
     p.add_argument("--arch", choices=list(ARCHES), help="board kind, whose pin rules the config is checked against")
     p.add_argument("--force", action="store_true", help=f"write even though the drive has no {BOOT_OUT}")
+    _add_ca_dir(p)
     return p
 
 

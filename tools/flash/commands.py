@@ -301,6 +301,7 @@ def do_circuitpy(state: State, args: argparse.Namespace) -> None:
         check=check,
         force=args.force,
         say=state.say,
+        ca=_open_ca(args, device),
     )
 
 
