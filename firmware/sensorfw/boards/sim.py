@@ -150,6 +150,7 @@ class SimBoard(Board):
         self.faults = sim_extras.parse_faults(_env("EDGELINE_SIM_FAULTS"))
         self.blocks = sim_extras.parse_blocks(_env("EDGELINE_SIM_BLOCK_AT_S"))
         self.i2c_fail = sim_extras.parse_windows(_env("EDGELINE_SIM_I2C_FAIL"))
+        sim_extras.install_ssl(PROFILES[profile.NAME], self)  # the port's ssl, made on first use
         del sim_extras
         unload("sensorfw.boards.sim_extras")  # only needed at start-up and at the end
         Board.__init__(self, profile, flash_dir)  # the real board layer, over sim_machine
@@ -172,7 +173,7 @@ class SimBoard(Board):
         self.wdt = None
         self.sockopt_warnings = 0
         self.nodelay = False
-        self.rtc_datetime = sim_machine.RTC_START[PROFILES[profile.NAME]]
+        self.rtc_start = self.rtc_datetime = sim_machine.RTC_START[PROFILES[profile.NAME]]
         self.late_max_us = 0  # longest a soft callback waited in the queue
         self._last_service = 0
         self._was_down = False

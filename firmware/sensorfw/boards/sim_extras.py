@@ -2,7 +2,32 @@
 # 64 KB runs): recorded-file replay, the watchdog, end-of-run drain and report.
 
 import os
+import sys
 import time
+
+
+class LazySSL:
+    """sys.modules["ssl"] until the firmware uses it (broker.tls): the port's ssl is made
+    then (boards/sim_ssl.py), so a plain-TCP run does not pay for its code."""
+
+    __name__ = "ssl"
+
+    def __init__(self, port, board):
+        self._port = port
+        self._board = board
+        self._m = None
+
+    def __getattr__(self, name):
+        m = self._m
+        if m is None:
+            from sensorfw.boards.sim_ssl import make_ssl_module
+
+            m = self._m = make_ssl_module(self._port, self._board)
+        return getattr(m, name)
+
+
+def install_ssl(port, board):
+    sys.modules["ssl"] = LazySSL(port, board)
 
 
 class Replay:
@@ -105,7 +130,8 @@ def _machine_fields(board, st):
     st["callback_late_max_us"] = board.late_max_us
     st["sockopt_warnings"] = board.sockopt_warnings
     st["nodelay"] = board.nodelay
-    st["rtc"] = list(board.rtc_datetime)
+    if board.rtc_datetime != board.rtc_start:
+        st["rtc"] = list(board.rtc_datetime)  # set by the firmware (port/tls.py clock_floor)
     st["imu"] = [d.stats() for d in board.imus]
     st["sim_time_s"] = board.sclock.now_us() / 1e6
 

@@ -141,24 +141,11 @@ class Board:
         from sensorfw.port.mqtt import MQTTTransport
 
         if tls is not None:
-            from sensorfw.port.tls import not_before
+            from sensorfw.port.tls import clock_floor
 
-            t = not_before(tls["cert"])
-            if t is not None:
-                self.clock_at_least(t)
+            clock_floor(machine.RTC(), tls["cert"])  # before any handshake: port/tls.py
         reserve = getattr(self.profile, "TLS_HEAP_RESERVE", 0)
         return MQTTTransport(client_id, host, port, user, password, keepalive_s, timeout_ms, tls, reserve)
-
-    def clock_at_least(self, t):
-        """Move the RTC forward to t = (year, month, day, hour, minute, second) if it is
-        earlier (port/tls.py: mbedTLS checks certificate dates against it). True if set."""
-        rtc = machine.RTC()
-        now = rtc.datetime()  # (year, month, day, weekday, hours, minutes, seconds, subseconds)
-        if (now[0], now[1], now[2], now[4], now[5], now[6]) >= t:
-            return False
-        weekday = time.localtime(time.mktime((t[0], t[1], t[2], t[3], t[4], t[5], 0, 0)))[6]
-        rtc.datetime((t[0], t[1], t[2], weekday, t[3], t[4], t[5], 0))
-        return True
 
     # RTC memory, deep sleep, reset
     def rtc_memory_read(self):

@@ -8,22 +8,12 @@
 # out as OSError (umqtt's asserts and MQTTException included) and leaves the
 # client closed; reconnect policy lives in core/link.py.
 #
-# With broker.tls the same socket does mutual TLS (port/tls.py): right after the TCP
-# connect, the TLS socket is made around the plain one (umqtt 1.3.4 knows only the old
-# ussl API, so the wrap is ours). The handshake's reads and writes each wait at most
-# the plain socket's timeout (every port reports it as ETIMEDOUT, which ends the
-# handshake). Reads and writes then go through the TLS socket, timeouts are still set on
-# the plain one (a TLS socket has no settimeout), and select.poll watches the TLS socket:
-# its poll also reports bytes mbedTLS has already decrypted, which the plain socket no
-# longer holds (extmod/modtls_mbedtls.c). Writes are gathered while TLS is on: umqtt
-# writes a PUBLISH in up to five pieces, and each write would be its own TLS record
-# (29 bytes of header, nonce and tag with AES-GCM).
+# With broker.tls the factory makes port/tls.py's TLSSocket instead (mutual TLS around
+# the same bounded socket); that code is loaded only then.
 
-import gc
 import select
 import socket as _socket
 
-from micropython import const
 from umqtt import simple as _simple
 
 
@@ -43,99 +33,62 @@ def _nodelay(sock):
 
 
 class _BoundedSocket:
-    def __init__(self, timeout_s, feed, tls=None, out=None):
-        self._plain = _socket.socket()
-        self._s = self._plain  # what reads and writes go through: the TLS socket once wrapped
+    def __init__(self, timeout_s, feed):
+        self._s = _socket.socket()
         self.raw = self._s  # for select.poll
         self._t = timeout_s
         self._feed = feed  # called before each blocking call: the watchdog
-        self._tls = tls  # (ssl.SSLContext, server name, release the heap reserve) or None
-        self._out = out  # TLS: preallocated buffer gathering writes until a read or flush()
-        self._n = 0
-        self._plain.settimeout(timeout_s)
-        _nodelay(self._plain)
+        self._s.settimeout(timeout_s)
+        _nodelay(self._s)
 
     def connect(self, addr):
         self._feed()
-        self._plain.connect(addr)
-        tls = self._tls
-        if tls is None:
-            return
-        tls[2]()  # the heap kept for mbedTLS's buffers (rp2) is theirs now
-        self._feed()
-        try:
-            self._s = tls[0].wrap_socket(self._plain, server_hostname=tls[1])
-        except Exception as e:  # ValueError: verification failed; OSError: alert, timeout
-            from sensorfw.core.tls_reason import reason
-
-            raise OSError("TLS handshake with %s failed: %s" % (tls[1], reason(e, "broker.tls.")))
-        self.raw = self._s
+        self._s.connect(addr)
 
     def setblocking(self, flag):
         if flag:
-            self._plain.settimeout(self._t)
+            self._s.settimeout(self._t)
         else:
-            self._plain.setblocking(False)
+            self._s.setblocking(False)
 
     def settimeout(self, t):
-        self._plain.settimeout(self._t if t is None else t)
+        self._s.settimeout(self._t if t is None else t)
 
     def read(self, n):
-        if self._n:
-            self.flush()
         self._feed()
         return self._s.read(n)
 
     def readinto(self, buf, n=-1):
-        if self._n:
-            self.flush()
         self._feed()
         if n < 0:
             return self._s.readinto(buf)
         return self._s.readinto(buf, n)
 
     def write(self, buf, n=-1):
-        if n < 0:
-            n = len(buf)
-        out = self._out
-        if out is not None and self._s is not self._plain:
-            if self._n + n > len(out):
-                self.flush()
-            if n <= len(out):
-                out[self._n : self._n + n] = memoryview(buf)[:n]
-                self._n += n
-                return n
         self._feed()
+        if n < 0:
+            return self._s.write(buf)
         return self._s.write(memoryview(buf)[:n])
 
     def flush(self):
-        """Send what write() gathered, as one TLS record."""
-        n = self._n
-        if n:
-            self._n = 0
-            self._feed()
-            self._s.write(memoryview(self._out)[:n])
+        pass  # TLSSocket sends its gathered writes here
 
     def close(self):
-        if self._n:  # umqtt's disconnect(): DISCONNECT written, then close()
-            try:
-                self.flush()
-            except OSError:
-                pass
-        self._s.close()  # a TLS socket closes the plain one too
+        self._s.close()
 
 
 class _SocketModule:
     """Stands in for the `socket` module inside umqtt.simple."""
 
-    def __init__(self, timeout_s, feed, tls=None, out=None):
+    def __init__(self, timeout_s, feed, tls=None):
         self.timeout_s = timeout_s
         self.feed = feed
-        self.tls = tls
-        self.out = out
+        self.tls = tls  # port/tls.py's TLS (the context, its socket class) or None
 
     def socket(self, *args):
-        return _BoundedSocket(self.timeout_s, self.feed, self.tls, self.out)
+        if self.tls is not None:
+            return self.tls.socket(self.timeout_s, self.feed)
+        return _BoundedSocket(self.timeout_s, self.feed)
 
     def getaddrinfo(self, host, port, *args):
         self.feed()
@@ -152,12 +105,6 @@ def _why(e):
     if isinstance(e, OSError) and len(a) == 1 and isinstance(a[0], str):
         return a[0]
     return repr(e)
-
-
-# TLS write gathering (see the header): the fixed header, topic and packet id of a
-# PUBLISH, a SUBSCRIBE, or a CONNECT with its will fit; a frame larger than what is
-# left goes out as a record of its own after the gathered bytes.
-_GATHER = const(128)
 
 
 class MQTTTransport:
@@ -179,38 +126,19 @@ class MQTTTransport:
         self.client = None
         self.on_message = None
         self._poller = None
-        # broker.tls: the context is made now, at start-up, before the large buffers
-        self._tls = None  # (ssl.SSLContext, server name, release the reserve) or None
-        self._out = None
+        # broker.tls: the context is made now, at start-up, before the large buffers;
+        # reserve: see port/tls.py
+        self._tls = None
         if tls is not None:
-            from sensorfw.port.tls import context
+            from sensorfw.port.tls import TLS
 
-            self._tls = (context(tls), tls["server_name"], self._release_reserve)
-            self._out = bytearray(_GATHER)
-        # reserve: where mbedTLS takes its record buffers from the MicroPython heap (rp2),
-        # a run of that size is kept for them from start-up and handed over at each connect,
-        # so a heap fragmented over weeks still has it (docs/firmware.md "TLS")
-        self._reserve_n = reserve if tls is not None else 0
-        self._reserve = None
-        self._keep_reserve()
-
-    def _release_reserve(self):
-        if self._reserve is not None:
-            self._reserve = None
-            gc.collect()
-
-    def _keep_reserve(self):
-        if self._reserve_n and self._reserve is None and self.client is None:
-            try:
-                self._reserve = bytearray(self._reserve_n)
-            except MemoryError:
-                pass  # the connect then finds what it can
+            self._tls = TLS(tls, reserve)
 
     def connect(self, will_topic, will_msg, subscriptions):
         """Open a session with last will; subscribe. Raises OSError on any failure."""
         self.close()
         # umqtt resolves `socket` through its module globals: give it bounded sockets
-        setattr(_simple, "socket", _SocketModule(self.timeout_s, self.feed, self._tls, self._out))
+        setattr(_simple, "socket", _SocketModule(self.timeout_s, self.feed, self._tls))
         c = _simple.MQTTClient(
             self.client_id, self.host, self.port, user=self.user, password=self._password, keepalive=self.keepalive_s
         )
@@ -291,7 +219,8 @@ class MQTTTransport:
                 c.sock.close()
             except Exception:
                 pass
-        self._keep_reserve()
+        if self._tls is not None:
+            self._tls.keep()
 
     def disconnect(self):
         """Clean disconnect (no last will)."""
@@ -303,4 +232,5 @@ class MQTTTransport:
         except Exception:
             pass
         self.client = None
-        self._keep_reserve()
+        if self._tls is not None:
+            self._tls.keep()
