@@ -65,6 +65,10 @@ class SparkplugHost:
         self.log: list[Message] = []
         self.errors: list[str] = []
         self.deaths: list[int] = []  # bdSeq of every NDEATH received
+        # QoS 1 redeliveries to this host's own session (DUP set, e.g. after a broker restart
+        # that came before the host's PUBACK was saved): the same bytes again, not a new message.
+        self.redelivered = 0
+        self._seen: set[bytes] = set()
         self.state = _Node()
         self._lock = threading.Condition()  # notified on every message: wait_for wakes on the event
         self._subscribed = threading.Event()
@@ -124,6 +128,11 @@ class SparkplugHost:
         if kind in ("NCMD", "DCMD"):
             return
         raw = bytes(msg.payload)
+        with self._lock:
+            if msg.dup and (msg.topic.encode() + raw) in self._seen:
+                self.redelivered += 1
+                return
+            self._seen.add(msg.topic.encode() + raw)
         try:
             decoded = PacketDecoder.decode(raw)
             flags = pb.Payload.FromString(raw)
