@@ -4,6 +4,7 @@ reaches the CRL, keys are private, and a broken CA directory gets an actionable 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import stat
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -220,3 +221,24 @@ def test_sign_csr(ca: FleetCA) -> None:
     assert ca.verify(cert.public_bytes(serialization.Encoding.DER))
     with pytest.raises(CAError, match="not a PEM CSR"):
         ca.sign_csr(b"junk", days=10)
+
+
+def _issue_many(directory: Path, worker: int, n: int) -> None:
+    ca = FleetCA.open(directory)
+    for i in range(n):
+        ca.issue_device(f"dev-{worker}-{i}")
+
+
+def test_concurrent_provisioning_runs_lose_no_certificate_from_the_index(tmp_path: Path) -> None:
+    # Two terminals provisioning at once: every certificate issued is in the index (so it can be
+    # listed and revoked), none overwritten by another run's read-modify-write.
+    FleetCA.init(tmp_path / "ca", "s1")
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_issue_many, args=(tmp_path / "ca", w, 6)) for w in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    names = sorted(c.device_id for c in FleetCA.open(tmp_path / "ca").issued() if c.kind == "device")
+    assert names == sorted(f"dev-{w}-{i}" for w in range(6) for i in range(6))

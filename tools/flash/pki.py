@@ -20,13 +20,15 @@ rewritten well before (docs/flashing.md "Device certificates").
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
 import json
 import os
 import secrets
 import stat
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,6 +51,7 @@ CA_DAYS = 3650
 CA_KEY = "ca.key"
 CA_CERT = "ca.crt"
 INDEX = "index.json"
+INDEX_LOCK = ".index.lock"
 SERVER_KEY = "server.key"
 SERVER_CERT = "server.crt"
 #: clock skew allowed between the tool and the boards or the broker
@@ -461,6 +464,10 @@ class FleetCA:
     def revoke(self, device_id: str) -> list[int]:
         """Revoke every unexpired, unrevoked certificate of ``device_id``; the serials revoked.
         The CRL is not rewritten here: call ``write_crl`` (the CLI does both)."""
+        with self._index_lock():
+            return self._revoke(device_id)
+
+    def _revoke(self, device_id: str) -> list[int]:
         index = self._load_index()
         now = _now()
         known = False
@@ -483,6 +490,10 @@ class FleetCA:
     def crl(self, *, days: int = CRL_DAYS, issued_at: datetime | None = None) -> x509.CertificateRevocationList:
         """A new CRL (next number) of every revoked certificate that has not expired yet.
         ``issued_at`` (default: now) lets tests make a CRL that has already expired."""
+        with self._index_lock():
+            return self._crl(days, issued_at)
+
+    def _crl(self, days: int, issued_at: datetime | None) -> x509.CertificateRevocationList:
         index = self._load_index()
         number = int(index.get("crl_number", 0)) + 1
         now = issued_at.replace(microsecond=0) if issued_at is not None else _now()
@@ -534,10 +545,22 @@ class FleetCA:
             if f"{serial:x}" not in used:
                 return serial
 
+    @contextlib.contextmanager
+    def _index_lock(self) -> Iterator[None]:
+        """Every read-modify-write of the index holds this: two provisioning runs at once (two
+        terminals, a script per board) each add their certificate, none is lost."""
+        fd = os.open(self.directory / INDEX_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def _add_issued(self, cert: IssuedCert) -> None:
-        index = self._load_index()
-        index["certs"].append(_record(cert))
-        self._save_index(index)
+        with self._index_lock():
+            index = self._load_index()
+            index["certs"].append(_record(cert))
+            self._save_index(index)
 
     def _load_index(self) -> dict[str, Any]:
         path = self.directory / INDEX
