@@ -16,6 +16,10 @@ as the username, so the per-device ACL applies to it. Revocation marks every une
 certificate of a device in the index; ``write_crl`` writes the PEM CRL Mosquitto's ``crlfile``
 loads. A CRL has a next-update date: once it is past, Mosquitto refuses every client, so it is
 rewritten well before (docs/flashing.md "Device certificates").
+
+One module on purpose: every function here reads or writes the CA's key and its index, under
+the index lock. The command line is tools/flash/ca_cli.py, the provisioning side
+tools/flash/device_certs.py.
 """
 
 from __future__ import annotations
