@@ -12,10 +12,12 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+from tests.support.waiting import wait_until
+from tools.mosquitto import port_open
 
 SWTPM = shutil.which("swtpm") or "/usr/bin/swtpm"
 
@@ -76,21 +78,19 @@ class Swtpm:
         ]
         with open(self.dir / "stderr.log", "ab") as err:
             self.proc = subprocess.Popen(cmd, stdout=err, stderr=err)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
+
+        def listening() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
                 raise SwtpmError(f"swtpm exited with {self.proc.returncode}: {(self.dir / 'stderr.log').read_text()}")
-            try:
-                # The control port: a probe on the command port would take swtpm's only client slot.
-                with socket.create_connection((self.host, self.port + 1), timeout=0.2):
-                    return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise SwtpmError(
-                        f"swtpm did not listen on {self.host}:{self.port + 1} within {timeout} s"
-                    ) from None
-                time.sleep(0.01)
+            # The control port: a probe on the command port would take swtpm's only client slot.
+            return port_open(self.host, self.port + 1)
+
+        try:
+            wait_until(listening, timeout, f"swtpm's control port {self.host}:{self.port + 1}")
+        except TimeoutError as exc:
+            self.stop()
+            raise SwtpmError(str(exc)) from None
+        return self
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

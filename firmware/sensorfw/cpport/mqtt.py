@@ -26,12 +26,31 @@ import adafruit_minimqtt.adafruit_minimqtt as _mqtt
 _AGAIN = (11, 110, 116)  # EAGAIN, ETIMEDOUT (Linux, lwIP)
 
 
-class _Socket:
+class _Proxy:
+    """A socket passed through: what MiniMQTT calls, handed to ``sock``."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def recv_into(self, buf, nbytes=0):
+        return self.sock.recv_into(buf, nbytes)
+
+    def send(self, data):
+        return self.sock.send(data)
+
+    def settimeout(self, t):
+        self.sock.settimeout(t)
+
+    def close(self):
+        self.sock.close()
+
+
+class _Socket(_Proxy):
     """The client's socket: the first read after arm() does not wait; all others wait
     up to timeout_s (the rest of a packet that has begun to arrive)."""
 
     def __init__(self, sock, timeout_s):
-        self.sock = sock
+        _Proxy.__init__(self, sock)
         self.timeout_s = timeout_s
         self.first = False
 
@@ -47,15 +66,6 @@ class _Socket:
             return self.sock.recv_into(buf, nbytes)
         finally:
             self.sock.settimeout(self.timeout_s)
-
-    def send(self, data):
-        return self.sock.send(data)
-
-    def settimeout(self, t):
-        self.sock.settimeout(t)
-
-    def close(self):
-        self.sock.close()
 
 
 def _nothing():
@@ -128,11 +138,11 @@ class _NamedContext:
         return _TLSSocket(self._ctx.wrap_socket(sock, server_hostname=self.server_name), self)
 
 
-class _TLSSocket:
+class _TLSSocket(_Proxy):
     """The TLS socket handed to MiniMQTT: notes why connect() (TCP and handshake) failed."""
 
     def __init__(self, sock, ctx):
-        self.sock = sock
+        _Proxy.__init__(self, sock)
         self._ctx = ctx
 
     def connect(self, address):
@@ -141,18 +151,6 @@ class _TLSSocket:
         except Exception as e:
             self._ctx.error = e
             raise
-
-    def recv_into(self, buf, nbytes=0):
-        return self.sock.recv_into(buf, nbytes)
-
-    def send(self, data):
-        return self.sock.send(data)
-
-    def settimeout(self, t):
-        self.sock.settimeout(t)
-
-    def close(self):
-        self.sock.close()
 
 
 class MQTTTransport:
