@@ -10,8 +10,8 @@ added on top. The board layer (port/board.py) is firmware and counts as such. Th
 run from .mpy files made with mpy-cross, as the flash tool puts them on a board (source
 would be compiled in RAM first). The simulated clock runs as fast as the CPU allows.
 
-FIRMWARE_HEAP is a regression bound, not a board's figure: 172,000 B of 64-bit heap is
-~118 KB on a 32-bit board, above the ~110 KB an ESP32 has free with Wi-Fi (see
+FIRMWARE_HEAP is a regression bound, not a board's figure: 174,000 B of 64-bit heap is
+~120 KB on a 32-bit board, above the ~110 KB an ESP32 has free with Wi-Fi (see
 docs/benchmarks.md "Firmware on the emulated boards" for the bisected minimum and what it
 leaves on each board). The file keeps its name for history.
 """
@@ -30,8 +30,10 @@ from tests.support.upy import ROOT, run_micropython
 from tools.mosquitto import Mosquitto
 
 # 64-bit bytes for the firmware (regression bound, above); +2,000 with issue 15 (TLS): the
-# link says why a connect failed, the transport's TLS hooks (~1.4 KB of code measured)
-FIRMWARE_HEAP = 172_000
+# link says why a connect failed, the transport's TLS hooks (~1.4 KB of code measured); +2,000
+# more after one CI run in three failed at start-up with 61 KB free but no contiguous run for a
+# start-up buffer (the layout shifts with the run's path lengths): a margin for fragmentation
+FIRMWARE_HEAP = 174_000
 SAMPLES = 100_000
 # native emitter of this machine, for the viper functions (mpy-cross needs -march for them)
 HOST_ARCH = "-march=" + {"x86_64": "x64", "amd64": "x64", "aarch64": "aarch64", "armv7l": "armv7m"}.get(
