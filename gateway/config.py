@@ -25,6 +25,7 @@ from gateway.atrest import SEALERS, EncryptionSettings
 # Re-exported: ``from gateway.config import ConfigError`` keeps working.
 from gateway.errors import ConfigError as ConfigError  # noqa: PLC0414 (explicit re-export, mypy strict)
 from gateway.forward.config import ForwardConfig
+from gateway.updates.settings import ConfigTrialSettings, FirmwareSettings, ShadowSettings, UpdatesSettings
 from shared_protocol.gw_topics import valid_discovery_prefix
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
@@ -293,6 +294,7 @@ class Config:
     state: StateSection = field(default_factory=StateSection)
     homeassistant: HomeAssistantSection = field(default_factory=HomeAssistantSection)
     encryption: EncryptionSettings | None = None  # [encryption] when enabled = true (gateway/atrest.py)
+    updates: UpdatesSettings | None = None  # [updates] when enabled = true (gateway/updates/, docs/updates.md)
     source: Path | None = None
 
 
@@ -396,6 +398,7 @@ def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
             "state",
             "homeassistant",
             "encryption",
+            "updates",
         },
     )
     if "gateway" not in data:
@@ -535,6 +538,7 @@ def from_dict(data: dict[str, Any], *, base_dir: Path | None = None) -> Config:
             base,
             gateway.data_dir,
         ),
+        updates=_updates(_Table(top.table("updates"), "updates", _UPDATES_KEYS), base, gateway.data_dir),
     )
 
 
@@ -552,6 +556,56 @@ def _encryption(t: _Table, base: Path, data_dir: Path) -> EncryptionSettings | N
     if not enabled:
         return None
     return EncryptionSettings(key_dir=key_dir, sealer=sealer, tpm_tcti=t.get_str("tpm_tcti", "device:/dev/tpmrm0"))
+
+
+_UPDATES_KEYS = {"enabled", "trusted_keys", "state_dir", "max_bundle_bytes", "shadow", "config", "firmware"}
+
+
+def _updates(t: _Table, base: Path, data_dir: Path) -> UpdatesSettings | None:
+    """Every key is checked, also with ``enabled = false``."""
+    enabled = t.data.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"updates.enabled: expected true or false, got {enabled!r}")
+    keys = t.str_list("trusted_keys", ())
+    trusted = tuple(_path(base, k) for k in keys or ())
+    state_dir = _path(base, t.get_str("state_dir")) if t.has("state_dir") else data_dir / "updates"
+    max_bytes = t.get_int("max_bundle_bytes", 16 * 1024 * 1024, lo=1024, hi=1 << 31)
+    sh = _Table(t.table("shadow"), "updates.shadow", {f.name for f in fields(ShadowSettings)})
+    shadow = ShadowSettings(
+        windows=sh.get_int("windows", 200, lo=1, hi=10_000_000),
+        max_alert_rate=sh.get_float("max_alert_rate", 0.05, lo=0.0, hi=1.0),
+        min_agreement=sh.get_float("min_agreement", 0.90, lo=0.0, hi=1.0),
+        max_errors=sh.get_int("max_errors", 0, lo=0, hi=1_000_000),
+        timeout_s=sh.get_float("timeout_s", 86400.0, lo=1.0, hi=365 * 86400.0),
+    )
+    ct = _Table(t.table("config"), "updates.config", {f.name for f in fields(ConfigTrialSettings)})
+    trial = ConfigTrialSettings(
+        health_timeout_s=ct.get_float("health_timeout_s", 60.0, lo=1.0, hi=3600.0),
+        max_starts=ct.get_int("max_starts", 2, lo=1, hi=10),
+    )
+    fw = _Table(t.table("firmware"), "updates.firmware", {f.name for f in fields(FirmwareSettings)})
+    firmware = FirmwareSettings(
+        device_keys_dir=_path(base, fw.get_str("device_keys_dir")) if fw.has("device_keys_dir") else None,
+        chunk_bytes=fw.get_int("chunk_bytes", 512, lo=64, hi=4096),
+        window=fw.get_int("window", 4, lo=1, hi=64),
+        chunk_timeout_s=fw.get_float("chunk_timeout_s", 15.0, lo=0.1, hi=3600.0),
+        max_retries=fw.get_int("max_retries", 5, lo=0, hi=1000),
+        confirm_timeout_s=fw.get_float("confirm_timeout_s", 600.0, lo=1.0, hi=7 * 86400.0),
+    )
+    if not enabled:
+        return None
+    if not trusted:
+        raise ConfigError(
+            "updates.trusted_keys: missing: name at least one release public key (edgeline-release keygen)"
+        )
+    return UpdatesSettings(
+        trusted_keys=trusted,
+        state_dir=state_dir,
+        max_bundle_bytes=max_bytes,
+        shadow=shadow,
+        config=trial,
+        firmware=firmware,
+    )
 
 
 def _homeassistant(t: _Table) -> HomeAssistantSection:

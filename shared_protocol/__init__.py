@@ -34,6 +34,7 @@ CMD_SET_OUTPUT = 5  # arg: u8 output index, u8 value, u32 duration_ms
 CMD_REBIRTH = 6  # no arg: publish BIRTH again
 CMD_CONFIG = 7  # arg: UTF-8 JSON object
 CMD_RESEND = 8  # arg: u8 count, count x (u16 boot, u32 first, u32 last): send these frames again
+CMD_OTA = 9  # arg: u8 sub-op, u32 transfer, then BEGIN / CHUNK / ABORT fields (shared_protocol/ota.py)
 
 # LOSS range reasons (why the device cannot send those frames again).
 LOSS_GONE = 1  # the frames existed and are gone (dropped when the queue was full, or lost at a reset)

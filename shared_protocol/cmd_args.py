@@ -26,10 +26,11 @@ _CMD_SET_OUTPUT = const(5)
 _CMD_REBIRTH = const(6)
 _CMD_CONFIG = const(7)
 _CMD_RESEND = const(8)
+_CMD_OTA = const(9)
 
 # op -> (struct format, field names) of its argument; the names are the keys of
 # decode()'s CMD fields. None: a variable-length argument, CMD_CONFIG (a UTF-8 JSON
-# object) and CMD_RESEND (a range list, repair.py).
+# object), CMD_RESEND (a range list, repair.py) and CMD_OTA (ota.py).
 CMD_ARGS = {
     _CMD_SET_RATE: ("<I", ("rate_mhz",)),
     _CMD_SET_BATCH: ("<H", ("batch",)),
@@ -39,6 +40,7 @@ CMD_ARGS = {
     _CMD_REBIRTH: ("<", ()),
     _CMD_CONFIG: None,
     _CMD_RESEND: None,
+    _CMD_OTA: None,
 }
 
 

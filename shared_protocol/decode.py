@@ -27,6 +27,7 @@ _ACK = const(6)
 _BIRTH = const(1)
 _CMD = const(7)
 _CMD_CONFIG = const(7)
+_CMD_OTA = const(9)
 _DATA = const(2)
 _DEATH = const(5)
 _EVENT = const(3)
@@ -165,6 +166,13 @@ def _decode_cmd(frame, n):
         if not isinstance(cfg, dict):
             raise BadField("CMD_CONFIG argument must be a JSON object")
         fields["config"] = cfg
+    elif op == _CMD_OTA:
+        from shared_protocol.ota import parse_arg
+
+        try:
+            fields["ota"] = parse_arg(arg)  # (sub-op, transfer, its fields)
+        except ValueError as e:
+            raise BadField(str(e)) from None
     else:  # CMD_RESEND
         from shared_protocol.repair import resend_ranges
 

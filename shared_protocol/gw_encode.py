@@ -6,7 +6,7 @@ board that only sends frames does not load them.
 
 import struct
 
-from shared_protocol import ACK, CMD, CMD_CONFIG, CMD_RESEND
+from shared_protocol import ACK, CMD, CMD_CONFIG, CMD_OTA, CMD_RESEND
 from shared_protocol.cmd_args import arg_size, arg_spec
 from shared_protocol.errors import BadField
 from shared_protocol.header import pack_header, seal
@@ -55,6 +55,12 @@ def cmd_arg(op, *values):
             raise BadField("CMD_CONFIG takes one argument: JSON text or bytes")
         v = values[0]
         return v.encode("utf-8") if isinstance(v, str) else bytes(v)
+    if op == CMD_OTA:
+        if len(values) != 1:
+            raise BadField(
+                "CMD_OTA takes one argument: bytes from shared_protocol.ota (begin_arg, chunk_arg, abort_arg)"
+            )
+        return bytes(values[0])
     if op == CMD_RESEND:
         if len(values) != 1:
             raise BadField("CMD_RESEND takes one argument: a list of (boot, first, last) ranges")

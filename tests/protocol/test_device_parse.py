@@ -71,4 +71,4 @@ def test_parse_refuses_device_frames() -> None:
 def test_table_covers_every_op() -> None:
     ops = {getattr(sp, n) for n in dir(sp) if n.startswith("CMD_")}
     assert set(CMD_ARGS) == ops
-    assert [arg_size(op) for op in sorted(ops)] == [4, 2, 0, 2, 6, 0, None, None]
+    assert [arg_size(op) for op in sorted(ops)] == [4, 2, 0, 2, 6, 0, None, None, None]
