@@ -18,7 +18,7 @@ from shared_protocol.errors import BadTopic
 from shared_protocol.topics import _check_id
 
 GATEWAY_ID = "_gateway"  # the device level of the gateway's own topics
-GATEWAY_WHAT = ("status", "summary")
+GATEWAY_WHAT = ("status", "summary", "updates")
 STATE_ID = "_state"  # the level under which the local state topics live
 STATE_WHAT = ("availability", "state")
 HA_COMPONENTS = ("sensor", "binary_sensor", "switch")

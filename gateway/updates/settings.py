@@ -30,7 +30,9 @@ class ConfigTrialSettings:
 class FirmwareSettings:
     """``[updates.firmware]``: firmware over the air to the boards."""
 
-    device_keys_dir: Path | None = None  # per-device OTA keys (<device>.key, 32 bytes, 0600) from the flash tool
+    device_keys_dir: Path | None = (
+        None  # per-device OTA keys, <dir>/<device>/ota.key (32 bytes, 0600), from the flash tool
+    )
     chunk_bytes: int = 512  # data bytes per OTA chunk (CMD_OTA)
     window: int = 4  # chunks in flight per device
     chunk_timeout_s: float = 15.0  # no progress for this long: resend from the device's offset
