@@ -1,0 +1,1 @@
+"""edgeline-release: sign and publish release bundles (gateway/updates/bundle.py, docs/updates.md)."""
