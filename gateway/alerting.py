@@ -58,6 +58,8 @@ class AlertStage:
             scored = stage.score_pending()
             if scored is not None:
                 self._decide(scored)
+        for stage in self.stages:  # candidate models in shadow: after every alert of the batch is out
+            stage.run_shadow()
 
     def _windows(self, batch: Batch, runs: list[DataRun]) -> None:
         """Feed accepted DATA to the scoring stages (and summaries), in runs of consecutive frames."""

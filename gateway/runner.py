@@ -51,9 +51,20 @@ def load_models(config: Config) -> dict[str, ModelLike]:
     if not config.pipelines:
         return {}
     from gateway import inference
+    from gateway.updates.models import active_manifests
 
+    promoted = active_manifests(config)  # a model promoted by a signed update replaces the config's
     models: dict[str, ModelLike] = {}
     for n, p in enumerate(config.pipelines):
+        path = promoted.get(p.name, p.model)
+        if path != p.model:
+            try:
+                models[p.name] = inference.load_model(path)
+                continue
+            except Exception as exc:
+                log.error(
+                    "pipeline %s: the promoted model %s cannot be loaded (%s): running %s", p.name, path, exc, p.model
+                )
         if not p.model.exists():
             raise ConfigError(f"pipelines[{n}].model: {p.model} does not exist (a model manifest .json)")
         try:

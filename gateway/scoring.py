@@ -29,6 +29,28 @@ class ModelLike(Protocol):
     def score(self, windows: NDArray[np.float32]) -> NDArray[Any]: ...
 
 
+class ShadowLike(Protocol):
+    """A candidate model scoring beside the current one (gateway/updates/shadow.py)."""
+
+    def observe(self, windows: NDArray[np.float32], current: NDArray[Any], current_threshold: float) -> None: ...
+
+
+def score_windows(model: ModelLike, windows: NDArray[np.float32]) -> NDArray[Any]:
+    """model.score, with the batch padded to a power of two when the model splits
+    features from inference: a TFLite interpreter is sized per batch size, and a
+    handful of sizes keeps them all cached instead of rebuilding one per batch."""
+    features = getattr(model, "features", None)
+    score_features = getattr(model, "score_features", None)
+    n = int(windows.shape[0])
+    if features is None or score_features is None or n & (n - 1) == 0:
+        return np.asarray(model.score(windows)).reshape(-1)
+    x = np.asarray(features(windows))
+    size = 1 << (n - 1).bit_length()
+    padded = np.zeros((size, *x.shape[1:]), dtype=x.dtype)
+    padded[:n] = x
+    return np.asarray(score_features(padded)).reshape(-1)[:n]
+
+
 def _get(obj: Any, *names: str) -> Any:
     """First present attribute or key among names (manifests may be objects or dicts)."""
     for name in names:
@@ -160,6 +182,9 @@ class ScoringStage:
         self._identity: set[str] = set()
         self._pending = PendingWindows()
         self.stats = ScoringStats()
+        # a candidate model in shadow evaluation, and the windows it has yet to score
+        self.shadow: ShadowLike | None = None
+        self._shadow_input: tuple[NDArray[np.float32], NDArray[Any], float] | None = None
 
     # ------------------------------------------------------------ device matching
     def bind(self, device: str, channels: list[Any] | tuple[Any, ...], rate_hz: float | None) -> bool:
@@ -277,8 +302,10 @@ class ScoringStage:
         self._pending = PendingWindows()
         windows = p.values[0] if len(p.values) == 1 else np.concatenate(p.values)
         t0 = time.perf_counter()
-        scores = self._score(windows)
+        scores = score_windows(self.model, windows)
         self.stats.observe(time.perf_counter() - t0)
+        if self.shadow is not None:
+            self._shadow_input = (windows, scores, self.spec.threshold)
         self.stats.windows_scored += int(scores.shape[0])
         counts = np.asarray(p.counts)
         devices = [d for d, c in zip(p.devices, p.counts, strict=True) for _ in range(c)]
@@ -295,20 +322,22 @@ class ScoringStage:
             model_version=self.spec.version,
         )
 
-    def _score(self, windows: NDArray[np.float32]) -> NDArray[Any]:
-        """model.score, with the batch padded to a power of two when the model splits
-        features from inference: a TFLite interpreter is sized per batch size, and a
-        handful of sizes keeps them all cached instead of rebuilding one per batch."""
-        features = getattr(self.model, "features", None)
-        score_features = getattr(self.model, "score_features", None)
-        n = int(windows.shape[0])
-        if features is None or score_features is None or n & (n - 1) == 0:
-            return np.asarray(self.model.score(windows)).reshape(-1)
-        x = np.asarray(features(windows))
-        size = 1 << (n - 1).bit_length()
-        padded = np.zeros((size, *x.shape[1:]), dtype=x.dtype)
-        padded[:n] = x
-        return np.asarray(score_features(padded)).reshape(-1)[:n]
+    def run_shadow(self) -> None:
+        """The candidate scores the windows of the last ``score_pending`` (called once the
+        batch's alerts are out, so only the candidate's own inference time is added)."""
+        done, self._shadow_input = self._shadow_input, None
+        if done is not None and self.shadow is not None:
+            self.shadow.observe(*done)
+
+    def swap_model(self, model: ModelLike, spec: ModelSpec) -> None:
+        """Score with another model from the next batch on (between batches: nothing pending).
+        Its windows, channels and rate must equal the current model's (gateway/updates/models.py
+        checks that), so the windowers and device bindings stay as they are."""
+        if (spec.window_len, spec.hop, spec.channels) != (self.spec.window_len, self.spec.hop, self.spec.channels):
+            raise ValueError(f"pipeline {self.name}: a model with other windows or channels cannot be swapped in")
+        self.model = model
+        self.spec = spec
+        self._shadow_input = None
 
     def window_stats(self) -> dict[str, dict[str, int]]:
         return {
