@@ -78,8 +78,9 @@ class ControlStage:
         self.outbox = outbox
         self.bad = bad
         self.counters = counters
-        # EVENT frames, for the configuration acknowledgements among them (gateway/devconfig.py)
-        self.on_event: Callable[[str, Any, float], None] | None = None
+        # EVENT frames go to each listener, (device, frame, received): configuration
+        # acknowledgements (gateway/devconfig.py), OTA answers (gateway/updates/rollout.py)
+        self.event_listeners: list[Callable[[str, Any, float], None]] = []
 
     def apply(self, batch: Batch) -> None:
         for device, kind, fr in batch.inbox:
@@ -116,8 +117,9 @@ class ControlStage:
             item.birth = self._birth(batch, device, frame, fr)
         elif frame.type == HEALTH:
             self.registry.on_health(device, boot=frame.boot, fields=frame.fields, at=fr.received)
-        elif frame.type == EVENT and self.on_event is not None:
-            self.on_event(device, frame, fr.received)
+        elif frame.type == EVENT:
+            for listener in self.event_listeners:
+                listener(device, frame, fr.received)
         batch.controls.setdefault(device, []).append(item)
 
     def _birth(self, batch: Batch, device: str, frame: Any, fr: RawFrame) -> dict[str, Any]:

@@ -156,7 +156,7 @@ class Runner:
             self.web = WebServer(config.web, state, password=web_password)
         # `edgeline-gateway device-config` talks to this process through its control socket
         self.devconfig = DeviceConfig(self.gateway, Path(g.data_dir))
-        self.gateway.control.on_event = self.devconfig.on_ack
+        self.gateway.control.event_listeners.append(self.devconfig.on_ack)
         self.devconfig.restore()
         self.control_socket = ControlSocket(socket_path(Path(g.data_dir)), self.devconfig.handle)
 

@@ -24,7 +24,7 @@ def _gateway(tmp_path: Path) -> tuple[Gateway, DeviceConfig]:
     cfg = from_dict({"gateway": {"id": "gw1", "site": "s1", "data_dir": str(tmp_path / "data")}})
     gw = Gateway(cfg, Published())
     dc = DeviceConfig(gw, tmp_path / "data")
-    gw.control.on_event = dc.on_ack
+    gw.control.event_listeners.append(dc.on_ack)
     dc.restore()
     return gw, dc
 
