@@ -11,6 +11,7 @@ Commands (a table of name -> (handler, argument setup)):
   device-config change a device's settings or thresholds through the running gateway
   tpm-key       make the gateway's cloud client key inside the TPM; write its key file and CSR
   keys          status, rotate or retire the data keys of encryption at rest (gateway/keycmd.py)
+  ota           status, pause, resume or abort firmware rollouts (gateway/otacmd.py)
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Exit 0 while the gateway runs; 1 (and why, on stderr) when it does not (its last status is shown)."""
     from gateway.registry import read_devices
     from gateway.runner import STATUS_FILE
-    from gateway.status import not_running
+    from gateway.status import not_running, ota_lines
 
     cfg = _load(args)
     data_dir = Path(cfg.gateway.data_dir)
@@ -204,6 +205,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     for name, p in status["pipelines"].items():
         print(f"pipeline {name}: model {p['model_version']} windows scored {p['windows_scored']}")
+    for line in ota_lines(status.get("ota") or {}):  # firmware rollouts ([updates])
+        print(line)
     print(f"{'device':<20} {'online':<7} {'state':<8} {'boot':>5} {'fw':<12} last seen")
     for d in devices:
         print(
@@ -528,6 +531,18 @@ def _setup_keys(p: argparse.ArgumentParser) -> None:
     setup(p, _config_arg)
 
 
+def cmd_ota(args: argparse.Namespace) -> int:
+    from gateway.otacmd import cmd_ota as ota
+
+    return ota(args)
+
+
+def _setup_ota(p: argparse.ArgumentParser) -> None:
+    from gateway.otacmd import setup
+
+    setup(p, _config_arg)
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None], str]] = {
     "run": (cmd_run, _setup_run, "run the gateway"),
     "check-config": (cmd_check_config, _setup_check, "validate a configuration file"),
@@ -538,6 +553,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argpars
     "device-config": (cmd_device_config, _setup_device_config, "change a device's configuration (running gateway)"),
     "tpm-key": (cmd_tpm_key, _setup_tpm_key, "make the cloud client key in the TPM, and its certificate request"),
     "keys": (cmd_keys, _setup_keys, "status, rotate or retire the keys of encryption at rest"),
+    "ota": (cmd_ota, _setup_ota, "status, pause, resume or abort firmware rollouts (running gateway)"),
 }
 
 

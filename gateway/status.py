@@ -168,3 +168,25 @@ def not_running(status: dict[str, Any], now: float) -> str | None:
     if age > max(3 * interval, interval + STALE_GRACE_S):
         return f"its status is {age:.0f} s old (rewritten every {interval:g} s): it hangs or was stopped"
     return None
+
+
+def ota_lines(ota: dict[str, Any]) -> list[str]:
+    """The ``ota`` section (or rollout.json) as lines for people: a rollout, then its devices."""
+    lines = []
+    for name, r in sorted((ota.get("rollouts") or {}).items()):
+        waves = r.get("waves") or []
+        counts = r.get("counts") or {}
+        if not counts:  # rollout.json: count from the devices
+            for d in (r.get("devices") or {}).values():
+                counts[d["state"]] = counts.get(d["state"], 0) + 1
+        done = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        lines.append(
+            f"rollout {name} {r['version']} (arch {r['arch']}, counter {r['counter']}): {r['state']}, "
+            f"wave {min(int(r['wave']) + 1, len(waves))}/{len(waves)}; {done}"
+            + (f"\n  {r['reason']}" if r.get("reason") else "")
+        )
+        for device, d in sorted((r.get("devices") or {}).items()):
+            where = f" {d['offset']}/{d['total']} B" if d["state"] == "transferring" and "total" in d else ""
+            why = f": {d['reason']}" if d.get("reason") and d["state"] in ("failed", "current", "pending") else ""
+            lines.append(f"  {device:<20} {d['state']}{where}{why}")
+    return lines

@@ -1,0 +1,77 @@
+"""``edgeline-gateway ota status|pause|resume|abort``: the firmware rollouts of the running
+gateway (gateway/updates/rollout.py), through its control socket.
+
+status   each rollout (state, wave, counts) and its devices (state, offset, reason); without a
+         running gateway, what ``<state_dir>/rollout.json`` last held
+pause    start no further device (those in flight finish)
+resume   go on (also after a halt on the failure rate: the operator's decision)
+abort    send ABORT to the devices still receiving and stop the rollout
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gateway import config as config_mod
+from gateway.errors import GatewayError
+from gateway.status import ota_lines
+
+NOT_RUNNING = 2
+TIMEOUT_S = 10.0
+
+
+class OTACommandError(GatewayError):
+    """An ``ota`` command that cannot be done; the message says why and what to do."""
+
+
+def cmd_ota(args: argparse.Namespace) -> int:
+    from gateway.control_socket import ControlSocketError, request, socket_path
+    from gateway.updates.rollout import STATE_FILE
+
+    cfg = config_mod.load(args.config)
+    if cfg.updates is None:
+        raise OTACommandError(f"[updates] is not enabled in {cfg.source}: set enabled = true (docs/updates.md)")
+    body: dict[str, Any] = {"op": f"ota_{args.action}"}
+    if args.name:
+        body["name"] = args.name
+    try:
+        res = request(socket_path(Path(cfg.gateway.data_dir)), body, timeout=TIMEOUT_S)
+    except ControlSocketError as exc:
+        if args.action != "status":
+            print(f"edgeline-gateway ota {args.action}: {exc}", file=sys.stderr)
+            return NOT_RUNNING
+        path = cfg.updates.state_dir / STATE_FILE
+        if not path.exists():
+            print(f"edgeline-gateway ota status: {exc}; and no {path} (no rollout so far)", file=sys.stderr)
+            return NOT_RUNNING
+        print(f"edgeline-gateway ota status: {exc}; showing {path}", file=sys.stderr)
+        res = {"ok": True, **json.loads(path.read_text())}
+    if args.json:
+        print(json.dumps(res, indent=1))
+    elif not res.get("ok"):
+        print(f"edgeline-gateway ota {args.action}: {res.get('message')}", file=sys.stderr)
+    elif args.action == "status":
+        print("\n".join(ota_lines(res)) or "no firmware rollout")
+    else:
+        print(f"rollout {res['name']}: {res['state']}")
+    return 0 if res.get("ok") else 1
+
+
+def setup(p: argparse.ArgumentParser, config_arg: Callable[[argparse.ArgumentParser], None]) -> None:
+    sub = p.add_subparsers(dest="action", required=True)
+    helps = {
+        "status": "each firmware rollout and its devices",
+        "pause": "start no further device (those in flight finish)",
+        "resume": "go on (also after a halt on the failure rate)",
+        "abort": "ABORT to the devices still receiving, and stop",
+    }
+    for action, text in helps.items():
+        a = sub.add_parser(action, help=text)
+        config_arg(a)
+        a.add_argument("--name", help="the rollout (bundle name, e.g. sensorfw-xtensawin); needed when several")
+        a.add_argument("--json", action="store_true", help="print the gateway's answer as JSON")
