@@ -59,6 +59,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgeline.forward")
 
 CommandCallback = Callable[[dict[str, Any]], None]
+#: (topic, payload, retained) of a message on a topic added with Forwarder.add_subscription
+MessageCallback = Callable[[str, bytes, bool], None]
 
 
 class Forwarder:
@@ -149,6 +151,9 @@ class Forwarder:
         # (NCMD) is flagged here by the network thread for the store thread, which publishes.
         self._sparkplug: SparkplugSession | None = None
         self._rebirth_requested = False
+        # Other topics of the cloud link (signed bundles: gateway/updates/delivery.py), subscribed on
+        # every connect: filter -> (qos, callback called on the network thread; it must not block).
+        self._extra_subs: dict[str, tuple[int, MessageCallback]] = {}
         if config.payload_format == "sparkplug":
             from gateway.forward.sparkplug_session import SparkplugSession
 
@@ -560,6 +565,22 @@ class Forwarder:
             with contextlib.suppress(BlockingIOError, OSError):
                 self._wake_w.send(b"w")
 
+    def add_subscription(self, topic_filter: str, callback: MessageCallback, qos: int = 1) -> None:
+        """Subscribe to another topic filter of the cloud link, now if connected and again on every
+        connect; its messages go to ``callback(topic, payload, retained)`` on the network thread."""
+        with self._lock:
+            self._extra_subs[topic_filter] = (qos, callback)
+            client = self._client if self._connected else None
+        if client is not None:  # else _on_connect subscribes it
+            client.subscribe(topic_filter, qos=qos)
+
+    def remove_subscription(self, topic_filter: str) -> None:
+        with self._lock:
+            removed = self._extra_subs.pop(topic_filter, None)
+            client = self._client if self._connected else None
+        if removed is not None and client is not None:
+            client.unsubscribe(topic_filter)
+
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason: ReasonCode, props: Any
     ) -> None:
@@ -570,9 +591,12 @@ class Forwarder:
         client.subscribe(command_topic_filter(self.config.topic_prefix, self.gateway_id), qos=1)
         if self._sparkplug is not None:  # rebirth requests; the store thread sends the births
             client.subscribe(self._sparkplug.ncmd_topic(), qos=1)
-        with self._lock:
+        with self._lock:  # one step with the snapshot: add_subscription() then sees _connected
             self._connected = True
             self._connects += 1
+            extra = [(f, qos) for f, (qos, _) in self._extra_subs.items()]
+        for topic_filter, qos in extra:
+            client.subscribe(topic_filter, qos=qos)
         self._set_conn_state("connected")
         self._wake.set()
 
@@ -592,6 +616,8 @@ class Forwarder:
             self._wake.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self._extra_subs and self._on_extra(message):
+            return
         if self._sparkplug is not None and message.topic == self._sparkplug.ncmd_topic():
             self._on_ncmd(message)
             return
@@ -615,6 +641,19 @@ class Forwarder:
             callback(command)
         except Exception as exc:  # the handler is the gateway's code: count, report, keep running
             self._reject_command(message.topic, f"handler raised {type(exc).__name__}: {exc}")
+
+    def _on_extra(self, message: mqtt.MQTTMessage) -> bool:
+        """A message of an added subscription, handed to its callback: True if it was one."""
+        with self._lock:
+            subs = list(self._extra_subs.items())
+        for topic_filter, (_, callback) in subs:
+            if mqtt.topic_matches_sub(topic_filter, message.topic):
+                try:
+                    callback(message.topic, bytes(message.payload), bool(message.retain))
+                except Exception:  # the callback is the gateway's code: log, keep the link
+                    log.exception("cloud link: the handler of %s failed", topic_filter)
+                return True
+        return False
 
     def _on_ncmd(self, message: mqtt.MQTTMessage) -> None:
         """Sparkplug NCMD: ``Node Control/Rebirth`` = true makes the store thread send the births again."""

@@ -200,11 +200,10 @@ def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
     dfd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -219,6 +218,21 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 16), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def peek(path: Path) -> tuple[str, str] | None:
+    """(kind, name) as an unverified bundle.json states them, to label a refusal; None if unreadable."""
+    try:
+        with _open_tar(Path(path)) as (tar, members):
+            meta = json.loads(_read_member(tar, members, METADATA, MAX_METADATA_BYTES, Path(path).name))
+    except (BundleError, ValueError, OSError):
+        return None
+    if not isinstance(meta, dict):
+        return None
+    kind, name = meta.get("kind"), meta.get("name")
+    if kind in KINDS and isinstance(name, str) and _NAME.fullmatch(name):
+        return str(kind), name
+    return None
 
 
 # --------------------------------------------------------------------------- verification
