@@ -201,6 +201,11 @@ class Rollout:
         )
 
 
+def _label(state: str) -> str:
+    """A device's state as UpdateEvents records it."""
+    return "transferring" if state == "begin" else state
+
+
 class FirmwareRollouts:
     """Every firmware rollout of this gateway (one per bundle name, i.e. per architecture)."""
 
@@ -415,9 +420,16 @@ class FirmwareRollouts:
             return
         if t.state != before:
             self._save()
-            self.events.record(
-                KIND, r.name, t.state, device=device, version=r.version, transfer=t.transfer_id, total=t.total
-            )
+            if _label(t.state) != _label(before):  # begin and transferring are one "transferring"
+                self.events.record(
+                    KIND,
+                    r.name,
+                    _label(t.state),
+                    device=device,
+                    version=r.version,
+                    transfer=t.transfer_id,
+                    total=t.total,
+                )
 
     def _finish(self, r: Rollout, device: str, state: str, reason: str | None) -> None:
         facts = r.devices[device]

@@ -150,6 +150,12 @@ def test_canary_then_waves_then_done(tmp_path: Path, release_key: ReleaseKey, ma
     site.boot_new("dev1")
     site.boot_new("dev3")
     assert site.rollout_state() == "done"
+    assert [e["state"] for e in site.recorded if e.get("device") == "dev2"] == [
+        "transferring",
+        "switching",
+        "trial",
+        "confirmed",
+    ]
     assert [e["state"] for e in site.recorded][-1] == "done"
     assert site.recorded[-1]["counts"] == {"confirmed": 3}
     saved = json.loads((tmp_path / "state" / "rollout.json").read_text())
