@@ -55,19 +55,25 @@ def _load(args: argparse.Namespace) -> Config:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.runner import Runner
+    from gateway.updates.gwconfig import start_config
 
     # Everything the gateway creates (registry, raw log, status, forward queue) is private,
     # under systemd (its unit sets UMask=0077 too) or not.
     os.umask(0o077)
-    cfg = _load(args)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    path = Path(args.config)
+    cfg = start_config(path)  # a configuration on trial (signed config update): counted, or rolled back
     private_data_dir(Path(cfg.gateway.data_dir))
-    runner = Runner(cfg)
+    runner = Runner(cfg, config_path=path)
     runner.install_signal_handlers()
     runner.run()
+    if runner.restart_requested:  # into a new configuration, or back to the old one: the same command line
+        log.info("restarting: %s", " ".join(sys.orig_argv))
+        logging.shutdown()
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
     return 0
 
 

@@ -586,7 +586,7 @@ def _updates(t: _Table, base: Path, data_dir: Path) -> UpdatesSettings | None:
     fw = _Table(t.table("firmware"), "updates.firmware", {f.name for f in fields(FirmwareSettings)})
     firmware = FirmwareSettings(
         device_keys_dir=_path(base, fw.get_str("device_keys_dir")) if fw.has("device_keys_dir") else None,
-        chunk_bytes=fw.get_int("chunk_bytes", 512, lo=64, hi=4096),
+        chunk_bytes=fw.get_int("chunk_bytes", 512, lo=64, hi=4000),  # its CMD frame fits the outbox's 4096-byte buffer
         window=fw.get_int("window", 4, lo=1, hi=64),
         chunk_timeout_s=fw.get_float("chunk_timeout_s", 15.0, lo=0.1, hi=3600.0),
         max_retries=fw.get_int("max_retries", 5, lo=0, hi=1000),

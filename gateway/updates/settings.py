@@ -33,7 +33,7 @@ class FirmwareSettings:
     device_keys_dir: Path | None = (
         None  # per-device OTA keys, <dir>/<device>/ota.key (32 bytes, 0600), from the flash tool
     )
-    chunk_bytes: int = 512  # data bytes per OTA chunk (CMD_OTA)
+    chunk_bytes: int = 512  # data bytes per OTA chunk (CMD_OTA), 64..4000
     window: int = 4  # chunks in flight per device
     chunk_timeout_s: float = 15.0  # no progress for this long: resend from the device's offset
     max_retries: int = 5  # resends without progress before the device's transfer fails
