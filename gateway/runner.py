@@ -27,6 +27,9 @@ from gateway.rawlog import RawLog
 from gateway.scoring import ModelLike
 from gateway.sdnotify import Notifier
 from gateway.status import detail, report, with_detail
+from gateway.updates.events import UpdateEvents
+from gateway.updates.gwconfig import ConfigUpdates
+from gateway.updates.models import ModelUpdates
 from gateway.writer import CommitFailed
 from shared_protocol.gw_topics import gateway_topic
 
@@ -92,10 +95,17 @@ class Runner:
     """The running gateway process (``edgeline-gateway run``)."""
 
     def __init__(
-        self, config: Config, *, models: dict[str, ModelLike] | None = None, rawlog: RawLog | None = None
+        self,
+        config: Config,
+        *,
+        models: dict[str, ModelLike] | None = None,
+        rawlog: RawLog | None = None,
+        config_path: Path | None = None,
     ) -> None:
-        """models and rawlog default to what the configuration names; tests inject their own."""
+        """models and rawlog default to what the configuration names; tests inject their own.
+        config_path: the file `run` loaded, which a signed config update replaces ([updates])."""
         self.config = config
+        self.restart_requested = False  # a config update: stop, then `run` re-executes itself
         self.stop_event = threading.Event()
         # Before anything is opened: a web password file others can read stops the gateway here.
         web_password = config.web.read_password() if config.web.enabled else None
@@ -158,7 +168,52 @@ class Runner:
         self.devconfig = DeviceConfig(self.gateway, Path(g.data_dir))
         self.gateway.control.event_listeners.append(self.devconfig.on_ack)
         self.devconfig.restore()
-        self.control_socket = ControlSocket(socket_path(Path(g.data_dir)), self.devconfig.handle)
+        self._updates(config, config_path, submit)
+        self.control_socket = ControlSocket(socket_path(Path(g.data_dir)), self._control)
+
+    def _updates(self, config: Config, config_path: Path | None, submit: Any) -> None:
+        """[updates]: the record of transitions, the model and gateway config handlers."""
+        self.update_events: UpdateEvents | None = None
+        self.model_updates: ModelUpdates | None = None
+        self.config_updates: ConfigUpdates | None = None
+        u = config.updates
+        if u is None:
+            return
+        g = config.gateway
+        self.update_events = events = UpdateEvents(
+            state_topic=gateway_topic(g.prefix, g.site, "updates"),
+            publish=lambda topic, payload, retain: self.mqtt.publish(topic, payload, retain=retain),
+            submit=submit,
+        )
+        self.model_updates = ModelUpdates(self.gateway, state_dir=u.state_dir, rules=u.shadow, events=events)
+        if config_path is not None:
+            self.config_updates = ConfigUpdates(
+                config_path=config_path,
+                state_dir=u.state_dir,
+                settings=u.config,
+                events=events,
+                restart=self.request_restart,
+            )
+
+    def request_restart(self) -> None:
+        """Stop cleanly; `edgeline-gateway run` then re-executes itself (a new configuration)."""
+        self.restart_requested = True
+        self.stop_event.set()
+
+    def _control(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Control socket thread: each request to the part that answers it."""
+        op = str(body.get("op", ""))
+        if op.startswith("model."):
+            if self.model_updates is None:
+                return {"ok": False, "reason": "disabled", "message": "model updates need [updates] enabled = true"}
+            return self.model_updates.handle(body)
+        return self.devconfig.handle(body)
+
+    def _healthy(self) -> bool:
+        """A configuration on trial is healthy: local broker subscribed, cloud link up with [forward]."""
+        if not self.mqtt.subscribed.is_set():
+            return False
+        return self.forwarder is None or self.forwarder.status()["connection"]["state"] == "connected"
 
     def _commit_failed(self, exc: BaseException) -> None:
         """Writer thread: nothing more can be stored, so nothing more is taken in."""
@@ -199,6 +254,9 @@ class Runner:
         st["status_interval_s"] = self.config.gateway.status_interval_s
         st["web"] = self.web.status() if self.web is not None else None
         st["device_config"] = self.devconfig.status()
+        if self.update_events is not None:
+            st["model_updates"] = self.model_updates.status() if self.model_updates is not None else None
+            st["config_update"] = self.config_updates.status() if self.config_updates is not None else None
         k = self.keys  # unreadable chunks and records: rawlog.unreadable, forward.encryption
         st["encryption"] = None if k is None else {"key_dir": str(k.directory), "active_key": key_name(k.active_id)}
         return st
@@ -223,6 +281,10 @@ class Runner:
             self.forwarder.start()
         self.mqtt.start()
         self.mqtt.publish(self.status_topic, b'{"online":true}', retain=True)
+        if self.config_updates is not None:
+            self.config_updates.recover()  # record the rollback of the last start, or the trial now on
+        if self.model_updates is not None:
+            self.model_updates.restore()  # a candidate in shadow at the last stop starts again
         self._start_web()
         try:
             self.control_socket.start()
@@ -247,6 +309,10 @@ class Runner:
                     except CommitFailed:
                         break  # self.failed is set: the writer stopped; stop without draining
                 self.devconfig.serve(time.time())
+                if self.model_updates is not None:
+                    self.model_updates.tick()
+                if self.config_updates is not None and self.config_updates.trial is not None:
+                    self.config_updates.tick(self._healthy())
                 now = time.monotonic()
                 if now >= next_tick:
                     self.gateway.tick()

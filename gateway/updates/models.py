@@ -403,7 +403,7 @@ class ModelUpdates:
 
     # ------------------------------------------------------------ control socket
     def handle(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Control socket thread: ``model_status`` / ``model_rollback``, answered by the processing thread."""
+        """Control socket thread: ``model.status`` / ``model.rollback``, answered by the processing thread."""
         answer: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self._requests.put((body, answer))
         try:
@@ -413,14 +413,14 @@ class ModelUpdates:
 
     def _serve(self, body: dict[str, Any]) -> dict[str, Any]:
         op = body.get("op")
-        if op == "model_status":
+        if op == "model.status":
             return {"ok": True, "pipelines": self.status()}
-        if op == "model_rollback":
+        if op == "model.rollback":
             name = body.get("pipeline")
             if not isinstance(name, str) or not name:
                 return {"ok": False, "reason": "bad_request", "message": "name the pipeline to roll back"}
             return self.rollback(name)
-        return {"ok": False, "reason": "bad_request", "message": f"unknown op {op!r} (model_status or model_rollback)"}
+        return {"ok": False, "reason": "bad_request", "message": f"unknown op {op!r} (model.status or model.rollback)"}
 
 
 def _load_model(path: Path) -> ModelLike:
