@@ -12,6 +12,7 @@ Commands (a table of name -> (handler, argument setup)):
   tpm-key       make the gateway's cloud client key inside the TPM; write its key file and CSR
   keys          status, rotate or retire the data keys of encryption at rest (gateway/keycmd.py)
   ota           status, pause, resume or abort firmware rollouts (gateway/otacmd.py)
+  update        install a signed bundle file, or show the updates (gateway/updatecmd.py)
 """
 
 from __future__ import annotations
@@ -549,6 +550,18 @@ def _setup_ota(p: argparse.ArgumentParser) -> None:
     setup(p, _config_arg)
 
 
+def cmd_update(args: argparse.Namespace) -> int:
+    from gateway.updatecmd import cmd_update as update
+
+    return update(args)
+
+
+def _setup_update(p: argparse.ArgumentParser) -> None:
+    from gateway.updatecmd import setup
+
+    setup(p, _config_arg)
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None], str]] = {
     "run": (cmd_run, _setup_run, "run the gateway"),
     "check-config": (cmd_check_config, _setup_check, "validate a configuration file"),
@@ -560,6 +573,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argpars
     "tpm-key": (cmd_tpm_key, _setup_tpm_key, "make the cloud client key in the TPM, and its certificate request"),
     "keys": (cmd_keys, _setup_keys, "status, rotate or retire the keys of encryption at rest"),
     "ota": (cmd_ota, _setup_ota, "status, pause, resume or abort firmware rollouts (running gateway)"),
+    "update": (cmd_update, _setup_update, "install a signed bundle file, or show updates (running gateway)"),
 }
 
 
