@@ -36,7 +36,7 @@ def cmd_ota(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config)
     if cfg.updates is None:
         raise OTACommandError(f"[updates] is not enabled in {cfg.source}: set enabled = true (docs/updates.md)")
-    body: dict[str, Any] = {"op": f"ota_{args.action}"}
+    body: dict[str, Any] = {"op": f"ota.{args.action}"}
     if args.name:
         body["name"] = args.name
     try:

@@ -30,7 +30,9 @@ from gateway.status import detail, report, with_detail
 from gateway.updates.events import UpdateEvents
 from gateway.updates.gwconfig import ConfigUpdates
 from gateway.updates.models import ModelUpdates
+from gateway.updates.rollout import FirmwareRollouts
 from gateway.writer import CommitFailed
+from shared_protocol import CMD_OTA
 from shared_protocol.gw_topics import gateway_topic
 
 log = logging.getLogger(__name__)
@@ -176,6 +178,7 @@ class Runner:
         self.update_events: UpdateEvents | None = None
         self.model_updates: ModelUpdates | None = None
         self.config_updates: ConfigUpdates | None = None
+        self.firmware: FirmwareRollouts | None = None
         u = config.updates
         if u is None:
             return
@@ -186,6 +189,11 @@ class Runner:
             submit=submit,
         )
         self.model_updates = ModelUpdates(self.gateway, state_dir=u.state_dir, rules=u.shadow, events=events)
+        # firmware rollouts: CMD_OTA through the outbox, the boards' answers among the EVENTs
+        self.firmware = FirmwareRollouts(
+            u, events, lambda: self.gateway.registry.devices, lambda d, arg: self.gateway.outbox.cmd(d, CMD_OTA, arg)
+        )
+        self.gateway.control.event_listeners.append(self.firmware.on_event)
         if config_path is not None:
             self.config_updates = ConfigUpdates(
                 config_path=config_path,
@@ -207,7 +215,20 @@ class Runner:
             if self.model_updates is None:
                 return {"ok": False, "reason": "disabled", "message": "model updates need [updates] enabled = true"}
             return self.model_updates.handle(body)
+        if op.startswith("ota."):
+            if self.firmware is None:
+                return {"ok": False, "reason": "disabled", "message": "firmware rollouts need [updates] enabled = true"}
+            return self.firmware.handle(body)
         return self.devconfig.handle(body)
+
+    def _tick_updates(self) -> None:
+        """[updates]: each handler's turn of the processing loop (cheap when idle)."""
+        if self.model_updates is not None:
+            self.model_updates.tick()
+        if self.firmware is not None:
+            self.firmware.tick()
+        if self.config_updates is not None and self.config_updates.trial is not None:
+            self.config_updates.tick(self._healthy())
 
     def _healthy(self) -> bool:
         """A configuration on trial is healthy: local broker subscribed, cloud link up with [forward]."""
@@ -257,6 +278,7 @@ class Runner:
         if self.update_events is not None:
             st["model_updates"] = self.model_updates.status() if self.model_updates is not None else None
             st["config_update"] = self.config_updates.status() if self.config_updates is not None else None
+            st["ota"] = self.firmware.status() if self.firmware is not None else None
         k = self.keys  # unreadable chunks and records: rawlog.unreadable, forward.encryption
         st["encryption"] = None if k is None else {"key_dir": str(k.directory), "active_key": key_name(k.active_id)}
         return st
@@ -309,10 +331,7 @@ class Runner:
                     except CommitFailed:
                         break  # self.failed is set: the writer stopped; stop without draining
                 self.devconfig.serve(time.time())
-                if self.model_updates is not None:
-                    self.model_updates.tick()
-                if self.config_updates is not None and self.config_updates.trial is not None:
-                    self.config_updates.tick(self._healthy())
+                self._tick_updates()
                 now = time.monotonic()
                 if now >= next_tick:
                     self.gateway.tick()

@@ -461,13 +461,13 @@ class FirmwareRollouts:
         self.events.record(KIND, r.name, "aborted", reason=reason, version=r.version, counts=r.counts())
 
     # ------------------------------------------------------------------ control socket (its thread)
-    OPS = ("ota_status", "ota_pause", "ota_resume", "ota_abort")
+    OPS = ("ota.status", "ota.pause", "ota.resume", "ota.abort")
 
     def handle(self, body: dict[str, Any]) -> dict[str, Any]:
         op = body.get("op")
         name = body.get("name")
         with self._lock:
-            if op == "ota_status":
+            if op == "ota.status":
                 return {"ok": True, **self.status()}
             if name is None and len(self.rollouts) == 1:
                 name = next(iter(self.rollouts))
@@ -481,21 +481,21 @@ class FirmwareRollouts:
                 }
             if r.state in (DONE, ABORTED):
                 return {"ok": False, "reason": "finished", "message": f"rollout {r.name} is {r.state} already"}
-            if op == "ota_pause":
+            if op == "ota.pause":
                 r.state = PAUSED
                 r.reason = "paused by the operator (ota pause)"
-            elif op == "ota_resume":
+            elif op == "ota.resume":
                 r.state = RUNNING
                 r.reason = None
-            elif op == "ota_abort":
+            elif op == "ota.abort":
                 r.abort_pending = True  # the ABORT CMDs go out from the processing thread
                 r.reason = "aborted by the operator (ota abort)"
             else:
                 return {"ok": False, "reason": "bad_request", "message": f"unknown op {op!r}"}
             self._save()
-            if op != "ota_abort":
+            if op != "ota.abort":
                 self.events.record(KIND, r.name, r.state, reason=r.reason, version=r.version)
-            return {"ok": True, "name": r.name, "state": "aborting" if op == "ota_abort" else r.state}
+            return {"ok": True, "name": r.name, "state": "aborting" if op == "ota.abort" else r.state}
 
     def status(self) -> dict[str, Any]:
         """The ``ota`` section of the status."""

@@ -230,24 +230,24 @@ def test_pause_resume_abort(tmp_path: Path, release_key: ReleaseKey, make_bundle
     site.link.drop_answers = True  # keep dev1 in flight
     site.install(make_bundle, canary=["dev1"], wave=1)
     handle = site.rollouts.handle
-    assert handle({"op": "ota_pause"}) == {"ok": True, "name": "sensorfw-native", "state": "paused"}
+    assert handle({"op": "ota.pause"}) == {"ok": True, "name": "sensorfw-native", "state": "paused"}
     site.link.drop_answers = False
     site.tick(6)  # dev1 goes on (its BEGIN again after the timeout) while paused
     site.boot_new("dev1")
     assert site.states() == {"dev1": "confirmed", "dev2": "pending", "dev3": "pending"}
-    assert handle({"op": "ota_resume", "name": "sensorfw-native"})["state"] == "running"
+    assert handle({"op": "ota.resume", "name": "sensorfw-native"})["state"] == "running"
     site.link.drop_answers = True
     site.tick()
     assert site.states()["dev2"] == "begin"
-    assert handle({"op": "ota_abort"})["state"] == "aborting"
+    assert handle({"op": "ota.abort"})["state"] == "aborting"
     site.tick()
     assert site.rollout_state() == "aborted"
     assert site.states()["dev2"] == "failed"
     sent = [a for d, a in site.link.sent if d == "dev2"]
     assert sent[-1][0] == ota.OTA_ABORT
-    refused = handle({"op": "ota_pause", "name": "nope"})
+    refused = handle({"op": "ota.pause", "name": "nope"})
     assert refused["ok"] is False and "sensorfw-native" in refused["message"]
-    assert handle({"op": "ota_status"})["rollouts"]["sensorfw-native"]["state"] == "aborted"
+    assert handle({"op": "ota.status"})["rollouts"]["sensorfw-native"]["state"] == "aborted"
 
 
 def test_a_restarted_gateway_resumes_from_rollout_json(
