@@ -11,6 +11,7 @@ Commands (a table of name -> (handler, argument setup)):
   device-config change a device's settings or thresholds through the running gateway
   tpm-key       make the gateway's cloud client key inside the TPM; write its key file and CSR
   keys          status, rotate or retire the data keys of encryption at rest (gateway/keycmd.py)
+  model         status of the pipelines' models and their updates, or roll one back (gateway/modelcmd.py)
   ota           status, pause, resume or abort firmware rollouts (gateway/otacmd.py)
   update        install a signed bundle file, or show the updates (gateway/updatecmd.py)
 """
@@ -544,6 +545,18 @@ def cmd_ota(args: argparse.Namespace) -> int:
     return ota(args)
 
 
+def cmd_model(args: argparse.Namespace) -> int:
+    from gateway.modelcmd import cmd_model as model
+
+    return model(args)
+
+
+def _setup_model(p: argparse.ArgumentParser) -> None:
+    from gateway.modelcmd import setup
+
+    setup(p, _config_arg)
+
+
 def _setup_ota(p: argparse.ArgumentParser) -> None:
     from gateway.otacmd import setup
 
@@ -572,6 +585,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argpars
     "device-config": (cmd_device_config, _setup_device_config, "change a device's configuration (running gateway)"),
     "tpm-key": (cmd_tpm_key, _setup_tpm_key, "make the cloud client key in the TPM, and its certificate request"),
     "keys": (cmd_keys, _setup_keys, "status, rotate or retire the keys of encryption at rest"),
+    "model": (cmd_model, _setup_model, "each pipeline's model and its update; roll a model back (running gateway)"),
     "ota": (cmd_ota, _setup_ota, "status, pause, resume or abort firmware rollouts (running gateway)"),
     "update": (cmd_update, _setup_update, "install a signed bundle file, or show updates (running gateway)"),
 }

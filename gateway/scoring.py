@@ -34,6 +34,8 @@ class ShadowLike(Protocol):
 
     def observe(self, windows: NDArray[np.float32], current: NDArray[Any], current_threshold: float) -> None: ...
 
+    def status(self) -> dict[str, Any]: ...
+
 
 def score_windows(model: ModelLike, windows: NDArray[np.float32]) -> NDArray[Any]:
     """model.score, with the batch padded to a power of two when the model splits

@@ -86,6 +86,7 @@ def report(gw: Gateway, *, detail_sections: bool = True) -> dict[str, Any]:
                 },
                 "unmatched_devices": dict(s.stats.unmatched_devices),
                 "window_totals": _totals(s.window_stats().values()),
+                "shadow": s.shadow.status() if s.shadow is not None else None,  # a candidate model ([updates])
             }
             for s in gw.stages
         },
