@@ -31,6 +31,7 @@ from gateway.updates.events import UpdateEvents
 from gateway.updates.gwconfig import ConfigUpdates
 from gateway.updates.models import ModelUpdates
 from gateway.updates.rollout import FirmwareRollouts
+from gateway.updates.service import UpdateService
 from gateway.writer import CommitFailed
 from shared_protocol import CMD_OTA
 from shared_protocol.gw_topics import gateway_topic
@@ -178,6 +179,7 @@ class Runner:
         self.update_events: UpdateEvents | None = None
         self.model_updates: ModelUpdates | None = None
         self.config_updates: ConfigUpdates | None = None
+        self.update_service: UpdateService | None = None
         self.firmware: FirmwareRollouts | None = None
         u = config.updates
         if u is None:
@@ -202,6 +204,19 @@ class Runner:
                 events=events,
                 restart=self.request_restart,
             )
+        # signed bundles from the cloud link ([forward]) or `update install`, to the handler of their kind
+        self.update_service = service = UpdateService(
+            u,
+            site=g.site,
+            gateway_id=g.id,
+            events=events,
+            link=self.forwarder,
+            topic_prefix=self.forwarder.config.topic_prefix if self.forwarder is not None else "edgeline",
+        )
+        service.register("model", self.model_updates)
+        if self.config_updates is not None:
+            service.register("config", self.config_updates)
+        service.register("firmware", self.firmware)
 
     def request_restart(self) -> None:
         """Stop cleanly; `edgeline-gateway run` then re-executes itself (a new configuration)."""
@@ -219,6 +234,10 @@ class Runner:
             if self.firmware is None:
                 return {"ok": False, "reason": "disabled", "message": "firmware rollouts need [updates] enabled = true"}
             return self.firmware.handle(body)
+        if op.startswith("update."):
+            if self.update_service is None:
+                return {"ok": False, "reason": "disabled", "message": "signed bundles need [updates] enabled = true"}
+            return self.update_service.handle(body)
         return self.devconfig.handle(body)
 
     def _tick_updates(self) -> None:
@@ -278,6 +297,7 @@ class Runner:
         if self.update_events is not None:
             st["model_updates"] = self.model_updates.status() if self.model_updates is not None else None
             st["config_update"] = self.config_updates.status() if self.config_updates is not None else None
+            st["updates"] = self.update_service.status() if self.update_service is not None else None
             st["ota"] = self.firmware.status() if self.firmware is not None else None
         k = self.keys  # unreadable chunks and records: rawlog.unreadable, forward.encryption
         st["encryption"] = None if k is None else {"key_dir": str(k.directory), "active_key": key_name(k.active_id)}
@@ -307,6 +327,8 @@ class Runner:
             self.config_updates.recover()  # record the rollback of the last start, or the trial now on
         if self.model_updates is not None:
             self.model_updates.restore()  # a candidate in shadow at the last stop starts again
+        if self.update_service is not None:
+            self.update_service.start()  # resumes unfinished transfers, then takes new bundles
         self._start_web()
         try:
             self.control_socket.start()
@@ -331,6 +353,8 @@ class Runner:
                     except CommitFailed:
                         break  # self.failed is set: the writer stopped; stop without draining
                 self.devconfig.serve(time.time())
+                if self.update_service is not None:
+                    self.update_service.tick(time.time())  # verified bundles to their handlers
                 self._tick_updates()
                 now = time.monotonic()
                 if now >= next_tick:
@@ -415,6 +439,8 @@ class Runner:
             if not closed:
                 log.error("the raw log writer did not finish in %.0f s; its databases are left open", DRAIN_S)
             self.mqtt.stop()
+            if self.update_service is not None:
+                self.update_service.stop()
             if self.forwarder is not None:
                 self.forwarder.stop()
             if self.web is not None:
