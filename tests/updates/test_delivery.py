@@ -249,3 +249,18 @@ def test_kill9_mid_transfer_resumes_without_fetching_held_chunks(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_refused_bundle_is_not_fetched_again_after_a_restart(
+    make_bundle: Make, cloud: Mosquitto, start_gateway: Callable[[], GatewaySide], tmp_path: Path
+):
+    stranger = make_release_key(tmp_path / "other", "stranger")
+    publish_bundle(make_bundle(name="intruder", key=stranger.private), broker_of(cloud), gateway=GW, chunk_size=CHUNK)
+    first = start_gateway()
+    wait_until(first.refusals, "the refusal")
+    first.service.stop()
+    first.forwarder.stop()
+    again = start_gateway()  # the retained meta of the refused bundle comes again on subscribe
+    later = publish_bundle(make_bundle(name="later", counter=2), broker_of(cloud), gateway=GW, chunk_size=CHUNK)
+    assert again.handler.event.wait(30)  # the deliveries are in order: the old meta was seen before this
+    assert again.refusals() == [] and again.service.status()["chunk_messages"] == later.chunks
