@@ -341,7 +341,7 @@ class ModelUpdates:
             self.active[name] = before
             self.events.record(KIND, name, "failed", reason=f"active.json could not be written ({exc})", **info)
             return
-        old_version = stage.spec.version
+        old_version = entry["previous"].get("version")
         stage.swap_model(cand["model"], cand["spec"])
         self.events.record(KIND, name, "promoted", replaced=old_version, figures=verdict.figures, **info)
 
@@ -368,13 +368,13 @@ class ModelUpdates:
             self.events.record(KIND, name, "failed", reason=message, version=prev.get("version"))
             return {"ok": False, "reason": "failed", "message": message}
         before = dict(entry)
+        old_version = entry["current"].get("version")
         entry.update(current=prev, previous=entry["current"])
         try:
             self._save()
         except OSError as exc:
             self.active[name] = before
             return {"ok": False, "reason": "failed", "message": f"active.json could not be written ({exc})"}
-        old_version = stage.spec.version
         stage.swap_model(model, spec)
         self.events.record(
             KIND,
@@ -385,16 +385,18 @@ class ModelUpdates:
             counter=prev.get("counter"),
             replaced=old_version,
         )
-        return {"ok": True, "pipeline": name, "version": spec.version, "replaced": old_version}
+        return {"ok": True, "pipeline": name, "version": prev.get("version"), "replaced": old_version}
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for stage in self.gateway.stages:
             entry = self.active.get(stage.name) or {}
             prev = entry.get("previous")
+            current = entry.get("current") or {}
             out[stage.name] = {
-                "version": stage.spec.version,
-                "counter": (entry.get("current") or {}).get("counter", 0),
+                "version": current.get("version", stage.spec.version),  # the bundle's (release) version
+                "model_version": stage.spec.version,  # the model manifest's
+                "counter": current.get("counter", 0),
                 "previous": prev.get("version") if isinstance(prev, dict) else None,
                 "candidate": (self._candidates.get(stage.name) or {}).get("version"),
                 "shadow": stage.shadow.status() if isinstance(stage.shadow, ShadowScorer) else None,

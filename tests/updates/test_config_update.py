@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,15 @@ from tests.support.gateway_proc import GatewayProcess
 from tests.support.mosquitto import Mosquitto, free_port
 from tests.support.upy import ROOT
 from tests.support.waiting import wait_until
+from tests.updates.conftest import ReleaseKey
 from tests.updates.model_site import StandInBundle
 
 
-def updates_toml(tmp_path: Path, *, health_timeout_s: float, max_starts: int) -> str:
+def updates_toml(key: ReleaseKey, *, health_timeout_s: float, max_starts: int) -> str:
     return f"""
 [updates]
 enabled = true
-trusted_keys = ["{tmp_path / "release.pub"}"]
+trusted_keys = ["{key.pub_path}"]
 
 [updates.config]
 health_timeout_s = {health_timeout_s}
@@ -79,8 +81,8 @@ def update_state(client: Client, state: str, timeout: float = 30.0) -> dict[str,
     return dict(json.loads(payload)["config/gateway"])
 
 
-def test_check_config_refuses_and_nothing_changes(tmp_path: Path) -> None:
-    gp = GatewayProcess(tmp_path, free_port(), extra_toml=updates_toml(tmp_path, health_timeout_s=5, max_starts=2))
+def test_check_config_refuses_and_nothing_changes(tmp_path: Path, release_key: ReleaseKey) -> None:
+    gp = GatewayProcess(tmp_path, free_port(), extra_toml=updates_toml(release_key, health_timeout_s=5, max_starts=2))
     old = gp.config.read_bytes()
     state_dir = gp.data / "updates"
     cases = [
@@ -121,23 +123,60 @@ def watcher(mosquitto: Mosquitto) -> Any:
     client.close()
 
 
-def test_good_config_confirmed_after_the_restart(tmp_path: Path, mosquitto: Mosquitto, watcher: Client) -> None:
-    gp = GatewayProcess(tmp_path, mosquitto.port, extra_toml=updates_toml(tmp_path, health_timeout_s=20, max_starts=2))
-    new = gp.config.read_text().replace("status_interval_s = 0.2", "status_interval_s = 0.3")
-    install(gp, new)
+def test_good_config_bundle_swapped_restarted_into_and_confirmed(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    watcher: Client,
+    release_key: ReleaseKey,
+    make_bundle: Callable[..., Path],
+) -> None:
+    toml = updates_toml(release_key, health_timeout_s=20, max_starts=2)
+    gp = GatewayProcess(tmp_path / "gw", mosquitto.port, extra_toml=toml)
+    old = gp.config.read_text()
+    new = old.replace("status_interval_s = 0.2", "status_interval_s = 0.3")
+    good = make_bundle(kind="config", version="c3", counter=3, files={"gateway.toml": new.encode()})
+    bad = make_bundle(kind="config", version="c2", counter=2, files={"gateway.toml": b"[gateway]\nid = 5\n"})
     try:
         gp.start()
+        pid = gp.proc.pid if gp.proc is not None else 0
+        res = cli(gp, "update", "install", str(bad))  # verified (its counter used up), refused by check-config
+        assert res.returncode == 0, res.stderr
+        refused = update_state(watcher, "refused")
+        assert refused["version"] == "c2" and refused["reason"].startswith("check-config failed: ")
+        assert gp.config.read_text() == old and not prev_path(gp.config).exists()
+        res = cli(gp, "update", "install", str(good))
+        assert res.returncode == 0, res.stderr
+        update_state(watcher, "installed")
+        trial = update_state(watcher, "trial")  # recorded by the re-executed gateway
+        assert trial["starts"] == 1 and trial["version"] == "c3"
         confirmed = update_state(watcher, "confirmed")
-        assert confirmed["version"] == "c2" and confirmed["counter"] == 2
-        st = wait_until(lambda: (s := gp.status()) and s["config_update"]["trial"] is None and s, 10, "no trial")
-        assert st["status_interval_s"] == 0.3
+        assert confirmed["version"] == "c3" and confirmed["counter"] == 3
+        st = wait_until(lambda: (s := status_of(gp, pid)) and s["config_update"]["trial"] is None and s, 10, "no trial")
+        assert st["status_interval_s"] == 0.3 and st["ingest"]["subscribed"]
         assert not (gp.data / "updates" / TRIAL_FILE).exists() and gp.config.read_text() == new
+        assert prev_path(gp.config).read_text() == old
+        assert "restarting: " in gp.log.read_text()
     finally:
         assert gp.stop() == 0
 
 
-def test_unhealthy_config_rolled_back_by_itself(tmp_path: Path, mosquitto: Mosquitto, watcher: Client) -> None:
-    gp = GatewayProcess(tmp_path, mosquitto.port, extra_toml=updates_toml(tmp_path, health_timeout_s=2, max_starts=2))
+def cli(gp: GatewayProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args, "-c", str(gp.config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_unhealthy_config_rolled_back_by_itself(
+    tmp_path: Path, mosquitto: Mosquitto, watcher: Client, release_key: ReleaseKey
+) -> None:
+    gp = GatewayProcess(
+        tmp_path, mosquitto.port, extra_toml=updates_toml(release_key, health_timeout_s=2, max_starts=2)
+    )
     old = gp.config.read_bytes()
     install(gp, old.decode().replace(f"port = {mosquitto.port}", f"port = {free_port()}"))  # loads, never connects
     try:
@@ -152,9 +191,11 @@ def test_unhealthy_config_rolled_back_by_itself(tmp_path: Path, mosquitto: Mosqu
 
 
 def test_kill_9_in_the_trial_then_rolled_back_at_the_next_start(
-    tmp_path: Path, mosquitto: Mosquitto, watcher: Client
+    tmp_path: Path, mosquitto: Mosquitto, watcher: Client, release_key: ReleaseKey
 ) -> None:
-    gp = GatewayProcess(tmp_path, mosquitto.port, extra_toml=updates_toml(tmp_path, health_timeout_s=60, max_starts=1))
+    gp = GatewayProcess(
+        tmp_path, mosquitto.port, extra_toml=updates_toml(release_key, health_timeout_s=60, max_starts=1)
+    )
     old = gp.config.read_bytes()
     install(gp, old.decode().replace(f"port = {mosquitto.port}", f"port = {free_port()}"))
     trial_file = gp.data / "updates" / TRIAL_FILE
