@@ -330,7 +330,7 @@ def _open_tar(path: Path) -> Iterator[tuple[tarfile.TarFile, dict[str, tarfile.T
                 raise BundleError("bad_format", f"{name}: member {member.name!r} appears twice")
             members[member.name] = member
         yield tar, members
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except (tarfile.TarError, EOFError) as exc:  # an OSError (disk full while extracting) stays one
         raise BundleError("bad_format", f"{name}: truncated or damaged ({exc}); deliver it again") from None
     finally:
         tar.close()

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -162,10 +163,12 @@ class UpdateService:
                 f"this gateway installs no {kind} bundles (no handler: see [updates] in docs/updates.md)",
                 bundle.bundle_id,
             )
+            shutil.rmtree(staged, ignore_errors=True)
             return
         if bundle.counter <= self.counters.last(kind, name):  # another bundle took this counter meanwhile
             last = self.counters.last(kind, name)
             self._refused(kind, name, "replayed", f"counter {bundle.counter} is not above {last}", bundle.bundle_id)
+            shutil.rmtree(staged, ignore_errors=True)
             return
         self.counters.accept(kind, name, bundle.counter)
         try:
@@ -369,6 +372,10 @@ class UpdateService:
             bundle_id = file_sha256(path) if path.exists() else None
             self._refused(*label, exc.reason, str(exc), bundle_id)
             return {"ok": False, "reason": exc.reason, "message": str(exc)}
+        except OSError as exc:  # the gateway's own disk, not the bundle: it may be delivered again
+            message = f"cannot verify or stage the bundle ({exc}); free space in {self.state_dir} and send it again"
+            self.events.record(*label, "failed", reason=message)
+            return {"ok": False, "reason": "failed", "message": message}
         self._remember(bundle.bundle_id, "received")
         with self._lock:
             self._stats["received"] += 1

@@ -264,3 +264,21 @@ def test_refused_bundle_is_not_fetched_again_after_a_restart(
     later = publish_bundle(make_bundle(name="later", counter=2), broker_of(cloud), gateway=GW, chunk_size=CHUNK)
     assert again.handler.event.wait(30)  # the deliveries are in order: the old meta was seen before this
     assert again.refusals() == [] and again.service.status()["chunk_messages"] == later.chunks
+
+
+def test_transfer_goes_on_after_the_cloud_link_is_lost(
+    make_bundle: Make, cloud: Mosquitto, start_gateway: Callable[[], GatewaySide], tmp_path: Path
+):
+    files = {"model.json": b"{}", "model.tflite": os.urandom(9 * CHUNK)}
+    path = make_bundle(name="linkloss", files=files)
+    meta = publish_bundle(path, broker_of(cloud), gateway=GW, chunk_size=CHUNK, only_chunks=range(4))
+    side = start_gateway()
+    held = tmp_path / "data" / "updates" / "incoming" / meta.bundle_id
+    wait_until(lambda: held.is_dir() and sum(1 for p in held.iterdir() if p.name.isdigit()) == 4, "4 chunks held")
+    cloud.stop()  # the link is lost; the broker keeps its retained messages (persistence)
+    wait_until(lambda: side.forwarder.status()["connection"]["state"] != "connected", "the link down")
+    cloud.start()
+    publish_bundle(path, broker_of(cloud), gateway=GW, chunk_size=CHUNK, only_chunks=range(4, meta.chunks))
+    assert side.handler.event.wait(30), side.service.status()  # subscriptions made again on the reconnect
+    assert side.handler.installed[0][1] == files
+    assert side.service.status()["chunks_fetched"] == meta.chunks
