@@ -38,7 +38,7 @@ from typing import Any
 from gateway.config import Config, ConfigError
 from gateway.config import load as load_config
 from gateway.updates.events import UpdateEvents
-from gateway.updates.models import BundleLike, write_json_durably
+from gateway.updates.models import BundleLike, fsync_dir, write_json_durably
 from gateway.updates.settings import ConfigTrialSettings
 
 log = logging.getLogger(__name__)
@@ -75,11 +75,7 @@ def _write_private(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def prev_path(config_path: Path) -> Path:
@@ -224,8 +220,8 @@ class ConfigUpdates:
         _write_private(prev_path(self.config_path), self.config_path.read_bytes())
         self.trial = {**info, "sha256": _sha256(new), "starts": 0, "installed_at": time.time()}
         write_json_durably(self.state_dir / TRIAL_FILE, self.trial)
-        os.replace(new, self.config_path)
-        _write_private(self.config_path, self.config_path.read_bytes())  # fsync the file and its directory
+        os.replace(new, self.config_path)  # new was fsynced when written
+        fsync_dir(self.config_path.parent)
         self.events.record(KIND, NAME, "installed", **info)
         self.restarting = True
         self.restart()

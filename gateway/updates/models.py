@@ -66,7 +66,7 @@ class ModelRefused(Exception):
     """A candidate that cannot be shadowed; the message says why (it goes into the record)."""
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -83,7 +83,7 @@ def write_json_durably(path: Path, data: dict[str, Any]) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 # --------------------------------------------------------------------------- active.json
@@ -251,7 +251,7 @@ class ModelUpdates:
         if dest.exists():  # the same counter again (a test, or a store restored by hand)
             shutil.rmtree(dest)
         os.replace(tmp, dest)
-        _fsync_dir(pipeline_dir)
+        fsync_dir(pipeline_dir)
         return dest
 
     def _start_shadow(self, name: str, entry: dict[str, Any]) -> None:
@@ -265,8 +265,18 @@ class ModelUpdates:
             spec = check_fits(candidate, stage, p.threshold)
         except ModelRefused as exc:
             self.events.record(KIND, name, "not_promoted", reason=str(exc), **info)
-            self._set_candidate(name, None)
+            if name not in self._candidates:  # an earlier candidate still in shadow stays
+                self._set_candidate(name, None)
             return
+        replaced = self._candidates.pop(name, None)
+        if replaced is not None:  # one candidate per pipeline: the newer bundle wins
+            self.events.record(
+                KIND,
+                name,
+                "not_promoted",
+                reason=f"replaced in shadow by the newer {entry.get('version')} before its verdict",
+                **{k: replaced[k] for k in ("version", "counter", "bundle_id") if k in replaced},
+            )
         stage.shadow = ShadowScorer(candidate, spec.threshold, self.rules, started=self.clock())
         self._candidates[name] = {**entry, "model": candidate, "spec": spec}
         self._set_candidate(name, entry)

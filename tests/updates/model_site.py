@@ -74,7 +74,8 @@ def config(tmp_path: Path, *, windows: int = 24, rules: list[dict[str, Any]] | N
 class Site:
     """Gateway + model handler + one pump; ``run(n)`` feeds windows through the pipeline."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, *, boot: int = 1) -> None:
+        """boot: the pump's boot number (a restarted site needs a new one, or its frames are duplicates)."""
         assert cfg.updates is not None
         self.config = cfg
         self.pub = Published()
@@ -88,7 +89,7 @@ class Site:
         )
         self.models.restore()
         self.stage = self.gw.stages[0]
-        self.dev = SimDevice("pump-1", channels=mpu_channels())
+        self.dev = SimDevice("pump-1", channels=mpu_channels(), boot=boot)
         self.t = 1_700_000_000.0
         self.gw.process([RawFrame(self.dev.topic("birth"), self.dev.birth(), self.t)])
         raw = np.round(sim_data.stream(32 * 400, seed=501, warmup=1000) * SCALE).astype(np.int16)

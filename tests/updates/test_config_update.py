@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import load
+from gateway.config import ConfigError, load
 from gateway.updates.events import UpdateEvents
 from gateway.updates.gwconfig import ROLLBACK_FILE, TRIAL_FILE, ConfigUpdates, prev_path, start_config
 from tests.gateway.mqtt_util import Client
@@ -113,6 +113,30 @@ def test_check_config_refuses_and_nothing_changes(tmp_path: Path, release_key: R
     assert cfg.gateway.status_interval_s == 0.2 and gp.config.read_bytes() == old
     note = json.loads((state_dir / ROLLBACK_FILE).read_text())
     assert note["reason"] == "2 start(s) without becoming healthy ([updates.config] max_starts = 2)"
+
+
+def test_at_start_a_trial_file_that_does_not_load_is_rolled_back_and_an_unswapped_trial_dropped(
+    tmp_path: Path, release_key: ReleaseKey
+) -> None:
+    gp = GatewayProcess(tmp_path, free_port(), extra_toml=updates_toml(release_key, health_timeout_s=5, max_starts=2))
+    old = gp.config.read_bytes()
+    state_dir = gp.data / "updates"
+    install(gp, old.decode().replace("status_interval_s = 0.2", "status_interval_s = 0.4"))
+
+    def load_fails_for_the_new(path: Path) -> Any:  # e.g. a file it names was removed since the check
+        if path == gp.config and path.read_bytes() != old:
+            raise ConfigError("mqtt.password_file: /etc/edgeline/mqtt.pw does not exist")
+        return load(path)
+
+    cfg = start_config(gp.config, load=load_fails_for_the_new)
+    assert cfg.gateway.status_interval_s == 0.2 and gp.config.read_bytes() == old
+    note = json.loads((state_dir / ROLLBACK_FILE).read_text())
+    assert note["reason"].startswith("the new configuration does not load: mqtt.password_file")
+    assert not (state_dir / TRIAL_FILE).exists()
+    # a power cut between the trial marker and the swap: the marker names another file, dropped
+    (state_dir / TRIAL_FILE).write_text(json.dumps({"sha256": "0" * 64, "starts": 0, "version": "x"}))
+    assert start_config(gp.config).gateway.status_interval_s == 0.2
+    assert not (state_dir / TRIAL_FILE).exists() and gp.config.read_bytes() == old
 
 
 @pytest.fixture

@@ -101,3 +101,23 @@ def test_models_that_do_not_load_or_fit_are_refused_before_any_shadow(tmp_path: 
     assert quantization(site) == "float32" and site.gw.counters.alerts == 0
     assert site.models.rollback("vib")["reason"] == "no_previous"
     site.close()
+
+
+def test_a_newer_candidate_replaces_the_one_in_shadow_and_a_shadow_resumes_after_a_restart(tmp_path: Path) -> None:
+    cfg = config(tmp_path, windows=16)
+    site = Site(cfg)
+    site.models.install(bundle(INT8, 2, "a"), payload(INT8, tmp_path / "a"))
+    site.run(10)
+    site.models.install(bundle(MOTIONS, 3, "m"), payload(MOTIONS, tmp_path / "m"))  # does not fit: "a" stays
+    assert site.models.status()["vib"]["candidate"] == "a" and site.models.status()["vib"]["shadow"]["windows"] == 4
+    site.models.install(bundle(INT8, 4, "b"), payload(INT8, tmp_path / "b"))
+    replaced = [e for e in site.events.status()["recent"] if e["state"] == "not_promoted" and e["version"] == "a"]
+    assert replaced and replaced[0]["reason"] == "replaced in shadow by the newer b before its verdict"
+    assert site.models.status()["vib"]["shadow"]["windows"] == 0
+    site.run(10)
+    site.close()
+    site = Site(cfg, boot=2)  # restarted mid-shadow: "b" shadows again, from zero windows
+    assert site.models.status()["vib"]["candidate"] == "b" and site.states() == ["shadow"]
+    site.run(34)
+    assert site.last()["state"] == "promoted" and site.last()["version"] == "b"
+    site.close()
