@@ -145,6 +145,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     else:
         print(f"forward: none (summaries published on {gateway_topic(g.prefix, g.site, 'summary')})")
     _check_encryption(cfg)
+    if cfg.updates is not None:  # the same check as `run`: every trusted key readable and Ed25519
+        from gateway.updates.bundle import load_trusted_keys
+
+        keys = load_trusted_keys(cfg.updates.trusted_keys)
+        print(f"updates: on, trusted release keys {', '.join(keys.ids)}, state in {cfg.updates.state_dir}")
     print("configuration OK")
     return 0
 

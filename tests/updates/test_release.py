@@ -134,3 +134,30 @@ def test_module_entry_point():
         [sys.executable, "-m", "tools.release", "--help"], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0 and "keygen" in done.stdout and "publish" in done.stdout
+
+
+def test_check_config_loads_the_trusted_keys(key: Path, tmp_path: Path):
+    """A configuration naming a missing or non-Ed25519 key is refused before it runs (and so a
+    config bundle naming one is refused before the swap)."""
+    from gateway.updates.bundle import key_id, load_public_key
+
+    toml = tmp_path / "gateway.toml"
+
+    def check(trusted: Path) -> subprocess.CompletedProcess[str]:
+        toml.write_text(
+            f'[gateway]\nid = "gw1"\nsite = "s1"\ndata_dir = "{tmp_path / "data"}"\n\n'
+            f'[updates]\nenabled = true\ntrusted_keys = ["{trusted}"]\n'
+        )
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", "check-config", "-c", str(toml), "--skip-models"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    ok = check(Path(f"{key}.pub"))
+    assert ok.returncode == 0, ok.stderr
+    assert key_id(load_public_key(Path(f"{key}.pub"))) in ok.stdout
+    missing = check(tmp_path / "nope.pub")
+    assert missing.returncode == 2 and "updates.trusted_keys" in missing.stderr and "nope.pub" in missing.stderr
