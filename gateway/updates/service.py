@@ -305,6 +305,8 @@ class UpdateService:
         store = self._transfers.get(f"{kind}/{name}")
         if store is None or store.meta.bundle_id != bundle_id:
             return  # a chunk of a transfer that ended or was replaced
+        if not payload and store.meta.chunk_length(index) > 0:
+            return  # a retained chunk cleared by the publisher (a newer bundle replaced it)
         try:
             fetched = store.put(index, payload)
         except BundleError as exc:

@@ -282,3 +282,29 @@ def test_transfer_goes_on_after_the_cloud_link_is_lost(
     assert side.handler.event.wait(30), side.service.status()  # subscriptions made again on the reconnect
     assert side.handler.installed[0][1] == files
     assert side.service.status()["chunks_fetched"] == meta.chunks
+
+
+def test_a_new_release_clears_the_chunks_of_the_one_it_replaces(
+    make_bundle: Make, cloud: Mosquitto, start_gateway: Callable[[], GatewaySide]
+):
+    from tools.release.publish import retained
+
+    old = publish_bundle(make_bundle(name="vib", counter=1), broker_of(cloud), gateway=GW, chunk_size=CHUNK)
+    new = publish_bundle(
+        make_bundle(name="vib", counter=2, version="2"), broker_of(cloud), gateway=GW, chunk_size=CHUNK
+    )
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.connect(cloud.host, cloud.port)
+    client.loop_start()
+    try:
+        held = retained(client, "edgeline/gw1/bundles/#", broker_of(cloud), "edgeline/gw1/bundles")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert not [t for t in held if old.bundle_id in t]
+    assert sorted(t for t in held if new.bundle_id in t) == sorted(
+        chunk_topic("edgeline", GW, new, i) for i in range(new.chunks)
+    )
+    side = start_gateway()
+    assert side.handler.event.wait(30)
+    assert [b.version for b, _ in side.handler.installed] == ["2"]
