@@ -220,6 +220,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"pipeline {name}: model {p['model_version']} windows scored {p['windows_scored']}")
     for line in ota_lines(status.get("ota") or {}):  # firmware rollouts ([updates])
         print(line)
+    if status.get("updates"):  # signed bundles: received, refused and why ([updates])
+        from gateway.updatecmd import status_lines
+
+        for line in status_lines(status["updates"]):
+            print(f"updates: {line}")
     print(f"{'device':<20} {'online':<7} {'state':<8} {'boot':>5} {'fw':<12} last seen")
     for d in devices:
         print(

@@ -97,6 +97,15 @@ def test_refused_local_install_and_a_delivered_bundle(
         shown = cli(gateway, "status")
         assert shown.returncode == 0, shown.stderr
         assert "model/vibration: refused: unknown_key" in shown.stdout
+        overall = subprocess.run(
+            [sys.executable, "-m", "gateway", "status", "-c", str(gateway.config)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert "updates: model/vibration: refused: unknown_key" in overall.stdout, overall.stdout + overall.stderr
         doc = json.loads(cli(gateway, "status", "--json").stdout)
         assert doc["ok"] and doc["status"]["trusted_keys"]
     finally:
