@@ -106,3 +106,40 @@ def test_no_handler_and_failing_handler(service: UpdateService, make_bundle: Mak
 def test_bad_requests(service: UpdateService):
     assert service.handle({"op": "update.install", "file": "relative.bundle"})["reason"] == "bad_request"
     assert service.handle({"op": "update.nope"})["reason"] == "bad_request"
+
+
+def test_meta_checks_and_chunk_store(tmp_path: Path):
+    import dataclasses
+    import json
+
+    from gateway.updates.bundle import BundleError
+    from gateway.updates.delivery import ChunkStore, parse_meta, split
+
+    data = bytes(range(256)) * 50
+    meta, chunks = split(data, "model", "vib", 1000)
+    assert parse_meta("model", "vib", meta.to_json(), len(data)) == meta
+    with pytest.raises(BundleError) as info:  # refused before a single chunk is fetched
+        parse_meta("model", "vib", meta.to_json(), len(data) - 1)
+    assert info.value.reason == "too_large" and "max_bundle_bytes" in str(info.value)
+    doc = json.loads(meta.to_json())
+    for change in ({"chunks": 3}, {"chunk_size": 0}, {"bundle_id": "x"}, {"chunk_sha256": doc["chunk_sha256"][:-1]}):
+        with pytest.raises(BundleError) as info:
+            parse_meta("model", "vib", json.dumps({**doc, **change}).encode(), 1 << 30)
+        assert info.value.reason == "bad_format"
+    for kind, name in (("kernel", "vib"), ("model", "../x")):
+        with pytest.raises(BundleError):
+            parse_meta(kind, name, meta.to_json(), 1 << 30)
+    # chunks that match their hashes but not the bundle id (a forged meta) are refused at assembly
+    forged = dataclasses.replace(meta, bundle_id="0" * 64)
+    store = ChunkStore(tmp_path / "incoming", forged)
+    for i, chunk in enumerate(chunks):
+        assert store.put(i, chunk)
+    assert not store.put(0, chunks[0])  # held already
+    with pytest.raises(BundleError) as info:
+        store.assemble(tmp_path / "out.bundle")
+    assert info.value.reason == "bad_hash" and not (tmp_path / "out.bundle").exists()
+    with pytest.raises(BundleError) as info:
+        ChunkStore(tmp_path / "incoming2", meta).put(1, chunks[2])
+    assert info.value.reason == "bad_hash"
+    resumed = ChunkStore(tmp_path / "incoming", forged)  # what a restart finds
+    assert resumed.complete and resumed.missing() == []
