@@ -218,6 +218,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     for name, p in status["pipelines"].items():
         print(f"pipeline {name}: model {p['model_version']} windows scored {p['windows_scored']}")
+    if status.get("model_updates"):  # the pipelines' models from signed updates, candidates in shadow
+        from gateway.modelcmd import status_lines as model_lines
+
+        for line in model_lines(status["model_updates"]):
+            print(f"models: {line.strip()}")
+    trial = (status.get("config_update") or {}).get("trial")
+    if trial:  # a signed gateway.toml proving itself after the restart into it
+        left = status["config_update"]["health_left_s"]
+        print(
+            f"configuration {trial['version']} on trial (start {trial['starts']}): healthy within {left:g} s or rolled back"
+        )
     for line in ota_lines(status.get("ota") or {}):  # firmware rollouts ([updates])
         print(line)
     if status.get("updates"):  # signed bundles: received, refused and why ([updates])

@@ -19,6 +19,7 @@ from tests.support.gateway_proc import GatewayProcess
 from tests.support.mosquitto import Mosquitto
 from tests.support.simdevice import SimDevice
 from tests.support.upy import ROOT
+from tests.support.waiting import wait_until
 from tests.updates.conftest import ReleaseKey
 from tests.updates.model_site import FLOAT32, INT8, SCALE
 from tools.train import sim_data
@@ -92,6 +93,8 @@ windows = 12
         assert promoted["replaced"] == "1.0.0"
         status = cli(gp, "model", "status")
         assert status.stdout.splitlines() == ["pipeline vib: model 1.1-int8 (update 2), rollback to 1.0.0"]
+        line = "models: pipeline vib: model 1.1-int8 (update 2), rollback to 1.0.0"
+        wait_until(lambda: line in cli(gp, "status").stdout, 10, "the promotion in edgeline-gateway status")
         assert gp.stop() == 0
 
         gp.start()  # the promoted model again after a restart
