@@ -296,6 +296,20 @@ class ModelUpdates:
             self._save()
         except (ModelRefused, OSError) as exc:
             log.error("pipeline %s: active.json not updated: %s", name, exc)
+        self._prune(name)
+
+    def _prune(self, name: str) -> None:
+        """Delete the stored models of a pipeline that active.json no longer names (an SD card
+        keeps only the current, previous and candidate models)."""
+        entry = self.active.get(name) or {}
+        keep = {
+            Path(e["manifest"]).parent
+            for e in (entry.get("current"), entry.get("previous"), entry.get("candidate"))
+            if isinstance(e, dict)
+        }
+        for path in (self.root / name).glob("*"):
+            if path.is_dir() and path not in keep and not path.name.startswith("."):
+                shutil.rmtree(path, ignore_errors=True)
 
     def restore(self) -> None:
         """At start: a candidate that was in shadow at the last stop starts its shadow again
@@ -353,6 +367,7 @@ class ModelUpdates:
             return
         old_version = entry["previous"].get("version")
         stage.swap_model(cand["model"], cand["spec"])
+        self._prune(name)
         self.events.record(KIND, name, "promoted", replaced=old_version, figures=verdict.figures, **info)
 
     # ------------------------------------------------------------ rollback and status

@@ -43,6 +43,7 @@ def test_good_candidate_promoted_after_its_windows_kept_over_a_restart_and_rolle
     active = json.loads(active_path(cfg.updates.state_dir).read_text())["pipelines"]["vib"]  # type: ignore[union-attr]
     assert active["current"]["version"] == "1.1-int8" and active["previous"]["manifest"] == str(FLOAT32)
     assert Path(active["current"]["manifest"]).parent.name == "2-1.1-int8"
+    assert [d.name for d in (cfg.updates.state_dir / "models" / "vib").iterdir()] == ["2-1.1-int8"]  # type: ignore[union-attr]
     site.close()
 
     site = Site(cfg)  # a restart runs the promoted model
@@ -77,6 +78,7 @@ def test_false_alarm_flood_not_promoted_and_never_alerts(tmp_path: Path) -> None
     assert [r for lane, r in site.records if lane == "alert"] == []
     assert site.gw.counters.alerts == 0 and site.gw.counters.commands == 0
     assert quantization(site) == "float32" and site.stage.spec.threshold > 1e-3 and site.stage.shadow is None
+    assert list((tmp_path / "data" / "updates" / "models" / "vib").iterdir()) == []  # not kept
     site.close()
 
 
@@ -120,4 +122,5 @@ def test_a_newer_candidate_replaces_the_one_in_shadow_and_a_shadow_resumes_after
     assert site.models.status()["vib"]["candidate"] == "b" and site.states() == ["shadow"]
     site.run(34)
     assert site.last()["state"] == "promoted" and site.last()["version"] == "b"
+    assert [d.name for d in (tmp_path / "data" / "updates" / "models" / "vib").iterdir()] == ["4-b"]
     site.close()
