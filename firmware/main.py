@@ -1,74 +1,114 @@
-# Board entry point: pick the board, load config.json, run the firmware.
+# Board entry point: the A/B loader. It is never replaced over the air, so it stays small
+# and imports nothing from a slot until it has picked one.
+#
+# ota.json (flash root) says which firmware runs: the confirmed slot ("active": "a" or
+# "b", "" for the code at the flash root) and a slot on trial after an update ("trial").
+# No ota.json: the flat layout of a freshly flashed board (code at the root). A trial
+# start is counted in ota.json BEFORE the trial firmware runs; an exception out of the
+# trial firmware rolls back at once, a third start without confirmation rolls back too
+# (a hang the watchdog reset, a crash loop, a power cut); the firmware reports the
+# rollback to its gateway after it connects (core/ota_boot.py). ota.json is only ever
+# replaced whole (write a temporary file, rename over: atomic on littlefs and POSIX), so
+# a reset leaves the old state or the new one.
 #
 # On the unix port (sys.platform == "linux") the simulation board is used:
 #   MICROPYPATH=firmware:<repo root>:.cache/upy-lib micropython firmware/main.py
-# A bad or missing configuration prints one message naming the key and returns,
-# so a real board stays reachable on the REPL instead of crash-looping.
 
 import sys
 
-from sensorfw import unload
-
-try:
-    import micropython
-
-    micropython.alloc_emergency_exception_buf(128)
-except (ImportError, AttributeError):
-    pass
-
-
-def make_board():
-    if sys.platform == "linux":
-        from sensorfw.boards import sim
-
-        return sim.make_board()
-    from sensorfw.port.board import Board
-
-    if sys.platform == "esp32":
-        from sensorfw.boards import esp32_devkit
-
-        return Board(esp32_devkit)
-    if sys.platform == "rp2":
-        from sensorfw.boards import pico_w
-
-        return Board(pico_w)
-    raise OSError("no board profile for platform %r" % sys.platform)
+STATE = "ota.json"
+MAX_TRIAL_STARTS = 2  # a trial slot started this often without confirming is rolled back
+# shared_protocol/ota.py values (a slot's module may not be imported before the slot is
+# picked; tests/firmware/test_fw_ota.py checks they match)
+ROLLED_BACK_CRASH = 10
+ROLLED_BACK_UNCONFIRMED = 11
+EXIT_RESET = 4  # the simulation's machine.reset (boards/sim.py)
 
 
-def load_config(board):
-    """Validated configuration, or None after printing what is wrong. The board profile
-    adds its pin roles, watchdog maximum and heap budget (the simulation of a board has
-    the same profile as the board)."""
-    from sensorfw.core.config import ConfigError, load
+def read_state():
+    """The A/B state (a dict), or None for the flat layout."""
+    import json
 
-    _recover(board.config_path)
     try:
-        return load(board.config_path, board.needs_wifi, board.profile)
-    except ConfigError as e:
-        print("CONFIG ERROR: %s" % e)
-        print("Fix config.json (e.g. with the flash tool) and reset; the REPL stays available.")
+        with open(STATE) as f:
+            return json.load(f)
+    except OSError:
+        return None
+    except ValueError:
+        print("OTA: %s is unreadable: running the code at the flash root" % STATE)
         return None
 
 
-def _recover(path):
-    """Finish or drop a replacement of the config file that a reset cut short."""
-    from sensorfw.core.config_store import recover
+def write_state(st):
+    """Replace ota.json atomically."""
+    import json
+    import os
 
-    done = recover(path)
-    unload("sensorfw.core.config_store")
-    if done:
-        print("config: an interrupted change of %s was found: %s" % (path, done))
+    tmp = STATE + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(st))
+    os.rename(tmp, STATE)
+
+
+def roll_back(st, code):
+    """Drop the trial slot, keep the active one, remember why (reported after connect)."""
+    print("OTA: trial firmware in /%s/ rolled back (%d)" % (st.get("trial", ""), code))
+    st["trial"] = ""
+    st["starts"] = 0
+    st["rolled_back"] = code
+    write_state(st)
+
+
+def pick(st):
+    """(slot to run, on trial): a trial start is written down before it runs."""
+    if st is None:
+        return "", False
+    trial = st.get("trial", "")
+    if trial:
+        if st.get("starts", 0) >= MAX_TRIAL_STARTS:
+            roll_back(st, ROLLED_BACK_UNCONFIRMED)
+        else:
+            st["starts"] = st.get("starts", 0) + 1
+            write_state(st)
+            return trial, True
+    return st.get("active", ""), False
+
+
+def slot_dir(slot):
+    import os
+
+    cwd = os.getcwd()
+    return (cwd if cwd.endswith("/") else cwd + "/") + slot
+
+
+def reset():
+    if sys.platform == "linux":
+        sys.exit(EXIT_RESET)
+    import machine
+
+    machine.reset()
 
 
 def main():
-    board = make_board()
-    cfg = load_config(board)
-    if cfg is None:
-        unload("sensorfw.core.config")
-        return None
-    from sensorfw.start import run
+    st = read_state()
+    slot, trial = pick(st)
+    if slot:
+        sys.path.insert(0, slot_dir(slot))
+    try:
+        from sensorfw.entry import main as run
 
-    return run(board, cfg, "config.json")
+        app = run(slot, trial, st)
+    except Exception as e:
+        if not trial:
+            raise
+        print("OTA: the trial firmware raised at start-up: %r" % (e,))
+        app = None
+    if trial and app is None:
+        st = read_state()
+        if st is not None and st.get("trial", "") == slot:  # not confirmed in the meantime
+            roll_back(st, ROLLED_BACK_CRASH)
+            reset()
+    return app
 
 
 if __name__ == "__main__":

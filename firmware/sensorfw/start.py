@@ -29,16 +29,17 @@ def reserve_for_buffers(cfg):
         return None  # App then allocates where it can, and reports if it cannot
 
 
-def run(board, cfg, where):
+def run(board, cfg, where, ota=None):
     """Start the firmware with the validated cfg and run it; None if it cannot start.
-    where: what the user edits to fix a start-up problem (config.json, settings.toml)."""
+    where: what the user edits to fix a start-up problem (config.json, settings.toml);
+    ota: (slot, on trial, ota.json state) from the A/B loader, None without ota.json."""
     reserve = reserve_for_buffers(cfg)
     unload("sensorfw.core.config")
     board.configure_net(cfg["wifi"])  # the join runs while the firmware starts
     try:
         from sensorfw.core.app import App
 
-        app = App(board, cfg, reserve)
+        app = App(board, cfg, reserve, ota)
         reserve = None
         cfg = None  # the App keeps what it needs; free the rest
     except (OSError, ValueError) as e:

@@ -52,7 +52,7 @@ def build_sensors(board, cfg):
 
 
 class App:
-    def __init__(self, board, cfg, reserve=None):
+    def __init__(self, board, cfg, reserve=None, ota=None):
         self.board = board
         # keep only what is used after start-up: the config dict costs RAM
         self.device_id = cfg["device_id"]
@@ -66,6 +66,19 @@ class App:
         self.boot, self.seq, self.woke, ends = state.restore(board, board.flash_dir)
         del state
         unload("sensorfw.core.state")
+        # firmware updates (A/B slots): the version BIRTH reports, the trial to confirm
+        self.fw_version = FW_VERSION
+        # slot: the one running ("" = the flash root); trial: confirmed once the gateway ACKs
+        # a DATA frame of this boot, trial_seq (the first one's seq); ota_note: (result,
+        # transfer) of a rollback to report after connecting; ota_rx: the OTA receiver
+        # (core/ota.py), made when the first CMD_OTA arrives
+        self.slot, self.trial, self.trial_seq, self.ota_note, self.ota_rx = "", False, -1, None, None
+        if ota is not None:
+            from sensorfw.core.ota_boot import setup
+
+            setup(self, ota[0], ota[1], ota[2])
+            del setup
+            unload("sensorfw.core.ota_boot")
         gc.collect()  # free the boot-only module before the drivers load (boot fragments the heap)
         sc = cfg["sample"]
         self.readers = build_sensors(board, cfg)
@@ -93,7 +106,7 @@ class App:
         # channel table only, not on the rate). Measured in a scratch buffer, freed with
         # the rest of the start-up garbage before the large buffers are allocated.
         channels = self._channels()
-        birth_size = encode_birth(bytearray(64 + 76 * width), 0, 0, 0, FW_VERSION, channels)
+        birth_size = encode_birth(bytearray(64 + 76 * width), 0, 0, 0, self.fw_version, channels)
         sid = schema_id(channels)
         channels = None
         # The large buffers, one after the other, in the contiguous run main.py kept for
@@ -188,6 +201,8 @@ class App:
         return s
 
     def put_frame(self, ftype, frame, n):
+        if self.trial and self.trial_seq < 0 and ftype == 2:
+            self.trial_seq = (self.seq - 1) & 0xFFFFFFFF  # the DATA frame whose ACK confirms
         q = self.queue
         live = self.link.state == 1 and q.cursor >= q.f_count + q.r_count
         q.push(frame, n, live)
@@ -242,12 +257,18 @@ class App:
         self.transport.publish(self.t_death, b"", True)
         self.queue.rewind()  # everything not ACKed goes out again, flagged historical
         self.publish_birth(True)
+        if self.ota_note is not None:  # a rolled-back update: tell the gateway once
+            from sensorfw.core.ota_boot import report
+
+            report(self)
 
     def publish_birth(self, opening=False):
         """Queue a BIRTH. Like every frame that takes a sequence number it goes out in
         sequence order: after a reconnect, behind the unACKed frames sent again, so the
         gateway never sees it ahead of older DATA (which would make that DATA late)."""
-        n = encode_birth(self.out_buf, self.boot, self.next_seq(), self.clock.ticks_ms(), FW_VERSION, self._channels())
+        n = encode_birth(
+            self.out_buf, self.boot, self.next_seq(), self.clock.ticks_ms(), self.fw_version, self._channels()
+        )
         self.queue_frame(self.out_buf, n, opening)
         self.births += 1
 
@@ -372,6 +393,8 @@ class App:
                 q = self.queue
                 for b, first, last in payload:
                     q.ack(b, first, last)
+                    if self.trial_seq >= 0 and b == self.boot and first <= self.trial_seq <= last:
+                        self._confirm()
                 q.in_flight_hint = q.in_flight()
                 self.acks += 1
                 # The ACK timeout measures how long the oldest frame in flight has waited:
@@ -389,6 +412,12 @@ class App:
             self.recent_cmds[self.commands % 8] = cmd_id
             self.commands += 1
             self.command(cmd_id, payload[1], payload[2])
+
+    def _confirm(self):
+        """The trial firmware's data reached the gateway: it stays (core/ota_boot.py)."""
+        from sensorfw.core.ota_boot import confirm
+
+        confirm(self)
 
     def command(self, cmd_id, op, arg):
         """Run one gateway command (code loaded only when a command arrives)."""

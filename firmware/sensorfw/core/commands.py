@@ -4,6 +4,7 @@
 from sensorfw.core.app import log
 from shared_protocol import (
     CMD_CONFIG,
+    CMD_OTA,
     CMD_RAW_BURST,
     CMD_REBIRTH,
     CMD_REBOOT,
@@ -65,6 +66,10 @@ def run(app, cmd_id, op, arg):
             answer(app, arg)
         except ValueError as e:  # a malformed range list (BadField)
             log("CMD_RESEND refused: %s" % e)
+    elif op == CMD_OTA:
+        from sensorfw.core.ota import run as ota
+
+        ota(app, arg)
 
 
 def config(app, arg):
