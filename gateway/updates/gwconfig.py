@@ -84,13 +84,16 @@ def prev_path(config_path: Path) -> Path:
 
 def check_config(path: Path) -> str | None:
     """``edgeline-gateway check-config`` on a file: None when it passes, else its message."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "gateway", "check-config", "-c", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=CHECK_TIMEOUT_S,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "gateway", "check-config", "-c", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=CHECK_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return f"check-config did not finish within {CHECK_TIMEOUT_S:g} s"
     if proc.returncode == 0:
         return None
     lines = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
