@@ -17,6 +17,11 @@ silent board, as no progress for ``chunk_timeout_s``: the window is sent again f
 offset the board answered with. The board writes only the chunk at the offset it expects, so a
 resend costs bytes, never a wrong byte.
 
+The board answers the last chunk with SWITCHING only after its restart into the new slot, so the
+BIRTH of the new version may come first (it counts as the switch), and a resend meanwhile meets
+a board that has forgotten the transfer: once every byte went out, that means "switched" (a
+BEGIN would make it leave the new firmware it runs on trial), and its BIRTH is waited for.
+
 Processing thread only (answers come from the control stage, ticks from the processing loop).
 """
 
@@ -163,6 +168,7 @@ class Transfer:
         self.chunks = 0  # chunks sent
         self.bytes_sent = 0  # CMD_OTA argument bytes sent (BEGIN and CHUNKs)
         self._rewound_at: int | None = None
+        self.all_sent = False  # every byte of the stream went out at least once
         self._last_progress = 0.0
         self.started_at = 0.0
         self.switched_at = 0.0
@@ -205,6 +211,8 @@ class Transfer:
             self._send(ota.chunk_arg(self.transfer_id, self.sent, self.stream[self.sent : end]))
             self.chunks += 1
             self.sent = end
+        if self.sent == self.total:
+            self.all_sent = True
 
     def _rewind(self, offset: int) -> None:
         """Send again from ``offset``."""
@@ -240,9 +248,7 @@ class Transfer:
             self._receiving(offset, now)
         elif code == ota.SWITCHING:
             if self.state in ("begin", "transferring"):
-                self.state = "switching"
-                self.switched_at = now
-                self.deadline = now + self.settings.confirm_timeout_s
+                self._switched(now)
         elif code == ota.CONFIRMED:
             self.state = "confirmed"
         elif code == ota.BAD_HASH and self.state in ("begin", "transferring"):
@@ -252,13 +258,25 @@ class Transfer:
                 self.acked = offset
                 self._rewind(offset)
         elif code == ota.UNKNOWN_TRANSFER:
-            # the board lost the transfer (a reset): BEGIN again, once for the whole window
-            if self.state == "transferring" and not self._no_progress(now, "the board kept forgetting the transfer"):
+            if self.state != "transferring":
+                return  # answers to chunks sent before the BEGIN that is on its way
+            if self.all_sent:
+                # Every byte went out: the board most likely checked the last file, switched and
+                # restarted (it sends SWITCHING after the restart), and now runs the new firmware
+                # on trial; a BEGIN would make it leave that. Its BIRTH tells.
+                self._switched(now)
+            elif not self._no_progress(now, "the board kept forgetting the transfer"):
+                # the board lost the transfer (a reset): BEGIN again, once for the whole window
                 self.sent = self.acked = 0
                 self._send_begin()
         elif code >= ota.REFUSED_MIN:
             name = answer["result"]
             self._fail(f"{name}: {REFUSALS.get(name, f'refused by the board (code {code})')}")
+
+    def _switched(self, now: float) -> None:
+        self.state = "switching"
+        self.switched_at = now
+        self.deadline = now + self.settings.confirm_timeout_s
 
     def _receiving(self, offset: int, now: float) -> None:
         if self.state not in ("begin", "transferring"):

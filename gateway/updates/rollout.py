@@ -342,13 +342,18 @@ class FirmwareRollouts:
     def _resume(self, r: Rollout, now: float) -> None:
         if r.state in (DONE, ABORTED):
             return
+        known = self.devices()
         for device, facts in r.devices.items():
             if facts["state"] in ACTIVE:
                 t = self._transfer(r, device, transfer_id=facts.get("transfer"))
                 if t is None:
                     continue
+                state = facts["state"]
+                info = known.get(device)
+                if state in ("begin", "transferring") and info is not None and info.fw_version == r.version:
+                    state = "trial"  # it switched while the gateway was down: no BEGIN (it would leave the trial)
                 t.resume(
-                    facts["state"],
+                    state,
                     now,
                     switched_at=float(facts.get("switched_at") or now),
                     deadline=float(facts.get("deadline") or now + self.fw.confirm_timeout_s),

@@ -224,3 +224,27 @@ def test_device_key_rules(tmp_path: Path) -> None:
     os.close(fd)
     with pytest.raises(DeviceKeyError, match="3 bytes, not 32"):
         read_device_key(keys, "dev2")
+
+
+class RestartingBoard(BoardModel):
+    """Answers SWITCHING only after its restart, as the firmware does: the last chunk's answer
+    never comes before the board runs the new firmware (and has forgotten the transfer)."""
+
+    def receive(self, arg: bytes) -> list[tuple[int, int, int]] | None:
+        events = super().receive(arg)
+        if events is not None and ota.read_answer(events)["code"] == ota.SWITCHING:  # type: ignore[index]
+            self.reset()
+            return None
+        return events
+
+
+def test_a_board_that_switched_before_answering_gets_no_begin_again(tmp_path: Path) -> None:
+    run = Run(tmp_path, board=RestartingBoard("dev1", KEY))
+    run.start()
+    t = run.transfer
+    assert run.board.switched == t.stream and t.state == "transferring"
+    run.later(SETTINGS.chunk_timeout_s)  # no answer: the last window again; the board does not know it
+    assert t.state == "switching"
+    assert run.link.begins_to("dev1") == [t.transfer_id]  # no BEGIN that would make it leave the new slot
+    t.on_birth("2.0", run.now)
+    assert t.state == "trial"

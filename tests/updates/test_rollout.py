@@ -277,3 +277,20 @@ def test_a_restarted_gateway_resumes_from_rollout_json(
     assert chunks[0][2][0] == 512  # resumed where the board was, not from 0
     site.boot_new("dev1")
     assert site.states() == {"dev1": "confirmed", "dev2": "switching", "dev3": "switching"}
+
+
+def test_a_device_that_switched_while_the_gateway_was_down_gets_no_begin(
+    tmp_path: Path, release_key: ReleaseKey, make_bundle: Callable[..., Path]
+) -> None:
+    site = Site(tmp_path, release_key)
+    site.link.drop_answers = True  # its answers are lost: the gateway saves it as transferring
+    site.install(make_bundle, canary=["dev1"])
+    assert site.states()["dev1"] == "begin"
+    site.registry["dev1"] = Device(fw_version="2.0", birth_at=site.now)  # it runs the release on trial
+    begins = len(site.link.begins_to("dev1"))
+    site.rollouts = site.open()
+    site.tick()
+    assert len(site.link.begins_to("dev1")) == begins
+    assert site.states()["dev1"] == "trial"
+    site.answer("dev1", ota.CONFIRMED)
+    assert site.states()["dev1"] == "confirmed"
