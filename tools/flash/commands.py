@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 from tools.fetch_upy_deps import DEFAULT_ARCHIVES
+from tools.flash import ota_key
 from tools.flash.board import BOARD_MANIFEST, Board
 from tools.flash.build import ARCHES, LIBRARIES, ROOT, BuildManifest, build, sha256_bytes
 from tools.flash.circuitpy import flash_drive
@@ -27,7 +28,7 @@ from tools.flash.deploy import (
     deploy,
     umqtt_payload,
 )
-from tools.flash.device_certs import BOARD_DIR, board_files, obtain
+from tools.flash.device_certs import BOARD_DIR, board_files, folder, obtain
 from tools.flash.devices import (
     CONFIG_NAME,
     CP_ARCH_BOARDS,
@@ -190,6 +191,20 @@ def _write_config(
     _put(state, board, listing, CONFIG_NAME, data, note=", secrets not shown")
 
 
+def _ota_key(state: State, args: argparse.Namespace, device: Device) -> bytes | None:
+    """The per-device key the board checks firmware updates with, kept in the device's
+    private folder beside its certificates (tools/flash/ota_key.py); None without a folder."""
+    try:
+        where = folder(ca_dir(args, device), device.id)
+    except FlashError:
+        state.say(
+            f"{ota_key.BOARD_PATH}: not written (no [ca] dir in {device.source} and no --ca-dir for the"
+            " device's private folder): the board refuses firmware updates over the air until it has one"
+        )
+        return None
+    return ota_key.obtain(where)
+
+
 def _finish(state: State, board: Board, args: argparse.Namespace) -> None:
     if args.no_reset:
         state.say("no reset: the board runs the new files after its next reset")
@@ -213,6 +228,10 @@ def _deploy_code(state: State, port: str, args: argparse.Namespace, arch: str) -
     check_compatible(board.info(), manifest, board.port)
     released = frozenset({UMQTT.board_path}) if args.umqtt_mip else frozenset()
     deploy(board, payloads, arch=arch, verify=args.verify, say=state.say, released=released)
+    if ota_key.OTA_STATE in board.listing():
+        # the A/B loader (main.py) would go on running the slot it names, not this code
+        board.remove(ota_key.OTA_STATE)
+        state.say(f"{ota_key.OTA_STATE}: removed (the board runs the code just deployed, not an over-the-air slot)")
     if args.umqtt_mip:
         index = args.mip_index or "micropython-lib"
         state.say(
@@ -242,8 +261,11 @@ def do_provision(state: State, args: argparse.Namespace) -> None:
     arch = _arch(args, device)
     render_config(device, state.validator, arch=arch)  # refuse a bad config before touching the board
     ca = _open_ca(args, device)  # and a missing CA
+    key = _ota_key(state, args, device)  # and a bad OTA key file
     board = _deploy_code(state, _port(args, device), args, arch)
     _write_config(state, board, device, arch, ca)
+    if key is not None:  # at the flash root, where the A/B loader (main.py) is
+        _put(state, board, board.listing(), ota_key.BOARD_PATH, key, note=", key not shown")
     _finish(state, board, args)
 
 

@@ -18,6 +18,7 @@ from tools.flash.errors import FlashError
 from tools.flash.pki import private_dir, write_file
 
 BOARD_PATH = "ota.key"  # at the board's flash root (the A/B loader's folder, not a slot)
+OTA_STATE = "ota.json"  # the A/B loader's state (firmware/main.py); none: the code at the root runs
 KEY_NAME = "ota.key"
 KEY_BYTES = 32
 
