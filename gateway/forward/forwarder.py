@@ -29,7 +29,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgeline.forward")
 
 CommandCallback = Callable[[dict[str, Any]], None]
-#: (topic, payload, retained) of a message on a topic added with Forwarder.add_subscription
+#: (topic, payload, retained) of a message on a topic routed with Forwarder.add_route
 MessageCallback = Callable[[str, bytes, bool], None]
 
 
@@ -151,9 +151,11 @@ class Forwarder:
         # (NCMD) is flagged here by the network thread for the store thread, which publishes.
         self._sparkplug: SparkplugSession | None = None
         self._rebirth_requested = False
-        # Other topics of the cloud link (signed bundles: gateway/updates/delivery.py), subscribed on
-        # every connect: filter -> (qos, callback called on the network thread; it must not block).
-        self._extra_subs: dict[str, tuple[int, MessageCallback]] = {}
+        # Other topics of the cloud link (signed bundles: gateway/updates/delivery.py): routes (filter ->
+        # callback, called on the network thread; it must not block) and the filters subscribed on
+        # every connect (filter -> qos).
+        self._routes: dict[str, MessageCallback] = {}
+        self._extra_subs: dict[str, int] = {}
         if config.payload_format == "sparkplug":
             from gateway.forward.sparkplug_session import SparkplugSession
 
@@ -565,21 +567,30 @@ class Forwarder:
             with contextlib.suppress(BlockingIOError, OSError):
                 self._wake_w.send(b"w")
 
-    def add_subscription(self, topic_filter: str, callback: MessageCallback, qos: int = 1) -> None:
-        """Subscribe to another topic filter of the cloud link, now if connected and again on every
-        connect; its messages go to ``callback(topic, payload, retained)`` on the network thread."""
+    def add_route(self, topic_filter: str, callback: MessageCallback) -> None:
+        """Messages of the cloud link on ``topic_filter`` go to ``callback(topic, payload, retained)``
+        on the network thread (subscribe with :meth:`subscribe`)."""
         with self._lock:
-            self._extra_subs[topic_filter] = (qos, callback)
-            client = self._client if self._connected else None
-        if client is not None:  # else _on_connect subscribes it
-            client.subscribe(topic_filter, qos=qos)
+            self._routes[topic_filter] = callback
 
-    def remove_subscription(self, topic_filter: str) -> None:
+    def subscribe(self, topic_filters: Sequence[str], qos: int = 1) -> None:
+        """Subscribe to more filters of the cloud link (one SUBSCRIBE), now if connected and again on
+        every connect."""
         with self._lock:
-            removed = self._extra_subs.pop(topic_filter, None)
+            self._extra_subs.update(dict.fromkeys(topic_filters, qos))
             client = self._client if self._connected else None
-        if removed is not None and client is not None:
-            client.unsubscribe(topic_filter)
+        if client is not None and topic_filters:  # else _on_connect subscribes them
+            client.subscribe([(f, qos) for f in topic_filters])
+
+    def unsubscribe(self, topic_filters: Sequence[str], *, send: bool = True) -> None:
+        """Subscribe to these no more on a connect; ``send``: also UNSUBSCRIBE now (one packet).
+        Without it the broker may keep a persistent session's subscription until a later call."""
+        with self._lock:
+            for f in topic_filters:
+                self._extra_subs.pop(f, None)
+            client = self._client if self._connected else None
+        if send and client is not None and topic_filters:
+            client.unsubscribe(list(topic_filters))
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason: ReasonCode, props: Any
@@ -594,9 +605,9 @@ class Forwarder:
         with self._lock:  # one step with the snapshot: add_subscription() then sees _connected
             self._connected = True
             self._connects += 1
-            extra = [(f, qos) for f, (qos, _) in self._extra_subs.items()]
-        for topic_filter, qos in extra:
-            client.subscribe(topic_filter, qos=qos)
+            extra = list(self._extra_subs.items())
+        if extra:
+            client.subscribe(extra)
         self._set_conn_state("connected")
         self._wake.set()
 
@@ -616,7 +627,7 @@ class Forwarder:
             self._wake.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if self._extra_subs and self._on_extra(message):
+        if self._routes and self._on_extra(message):
             return
         if self._sparkplug is not None and message.topic == self._sparkplug.ncmd_topic():
             self._on_ncmd(message)
@@ -643,10 +654,10 @@ class Forwarder:
             self._reject_command(message.topic, f"handler raised {type(exc).__name__}: {exc}")
 
     def _on_extra(self, message: mqtt.MQTTMessage) -> bool:
-        """A message of an added subscription, handed to its callback: True if it was one."""
+        """A message on an added route, handed to its callback: True if it was one."""
         with self._lock:
-            subs = list(self._extra_subs.items())
-        for topic_filter, (_, callback) in subs:
+            routes = list(self._routes.items())
+        for topic_filter, callback in routes:
             if mqtt.topic_matches_sub(topic_filter, message.topic):
                 try:
                     callback(message.topic, bytes(message.payload), bool(message.retain))

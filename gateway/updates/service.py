@@ -27,7 +27,7 @@ import queue
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -72,9 +72,11 @@ MessageCallback = Callable[[str, bytes, bool], None]
 class CloudLink(Protocol):
     """What the service needs of the cloud link (gateway.forward.Forwarder)."""
 
-    def add_subscription(self, topic_filter: str, callback: MessageCallback, qos: int = 1) -> None: ...
+    def add_route(self, topic_filter: str, callback: MessageCallback) -> None: ...
 
-    def remove_subscription(self, topic_filter: str) -> None: ...
+    def subscribe(self, topic_filters: Sequence[str], qos: int = 1) -> None: ...
+
+    def unsubscribe(self, topic_filters: Sequence[str], *, send: bool = True) -> None: ...
 
 
 @dataclass
@@ -132,11 +134,14 @@ class UpdateService:
         for meta in held_transfers(self.incoming):  # resumed before anything new arrives
             self._inbox.put(("resume", meta))
         if self.link is not None:
-            self.link.add_subscription(meta_filter(self.topic_prefix, self.gateway_id), self._on_message)
+            self.link.add_route(bundles_root(self.topic_prefix, self.gateway_id) + "/#", self._on_message)
+            # QoS 0 (also for the chunks): every topic is retained, so what a lost link drops comes
+            # again with the subscription on the reconnect
+            self.link.subscribe([meta_filter(self.topic_prefix, self.gateway_id)], qos=0)
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.link is not None:
-            self.link.remove_subscription(meta_filter(self.topic_prefix, self.gateway_id))
+            self.link.unsubscribe([meta_filter(self.topic_prefix, self.gateway_id)], send=False)
         if self._thread is not None:
             self._inbox.put(("stop",))
             self._thread.join(timeout)
@@ -293,15 +298,21 @@ class UpdateService:
             return
         meta = store.meta
         wanted = [chunk_topic(self.topic_prefix, self.gateway_id, meta, i) for i in store.missing()[:WINDOW]]
-        for topic in wanted:
-            if topic not in self._chunk_subs:
-                self._chunk_subs.add(topic)
-                self.link.add_subscription(topic, self._on_message)
+        new = [topic for topic in wanted if topic not in self._chunk_subs]
+        if new:  # one SUBSCRIBE; the broker sends each retained chunk at once
+            self._chunk_subs.update(new)
+            # QoS 0: a chunk lost with the link is still missing, so asked for again on the reconnect;
+            # and no PUBACK per chunk (small writes that Nagle holds for the broker's delayed ACK:
+            # 40 ms per window of chunks, measured)
+            self.link.subscribe(new, qos=0)
 
     def _on_chunk(self, topic: str, kind: str, name: str, bundle_id: str, index: int, payload: bytes) -> None:  # noqa: PLR0917 (one queued message's fields)
         with self._lock:
             self._stats["chunk_messages"] += 1
-        self._unsubscribe(topic)
+        if topic in self._chunk_subs:  # not again on a reconnect (one UNSUBSCRIBE when the transfer ends)
+            self._chunk_subs.discard(topic)
+            if self.link is not None:
+                self.link.unsubscribe([topic], send=False)
         store = self._transfers.get(f"{kind}/{name}")
         if store is None or store.meta.bundle_id != bundle_id:
             return  # a chunk of a transfer that ended or was replaced
@@ -319,16 +330,12 @@ class UpdateService:
             self._set_progress(store)
         self._request_chunks(store)
 
-    def _unsubscribe(self, topic: str) -> None:
-        if topic in self._chunk_subs:
-            self._chunk_subs.discard(topic)
-            if self.link is not None:
-                self.link.remove_subscription(topic)
-
     def _drop_transfer(self, store: ChunkStore) -> None:
         meta = store.meta
-        for i in range(meta.chunks):
-            self._unsubscribe(chunk_topic(self.topic_prefix, self.gateway_id, meta, i))
+        topics = [chunk_topic(self.topic_prefix, self.gateway_id, meta, i) for i in range(meta.chunks)]
+        self._chunk_subs.difference_update(topics)
+        if self.link is not None:  # a persistent session's subscriptions too
+            self.link.unsubscribe(topics)
         self._transfers.pop(f"{meta.kind}/{meta.name}", None)
         with self._lock:
             self._progress.pop(f"{meta.kind}/{meta.name}", None)
