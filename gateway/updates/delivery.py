@@ -1,14 +1,16 @@
 """Delivery of bundles from the cloud over the gateway's cloud MQTT link: retained, chunked,
 resumable.
 
-Topics, under ``<forward.topic_prefix>/<gateway_id>/bundles/`` (all retained, QoS 1)::
+Topics, under ``<forward.topic_prefix>/<gateway_id>/bundles/`` (all retained; published with
+QoS 1, subscribed with QoS 0: a message the link drops comes again, retained, on the reconnect)::
 
     <kind>/<name>/meta              {"bundle_id", "size", "chunk_size", "chunks", "chunk_sha256": [...]}
     <kind>/<name>/<bundle_id>/<i>   the raw bytes of chunk i (chunk_size bytes, the last one shorter)
 
-The publisher (``edgeline-release publish``) sends the chunks first and the meta last. The gateway
-subscribes to the meta topics, then to the topic of each chunk it lacks, a few at a time: a chunk
-it holds is never fetched again, also after a restart or a lost link. Chunks are kept in
+The publisher (``edgeline-release publish``) sends the chunks first and the meta last, then clears
+the chunks of the bundle it replaced. The gateway subscribes to the meta topics, then to the topic
+of each chunk it lacks, a window at a time: a chunk it holds is never fetched again, also after a
+restart or a lost link. Chunks are kept in
 ``<state_dir>/incoming/<bundle_id>/<i>`` (written to a temporary name, fsynced, renamed), each
 checked against its sha256 from the meta; the assembled file must hash to ``bundle_id``. The meta
 is not signed: it only says where the bytes are; the bundle's own signature decides (bundle.py).
