@@ -190,10 +190,10 @@ class Transfer:
         else:
             self.start(now)
 
-    def abort(self) -> None:
+    def abort(self, reason: str) -> None:
         if self.state in ("begin", "transferring"):
             self._send(ota.abort_arg(self.transfer_id))
-        self._fail("aborted by the operator (ota abort)")
+        self._fail(reason)
 
     def _send(self, arg: bytes) -> None:
         self.bytes_sent += len(arg)

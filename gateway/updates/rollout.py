@@ -460,7 +460,7 @@ class FirmwareRollouts:
         r.abort_pending = False
         for device, t in list(r.transfers.items()):
             if t.state in ("begin", "transferring"):
-                t.abort()
+                t.abort(f"aborted: {reason}")
                 self._sync(r, device, self.clock())
         self._save()
         self.events.record(KIND, r.name, "aborted", reason=reason, version=r.version, counts=r.counts())
