@@ -44,6 +44,7 @@ BENCHMARKS = (
     ("forward", "bench.bench_forward", "store-and-forward drain and write amplification"),
     ("atrest", "bench.bench_atrest", "encryption at rest: forward queue and raw log beside unencrypted"),
     ("flash", "bench.bench_flash", "deploy bytes and time against mpremote cp"),
+    ("ota", "bench.bench_ota", "firmware over the air: the full firmware over MQTT beside a 115200-baud serial deploy"),
     ("flash-wear", "bench.bench_flash_wear", "offline-queue flash erases during an outage, on littlefs"),
 )
 
