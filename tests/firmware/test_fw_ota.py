@@ -44,8 +44,11 @@ def key(tmp_path: Path) -> bytes:
 def board(mosquitto: Mosquitto, flash: Callable[[str], Path], key: bytes) -> Iterator[tuple[PoweredBoard, SimDevice]]:
     d = flash("dev1")
     (d / BOARD_PATH).write_bytes(key)  # what provisioning writes to the board
-    # frames not ACKed go out again after 2 s: the test holds ACKs back to keep a trial open
-    cfg = base_config(mosquitto.port, sample={"rate_hz": 50, "batch": 8}, health_s=30, queue={"ack_timeout_s": 2})
+    # frames not ACKed go out again after 2 s (the test holds ACKs back to keep a trial open);
+    # the watchdog on: removing a slot and hashing files feed it
+    cfg = base_config(
+        mosquitto.port, sample={"rate_hz": 50, "batch": 8}, health_s=30, queue={"ack_timeout_s": 2}, watchdog_ms=4000
+    )
     dev = SimDevice(d, cfg)
     pb = PoweredBoard(dev).start()
     yield pb, dev

@@ -70,7 +70,8 @@ def _mkdirs(base, path):
             pass  # there already
 
 
-def _rmtree(path):
+def _rmtree(path, wdt):
+    """Remove a slot folder and everything in it, feeding the watchdog between files."""
     try:
         names = os.listdir(path)
     except OSError:
@@ -78,9 +79,11 @@ def _rmtree(path):
     for name in names:
         p = path + "/" + name
         if os.stat(p)[0] & S_IFDIR:
-            _rmtree(p)
+            _rmtree(p, wdt)
         else:
             os.remove(p)
+            if wdt is not None:
+                wdt.feed()
     os.rmdir(path)
 
 
@@ -151,7 +154,7 @@ class Receiver:
         """Forget the transfer and free its slot."""
         if self.rx[0]:
             _remove(self.rx_path)
-            _rmtree(slot_path(self.app, self.rx[1]))
+            _rmtree(slot_path(self.app, self.rx[1]), self.app.wdt)
         self.rx = NO_RX
         self.file = NO_FILE
         self.offset = 0
@@ -191,7 +194,7 @@ class Receiver:
                 log("OTA BEGIN %d: leaving the trial firmware for the active one first" % transfer)
                 _restart(app)
         d = slot_path(app, slot)
-        _rmtree(d)
+        _rmtree(d, app.wdt)
         os.mkdir(d)
         from sensorfw.core.config_store import replace
 
