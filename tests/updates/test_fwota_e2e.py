@@ -50,7 +50,7 @@ def fw_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
 class Site:
     """The gateway process, its broker and boards provisioned with their OTA keys."""
 
-    def __init__(self, tmp: Path, broker: Mosquitto, key: ReleaseKey) -> None:
+    def __init__(self, tmp: Path, broker: Mosquitto, key: ReleaseKey, *, chunk_bytes: int = 2048, window: int = 4):
         self.tmp = tmp
         self.broker = broker
         self.release_key = key
@@ -77,8 +77,8 @@ trusted_keys = ["{key.pub_path}"]
 
 [updates.firmware]
 device_keys_dir = "{self.devices_dir}"
-chunk_bytes = 2048
-window = 4
+chunk_bytes = {chunk_bytes}
+window = {window}
 chunk_timeout_s = 5
 confirm_timeout_s = 60
 """
@@ -149,6 +149,15 @@ confirm_timeout_s = 60
         got: dict[str, Any] = wait_until(reached, timeout, f"{device} {state}")
         return got
 
+    def cli(self, *args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", *args, "-c", str(self.config)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
     def stop(self) -> str:
         for b in self.boards.values():
             b.stop()
@@ -183,15 +192,10 @@ def test_one_board_gets_the_release_boots_it_and_confirms(site: Site, fw_files: 
     assert _fw_version(site, "dev1") == NEW  # the BIRTH of the new slot
     st = board.state()
     assert st is not None and st["active"] in ("a", "b") and st["trial"] == ""
-    out = subprocess.run(
-        [sys.executable, "-m", "gateway", "ota", "status", "-c", str(site.config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = site.cli("ota", "status")
     assert f"rollout {NAME} {NEW}" in out and "done" in out
     assert "dev1" in out and "confirmed" in out
+    assert f"rollout {NAME} {NEW}" in site.cli("status")
 
 
 def _broken(files: dict[str, bytes]) -> dict[str, bytes]:
@@ -220,3 +224,29 @@ def test_a_failing_canary_halts_the_rollout_before_the_other_boards(
         flash = site.boards[d].dev.flash
         assert not (flash / "ota.rx").exists() and not (flash / "a").exists() and not (flash / "b").exists()
         assert "OTA" not in site.boards[d].dev.text()
+    assert site.cli("ota", "abort").strip() == f"rollout {NAME}: aborting"
+    wait_until(lambda: site.rollout().get("state") == "aborted", 10, "the rollout aborted")
+
+
+def test_a_gateway_killed_mid_transfer_resumes_it_after_its_restart(
+    tmp_path: Path, mosquitto: Mosquitto, release_key: ReleaseKey, fw_files: dict[str, bytes]
+) -> None:
+    site = Site(tmp_path, mosquitto, release_key, chunk_bytes=256, window=1)  # slow enough to cut
+    site.start_gateway()
+    try:
+        board = site.add_board("dev1")
+        site.wait_online("dev1")
+        assert site.install(fw_files, counter=1, devices=["dev1"], canary=[], wave=1, max_failure_rate=0.0)["ok"]
+        wait_until(
+            lambda: (site.rollout().get("devices") or {}).get("dev1", {}).get("offset", 0) > 20_000, 30, "20 KB in"
+        )
+        assert site.gateway is not None
+        site.gateway.kill()  # kill -9: rollout.json is all that is left of the transfer
+        site.gateway.wait(10)
+        site.start_gateway()
+        site.wait_device("dev1", "confirmed")
+        assert _fw_version(site, "dev1") == NEW
+        text = board.dev.text()
+        assert text.count("OTA BEGIN") == 1, text  # the second BEGIN took up the transfer the board held
+    finally:
+        site.stop()
