@@ -23,6 +23,7 @@ control socket's thread only reads the status and sets pause/resume/abort under 
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import logging
@@ -256,6 +257,16 @@ class FirmwareRollouts:
     def _root(self, r: Rollout) -> Path:
         return self.settings.state_dir / FIRMWARE_DIR / r.bundle_id
 
+    def _prune(self) -> None:
+        """Remove the files of releases no rollout names any more (one per bundle name is kept)."""
+        keep = {r.bundle_id for r in self.rollouts.values()}
+        for old in set(self._data) - keep:
+            del self._data[old]
+        with contextlib.suppress(FileNotFoundError):
+            for d in (self.settings.state_dir / FIRMWARE_DIR).iterdir():
+                if d.name not in keep:
+                    shutil.rmtree(d, ignore_errors=True)
+
     # ------------------------------------------------------------------ handler (processing thread)
     def install(self, bundle: FirmwareBundle, staged: Path) -> None:
         """A verified firmware bundle, its files in ``staged``: start its rollout (replacing
@@ -288,6 +299,7 @@ class FirmwareRollouts:
             self.rollouts[bundle.name] = r
             self._resumed = True  # a fresh rollout has nothing to resume
             self._save()
+            self._prune()
             self.events.record(
                 KIND,
                 r.name,

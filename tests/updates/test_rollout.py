@@ -23,6 +23,7 @@ from tests.updates.ota_board_model import BoardModel, Frame, Link
 from tools.release.pack import firmware_metadata
 
 DEVICES = ("dev1", "dev2", "dev3")
+NAME = "sensorfw-native"
 FILES = {"sensorfw/app.mpy": os.urandom(900), "lib/umqtt/simple.mpy": os.urandom(300)}
 
 
@@ -82,13 +83,13 @@ class Site:
         self.link.deliver = lambda device, frame: r.on_event(device, frame, self.now)
         return r
 
-    def install(self, make_bundle: Callable[..., Path], **policy: Any) -> None:
+    def install(self, make_bundle: Callable[..., Path], *, counter: int = 7, **policy: Any) -> None:
         rollout = {"devices": ["dev*"], "canary": [], "wave": 1, "max_failure_rate": 0.0, **policy}
         path = make_bundle(
             kind="firmware",
             name="sensorfw-native",
             version="2.0",
-            counter=7,
+            counter=counter,
             files=FILES,
             firmware=firmware_metadata(arch="native", fw_version="2.0", **rollout),
         )
@@ -158,6 +159,8 @@ def test_canary_then_waves_then_done(tmp_path: Path, release_key: ReleaseKey, ma
     ]
     assert [e["state"] for e in site.recorded][-1] == "done"
     assert site.recorded[-1]["counts"] == {"confirmed": 3}
+    site.install(make_bundle, counter=8)  # the next release: the files of the one before go
+    assert [d.name for d in (tmp_path / "state" / "firmware").iterdir()] == [site.rollouts.rollouts[NAME].bundle_id]
     saved = json.loads((tmp_path / "state" / "rollout.json").read_text())
     assert saved["rollouts"]["sensorfw-native"]["state"] == "done"
     assert (tmp_path / "state" / "rollout.json").stat().st_mode & 0o777 == 0o600
