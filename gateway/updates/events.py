@@ -19,6 +19,7 @@ from typing import Any
 log = logging.getLogger("gateway.updates")
 
 RECENT = 50  # transitions kept for the status page
+MAX_TOTALS = 500  # counted (kind, name, state, code) keys; more are counted under the name "(other)"
 
 #: publish(topic, payload, retain) on the local broker; submit(lane, record) to the cloud
 Publish = Callable[[str, bytes, bool], object]
@@ -30,6 +31,7 @@ class UpdateEvents:
         self._lock = threading.Lock()
         self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
         self._current: dict[str, dict[str, Any]] = {}  # "<kind>/<name>" -> its latest transition
+        self._totals: dict[tuple[str, str, str, str], int] = {}  # (kind, name, state, code) -> count (/metrics)
         self._topic = state_topic
         self._publish = publish
         self._submit = submit
@@ -47,6 +49,10 @@ class UpdateEvents:
             self.count += 1
             self._recent.append(event)
             self._current[f"{kind}/{name}"] = event
+            key = (kind, name, state, str(fields.get("code") or ""))
+            if key not in self._totals and len(self._totals) >= MAX_TOTALS:
+                key = (kind, "(other)", state, key[3])
+            self._totals[key] = self._totals.get(key, 0) + 1
             snapshot = dict(self._current)
         level = (
             logging.WARNING if state in ("refused", "rolled_back", "failed", "halted", "not_promoted") else logging.INFO
@@ -62,5 +68,16 @@ class UpdateEvents:
         return event
 
     def status(self) -> dict[str, Any]:
+        """``totals``: transitions since the start counted per kind, name, state and refusal
+        code (the bundle check that failed; "" for others), what /metrics exports."""
         with self._lock:
-            return {"current": dict(self._current), "recent": list(self._recent), "transitions": self.count}
+            totals = [
+                {"kind": k, "name": n, "state": s, "code": c, "count": v}
+                for (k, n, s, c), v in sorted(self._totals.items())
+            ]
+            return {
+                "current": dict(self._current),
+                "recent": list(self._recent),
+                "transitions": self.count,
+                "totals": totals,
+            }

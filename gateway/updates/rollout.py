@@ -527,6 +527,7 @@ class FirmwareRollouts:
                         "arch": r.arch,
                         "wave": r.wave,
                         "waves": [len(w) for w in r.waves],
+                        "canary": list(r.policy.canary),  # the first wave when not empty
                         "counts": r.counts(),
                         "devices": {
                             d: {k: v for k, v in f.items() if k not in ("switched_at", "deadline", "since")}
