@@ -161,6 +161,7 @@ class Transfer:
         self._begin = ota.begin_arg(self.transfer_id, len(manifest), self.total, digest, tag)
         self.state = "begin"
         self.reason: str | None = None
+        self.code = ""  # why it failed, in a word: the board's result name, no_progress, not_confirmed, aborted
         self.acked = 0  # the offset the board last answered with
         self.sent = 0  # the next offset to send
         self.retries = 0  # resends without progress
@@ -193,7 +194,7 @@ class Transfer:
     def abort(self, reason: str) -> None:
         if self.state in ("begin", "transferring"):
             self._send(ota.abort_arg(self.transfer_id))
-        self._fail(reason)
+        self._fail(reason, "aborted")
 
     def _send(self, arg: bytes) -> None:
         self.bytes_sent += len(arg)
@@ -223,16 +224,19 @@ class Transfer:
         self._rewound_at = offset
         self._pump()
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, code: str) -> None:
         self.state = "failed"
         self.reason = reason
+        self.code = code
 
     def _no_progress(self, now: float, what: str) -> bool:
         """A retry; True (and failed) once they are used up."""
         self.retries += 1
         self._last_progress = now
         if self.retries > self.settings.max_retries:
-            self._fail(f"{what} after {self.settings.max_retries} resends: is the device online and running?")
+            self._fail(
+                f"{what} after {self.settings.max_retries} resends: is the device online and running?", "no_progress"
+            )
             return True
         return False
 
@@ -271,7 +275,7 @@ class Transfer:
                 self._send_begin()
         elif code >= ota.REFUSED_MIN:
             name = answer["result"]
-            self._fail(f"{name}: {REFUSALS.get(name, f'refused by the board (code {code})')}")
+            self._fail(f"{name}: {REFUSALS.get(name, f'refused by the board (code {code})')}", name)
 
     def _switched(self, now: float) -> None:
         self.state = "switching"
@@ -282,7 +286,9 @@ class Transfer:
         if self.state not in ("begin", "transferring"):
             return
         if offset > self.total:
-            self._fail(f"the board holds {offset} bytes of a {self.total}-byte stream: refused as malformed")
+            self._fail(
+                f"the board holds {offset} bytes of a {self.total}-byte stream: refused as malformed", "bad_offset"
+            )
             return
         first = self.state == "begin"
         self.state = "transferring"
@@ -311,7 +317,8 @@ class Transfer:
             if now >= self.deadline:
                 self._fail(
                     f"not confirmed within {self.settings.confirm_timeout_s:g} s of the switch "
-                    "(the board rolls back on its own if the new firmware does not confirm)"
+                    "(the board rolls back on its own if the new firmware does not confirm)",
+                    "not_confirmed",
                 )
             return
         if self.state not in ("begin", "transferring") or now - self._last_progress < self.settings.chunk_timeout_s:

@@ -378,7 +378,7 @@ class FirmwareRollouts:
         try:
             key = read_device_key(self.fw.device_keys_dir, device)
         except DeviceKeyError as exc:
-            self._finish(r, device, "failed", str(exc))
+            self._finish(r, device, "failed", str(exc), code="no_key")
             return None
         data = self._data.get(r.bundle_id)
         if data is None:
@@ -410,7 +410,7 @@ class FirmwareRollouts:
                     facts["reason"] = "waiting for the device to come online"
                     self._save()
                 elif now - float(facts["since"]) > self.fw.confirm_timeout_s:
-                    self._finish(r, device, "failed", f"offline for {self.fw.confirm_timeout_s:g} s")
+                    self._finish(r, device, "failed", f"offline for {self.fw.confirm_timeout_s:g} s", code="offline")
                 if r.state != RUNNING:
                     return
             if any(r.devices[d]["state"] not in FINAL for d in r.waves[r.wave]):
@@ -433,7 +433,7 @@ class FirmwareRollouts:
         if t.state in FINAL:
             del r.transfers[device]
             facts["state"] = before  # _finish records it
-            self._finish(r, device, t.state, t.reason)
+            self._finish(r, device, t.state, t.reason, code=t.code)
             return
         if t.state != before:
             self._save()
@@ -448,13 +448,18 @@ class FirmwareRollouts:
                     total=t.total,
                 )
 
-    def _finish(self, r: Rollout, device: str, state: str, reason: str | None) -> None:
+    def _finish(self, r: Rollout, device: str, state: str, reason: str | None, *, code: str = "") -> None:
+        """A device's final state; ``code``: why it failed, in a word (the board's result name,
+        no_key, offline, no_progress, not_confirmed, aborted)."""
         facts = r.devices[device]
         r.transfers.pop(device, None)
         facts["state"] = state
         facts["reason"] = reason
+        extra = {"code": code} if code else {}
+        if code:
+            facts["code"] = code
         self._save()
-        self.events.record(KIND, r.name, state, reason=reason, device=device, version=r.version)
+        self.events.record(KIND, r.name, state, reason=reason, device=device, version=r.version, **extra)
         if state == "failed" and r.state in (RUNNING, PAUSED) and r.failure_rate() > r.policy.max_failure_rate:
             r.state = HALTED
             r.reason = (

@@ -181,6 +181,7 @@ def test_a_failing_canary_halts_before_the_other_waves(
     assert site.link.begins_to("dev2") == site.link.begins_to("dev3") == []
     failed = next(e for e in site.recorded if e["state"] == "failed")
     assert failed["device"] == "dev1" and "raised at start-up" in failed["reason"]
+    assert failed["code"] == "rolled_back_crash"  # what /metrics counts failures by
 
 
 def test_wrong_arch_and_missing_key_fail_with_reasons(
@@ -193,6 +194,7 @@ def test_wrong_arch_and_missing_key_fail_with_reasons(
     st = site.rollouts.status()["rollouts"]["sensorfw-native"]["devices"]
     assert st["dev2"]["state"] == "failed" and st["dev2"]["reason"].startswith("wrong_arch:")
     assert st["dev3"]["state"] == "failed" and "provision the device" in st["dev3"]["reason"]
+    assert (st["dev2"]["code"], st["dev3"]["code"]) == ("wrong_arch", "no_key")
     assert site.link.begins_to("dev3") == []
     assert site.rollout_state() == "done"
 
