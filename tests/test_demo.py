@@ -115,6 +115,21 @@ def test_fleet_demo_detects_the_fault_catches_up_and_loses_nothing(tmp_path: Pat
     assert "mutual TLS on every hop: yes" in text, text
     assert sec["at_rest"]["active_key"], sec  # the raw log and the forward queue encrypted
     assert "raw log and forward queue encrypted (AES-256-GCM" in text, text
+    # Signed updates (docs/updates.md), from the cloud through the gateway: the model released
+    # again is promoted after its shadow windows, a gateway.toml signed by a key the gateway does
+    # not trust is refused with the reason, and one board takes new firmware over the air,
+    # restarts into it (its BIRTH says so) and confirms it once its data is stored.
+    up = report["updates"]
+    assert up["model"]["state"] == "promoted" and up["model"]["figures"]["windows"] >= 20, up
+    assert up["refused"]["state"] == "refused" and up["refused"]["code"] == "unknown_key", up
+    assert up["firmware"]["state"] == "confirmed" and up["firmware"]["rollout"] == "done", up
+    ota = report["devices"][up["firmware"]["device"]]
+    assert ota["ota_commands"] > 100 and ota["fw_version"] == up["firmware"]["version"], ota
+    assert up["board_resets"] == {up["firmware"]["device"]: 1}, up
+    assert "promoted after 20 windows in shadow" in text and "signed by an untrusted key: refused" in text, text
+    assert report["devices"]["pump-01"]["fw_version"] != up["firmware"]["version"]  # only that board
+    updates_panel = snap["status"]["updates"]["current"]
+    assert {"model/vibration", "config/gateway", "firmware/sensorfw-native"} <= set(updates_panel), updates_panel
     # No key or password of the run is in a log, a report, the output or a file open to others.
     secrets = check_tree(tmp_path, text)
     assert len(secrets) >= len(DEVICES) + 4, secrets  # the boards' keys, CAs, servers, gateway

@@ -29,6 +29,8 @@ from tools.demo.fleet import DemoError, Fleet
 from tools.demo.monitor import Monitor
 from tools.demo.report import build, status_page, text
 from tools.demo.scenario import CLOUD_CUT, DEVICES
+from tools.demo.updates import PUBLISH_AT
+from tools.demo.updates import report as updates_report
 from tools.mosquitto import BrokerError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fleet.start_brokers()
         fleet.start_gateway()
+        print("demo: release side: building the firmware and signing the update bundles")
+        fleet.updates.prepare()
         fleet.wait_gateway_ready()
         web_url = fleet.web_url()
         if web_url:
@@ -124,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     report["actuator_history"] = {d.spec.device_id: d.stats().get("outputs") for d in fleet.devices if d.spec.outputs}
     report["security"] = fleet.security_report(dict(status))
+    report["updates"] = updates_report(dict(status))
+    report["updates"]["board_resets"] = {d.spec.device_id: d.resets for d in fleet.devices if d.resets}
     print()
     print(text(report))
     (args.output / "report.json").write_text(json.dumps(report, indent=1))
@@ -169,6 +175,7 @@ def run_story(fleet: Fleet, mon: Monitor, args: argparse.Namespace, t0: float) -
     """Drive the timeline; return the gateway's last status."""
     cut_from, cut_to = (f * args.duration for f in CLOUD_CUT)
     cloud_up = True
+    published = False
     rates = RateMeter()
     live = None
     if not args.no_tui:
@@ -181,8 +188,12 @@ def run_story(fleet: Fleet, mon: Monitor, args: argparse.Namespace, t0: float) -
     phase = "devices sampling"
 
     def tick() -> None:
-        nonlocal cloud_up, last_line, status, phase
+        nonlocal cloud_up, last_line, status, phase, published
         t = time.monotonic() - t0
+        if not published and t >= PUBLISH_AT * args.duration:
+            published = True  # a model, a firmware and a forged config to the gateway via the cloud
+            fleet.updates.publish(fleet.release_client())
+            phase = "updates published"
         if cloud_up and cut_from <= t < cut_to:
             fleet.uplink.cut()
             cloud_up = False

@@ -20,10 +20,12 @@ from tools.demo import security
 from tools.demo.brokers import make_broker, mosquitto_available
 from tools.demo.linkcut import LinkCut
 from tools.demo.scenario import DEVICES, GATEWAY_ID, SITE, DeviceSpec, gateway_toml
+from tools.demo.updates import CloudClient, DemoUpdates
 from tools.flash.cpsettings import settings_toml
 from tools.mosquitto import BrokerProcess, Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+RESET_EXITS = (4, 137)  # the simulation board's machine.reset and watchdog reset (boards/sim.py)
 UPY_LIB = ROOT / ".cache" / "upy-lib"
 CP_LIB = ROOT / ".cache" / "cp-lib"  # the pinned MiniMQTT and its dependencies
 CP_SIM = ROOT / "firmware" / "cpsim"  # CircuitPython's modules on the unix port
@@ -55,9 +57,20 @@ class VirtualDevice:
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
         self.duration_s = 0.0
+        self.resets = 0
+        self._cmd: list[str] = []
+        self._env: dict[str, str] = {}
 
-    def start(self, broker: tuple[str, int], duration_s: float, tls: security.DemoTLS | None = None) -> None:
+    def start(
+        self,
+        broker: tuple[str, int],
+        duration_s: float,
+        tls: security.DemoTLS | None = None,
+        updates: DemoUpdates | None = None,
+    ) -> None:
         files = security.provision_board(tls, self.spec, self.flash) if tls is not None else None
+        if updates is not None and not self.spec.circuitpython:
+            updates.provision(self.spec.device_id, self.flash)  # ota.key, as `edgeline-flash provision` writes it
         config = self.spec.config(*broker, tls=files)
         env = dict(os.environ)
         env.update(self.spec.env(duration_s, self.flash))
@@ -71,13 +84,30 @@ class VirtualDevice:
         else:
             (self.flash / "config.json").write_text(json.dumps(config, indent=1))
             env["MICROPYPATH"] = ":".join([str(ROOT / "firmware"), str(ROOT), str(UPY_LIB)])
+            # firmware/main.py is the A/B loader: after an update over the air it runs the
+            # firmware in the board's slot (a/ or b/ in its flash), else the code above
             entry = [str(ROOT / "firmware" / "main.py")]
+        self._cmd, self._env = [micropython(), *entry], env
+        self.started, self.duration_s = time.monotonic(), duration_s
+        self._spawn()
+
+    def _spawn(self) -> None:
         with open(self.log_path, "ab") as log:
             # The board's flash is its working directory, as on a real board.
-            self.started, self.duration_s = time.monotonic(), duration_s
-            self.proc = subprocess.Popen(
-                [micropython(), *entry], cwd=self.flash, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
+            self.proc = subprocess.Popen(self._cmd, cwd=self.flash, env=self._env, stdout=log, stderr=subprocess.STDOUT)
+
+    def restart_after_reset(self) -> bool:
+        """A board that reset itself (machine.reset after a firmware update, or its watchdog)
+        starts again as a real one does, for the rest of its run; True when it did."""
+        if self.proc is None or self.proc.poll() not in RESET_EXITS:
+            return False
+        left = self.duration_s - (time.monotonic() - self.started)
+        if left < 1.0:
+            return False
+        self.resets += 1
+        self._env = {**self._env, "EDGELINE_SIM_DURATION_S": f"{left:.1f}"}
+        self._spawn()
+        return True
 
     def _run_once(self, cmd: list[str], env: dict[str, str]) -> None:
         with open(self.log_path, "ab") as log:
@@ -95,6 +125,8 @@ class VirtualDevice:
         if self.proc is None or self.proc.poll() is None:
             return None
         ran = time.monotonic() - self.started
+        if self.proc.returncode in RESET_EXITS and ran >= self.duration_s - 1.0:
+            return None  # reset in its last second: not started again
         if self.proc.returncode != 0:
             return f"{self.spec.device_id} exited with {self.proc.returncode} after {ran:.1f} s"
         if ran < self.duration_s:
@@ -139,6 +171,9 @@ class Fleet:
         # Mosquitto is missing, runs the demo in plain TCP and the report says so.
         with_tls = broker_kind == "mosquitto" or (broker_kind == "auto" and mosquitto_available())
         self.tls = security.make(self.workdir / "pki", site=SITE, gateway_id=GATEWAY_ID) if with_tls else None
+        # The boards' OTA keys live where the flash tool keeps them: beside their TLS files.
+        keys_dir = self.tls.site_ca.directory / "devices" if self.tls is not None else self.workdir / "ota-keys"
+        self.updates = DemoUpdates(self.workdir, keys_dir)
         if self.tls is None:
             self.cloud: BrokerProcess = make_broker(self.workdir / "cloud-broker", broker_kind)
             self.uplink = LinkCut((self.cloud.host, self.cloud.port))
@@ -167,7 +202,15 @@ class Fleet:
                 local_tls=local_tls,
                 forward_tls=forward_tls,
             )
+            + self.updates.gateway_toml()
         )
+
+    def release_client(self) -> CloudClient:
+        """The release side's way to the cloud broker (not through the link the demo cuts)."""
+        if self.tls is None:
+            return CloudClient(self.cloud.host, self.cloud.port)
+        r = self.tls.release
+        return CloudClient(self.cloud.host, self.cloud.port, ca=self.tls.cloud.ca, cert=r.cert, key=r.key)
 
     @property
     def monitor_user(self) -> tuple[str, str] | None:
@@ -241,7 +284,7 @@ class Fleet:
 
     def start_devices(self) -> None:
         for dev in self.devices:
-            dev.start(self.device_addr, self.duration_s, self.tls)
+            dev.start(self.device_addr, self.duration_s, self.tls, self.updates)
 
     def tail(self, log: str, lines: int = 30) -> str:
         try:
@@ -254,6 +297,7 @@ class Fleet:
         deadline = time.monotonic() + timeout
         while True:
             for dev in self.devices:
+                dev.restart_after_reset()
                 why = dev.failure()
                 if why is not None:
                     raise DemoError(f"{why}:\n{self.tail(dev.log_path.name)}")

@@ -17,7 +17,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from shared_protocol import DATA, FLAG_HISTORICAL, topics
+from shared_protocol import CMD_OTA, CMD_SET_OUTPUT, DATA, FLAG_HISTORICAL, topics
 from shared_protocol.decode import decode
 from shared_protocol.errors import ProtocolError
 from shared_protocol.topics import DEVICE_KINDS, levels
@@ -58,7 +58,9 @@ class DeviceView:
     seqs: dict[int, set[int]] = field(default_factory=lambda: defaultdict(set))  # boot -> frame seqs
     health: dict[str, Any] = field(default_factory=dict)
     first_data: float = 0.0
-    commands: int = 0
+    commands: int = 0  # CMD_SET_OUTPUT: the actuator end of the alert loop
+    ota_commands: int = 0  # CMD_OTA: firmware over the air
+    other_commands: int = 0
     alerts: int = 0
 
     @property
@@ -169,9 +171,22 @@ class Monitor:
             if kind == "alert":
                 self._alert(device, bytes(msg.payload), t)
             elif kind == "cmd":
-                self._device(device).commands += 1
+                self._command(self._device(device), bytes(msg.payload))
             elif kind in DEVICE_KINDS:
                 self._frame(self._device(device), kind, msg, t)
+
+    def _command(self, view: DeviceView, payload: bytes) -> None:
+        try:
+            op = decode(payload).fields["op"]
+        except ProtocolError:
+            self.bad_frames += 1
+            return
+        if op == CMD_SET_OUTPUT:
+            view.commands += 1
+        elif op == CMD_OTA:
+            view.ota_commands += 1
+        else:
+            view.other_commands += 1
 
     def _frame(self, view: DeviceView, kind: str, msg: mqtt.MQTTMessage, t: float) -> None:
         view.last_seen = t

@@ -59,6 +59,8 @@ def build(
             "queue_dropped": st.get("dropped", st.get("dropped_frames", 0)),
             "alerts": d.alerts,
             "commands_received": d.commands,
+            "ota_commands": d.ota_commands,
+            "fw_version": (d.birth or {}).get("fw_version"),  # from its last BIRTH
             "wire_bytes": d.wire_bytes,
             "json_bytes": d.json_bytes,
         }
@@ -131,6 +133,10 @@ def text(report: dict[str, Any]) -> str:
             f" missing {d['missing_seqs']}, dropped {d['queue_dropped']}"
         )
     lines.append(_security_line(report.get("security") or {}))
+    if report.get("updates"):
+        from tools.demo.updates import lines as update_lines
+
+        lines.extend("  " + line for line in update_lines(report["updates"]))
     lines.append(f"  nothing lost: {'yes' if report['nothing_lost'] else 'NO'}")
     return "\n".join(lines)
 

@@ -29,6 +29,7 @@ SERVER_NAME = "gateway.demo"  # the local broker's name on the device network (S
 GATEWAY_USER = "gateway"  # the gateway's user on the loopback listener (mqtt.username)
 MONITOR_USER = "demo-monitor"  # the demo's observer: reads every topic of the site, writes none
 CLOUD_OBSERVER = "demo-cloud"  # the observer's identity toward the cloud broker
+RELEASE_CLIENT = "demo-release"  # the release side's identity toward the cloud broker (edgeline-release publish)
 # The board's files, as `edgeline-flash provision` writes them (DER) and, for CircuitPython,
 # as the drive holds them (PEM).
 MICROPYTHON_FILES = {"ca": "certs/ca.der", "cert": "certs/device.der", "key": "certs/device.key"}
@@ -53,6 +54,7 @@ class DemoTLS:
     cloud: ServerFiles  # the cloud broker's certificate (cloud CA)
     gateway: ClientFiles  # the gateway's identity toward the cloud (cloud CA, CN = gateway id)
     observer: ClientFiles  # the demo's cloud-side observer (cloud CA)
+    release: ClientFiles  # publishes the signed bundles (cloud CA)
     secrets_dir: Path  # loopback passwords (0600)
 
     def secret(self, user: str) -> Path:
@@ -91,6 +93,7 @@ def make(directory: Path, *, site: str, gateway_id: str) -> DemoTLS:
         cloud=cloud,
         gateway=_client(cloud_ca, gateway_id, directory / "gateway"),
         observer=_client(cloud_ca, CLOUD_OBSERVER, directory / "observer"),
+        release=_client(cloud_ca, RELEASE_CLIENT, directory / "release"),
         secrets_dir=secrets_dir,
     )
 
