@@ -19,6 +19,7 @@ import hashlib
 import os
 from binascii import hexlify
 
+from sensorfw import unload
 from sensorfw.core.app import log
 from sensorfw.core.ota_boot import MANIFEST, answer, manifest_header, slot_path
 from shared_protocol import ota
@@ -367,6 +368,12 @@ def run(app, arg):
     answer(app, transfer, r, rx.offset if r != ota.UNKNOWN_TRANSFER else 0)
     if r == ota.SWITCHING:
         _restart(app)
+    elif not rx.rx[0]:
+        # no transfer held (refused, aborted, unknown): free the OTA code (~16 KB on a
+        # 32-bit board) until the next CMD_OTA
+        app.ota_rx = None
+        for name in ("sensorfw.core.ota", "sensorfw.core.ota_boot", "shared_protocol.ota", "main"):
+            unload(name)
 
 
 def _run(app, sub, transfer, f):
