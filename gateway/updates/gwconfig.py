@@ -215,9 +215,12 @@ class ConfigUpdates:
             return
         new = self.config_path.with_name(self.config_path.name + ".new")
         _write_private(new, (staged / ENTRY).read_bytes())
-        problem = self._problem(new)
+        added, problem = self._public_keys(staged)
+        problem = problem or self._problem(new)
         if problem is not None:
             new.unlink(missing_ok=True)
+            for path in added:
+                path.unlink(missing_ok=True)
             self.events.record(KIND, NAME, "refused", reason=f"check-config failed: {problem}; nothing changed", **info)
             return
         _write_private(prev_path(self.config_path), self.config_path.read_bytes())
@@ -228,6 +231,28 @@ class ConfigUpdates:
         self.events.record(KIND, NAME, "installed", **info)
         self.restarting = True
         self.restart()
+
+    def _public_keys(self, staged: Path) -> tuple[list[Path], str | None]:
+        """Release public keys the bundle carries (``NAME.pub``, key rotation: docs/updates.md),
+        written beside gateway.toml before the new file is checked, so it may trust them. A
+        file of that name with other contents is never replaced. Returns the files written."""
+        added: list[Path] = []
+        for src in sorted(staged.iterdir()):
+            if src.name == ENTRY:
+                continue
+            if not src.name.endswith(".pub") or not src.is_file():
+                return added, f"a config bundle carries gateway.toml and release keys NAME.pub only, not {src.name!r}"
+            dest = self.config_path.parent / src.name
+            data = src.read_bytes()
+            if dest.exists():
+                if dest.read_bytes() != data:
+                    return added, f"{dest} exists with another key: give the new key another name"
+                continue
+            tmp = dest.with_name(dest.name + ".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, dest)
+            added.append(dest)
+        return added, None
 
     def _problem(self, path: Path) -> str | None:
         try:

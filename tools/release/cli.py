@@ -55,7 +55,7 @@ def do_pack(args: argparse.Namespace) -> int:
         files, entry = model_files(Path(args.manifest))
         name = args.pipeline
     elif args.kind == "config":
-        files, entry = config_files(Path(args.config))
+        files, entry = config_files(Path(args.config), args.public_key or [])
         name = "gateway"
     else:
         files, entry = firmware_files(Path(args.build))
@@ -196,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--pipeline", required=True, help="the pipeline name the model is for")
     config = kinds.add_parser("config", help="a gateway.toml")
     config.add_argument("--config", required=True)
+    config.add_argument(
+        "--public-key",
+        action="append",
+        type=Path,
+        help="a release public key NAME.pub to install beside gateway.toml (key rotation; repeat)",
+    )
     fw = kinds.add_parser("firmware", help="a firmware build dir (edgeline-flash build --arch X)")
     fw.add_argument("--build", required=True, help="build/<arch>")
     fw.add_argument("--arch", required=True, choices=ARCHES)

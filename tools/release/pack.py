@@ -119,12 +119,24 @@ def model_files(manifest: Path) -> tuple[dict[str, bytes], str]:
     return files, manifest.name
 
 
-def config_files(config: Path) -> tuple[dict[str, bytes], str]:
+def config_files(config: Path, public_keys: Sequence[Path] = ()) -> tuple[dict[str, bytes], str]:
+    """gateway.toml, and release public keys it may name (key rotation, docs/updates.md): the
+    gateway writes each ``NAME.pub`` beside its gateway.toml before it checks the new file."""
     try:
-        data = Path(config).read_bytes()
+        files = {"gateway.toml": Path(config).read_bytes()}
     except OSError as exc:
         raise ReleaseError(f"--config {config}: cannot read ({exc.strerror})") from None
-    return {"gateway.toml": data}, "gateway.toml"
+    for pub in public_keys:
+        if not pub.name.endswith(".pub") or "/" in pub.name or pub.name == ".pub":
+            raise ReleaseError(f"--public-key {pub}: expected a NAME.pub file of edgeline-release keygen")
+        try:
+            data = pub.read_bytes()
+        except OSError as exc:
+            raise ReleaseError(f"--public-key {pub}: cannot read ({exc.strerror})") from None
+        if b"PRIVATE KEY" in data:
+            raise ReleaseError(f"--public-key {pub}: this is a private key; give its .pub file")
+        files[pub.name] = data
+    return files, "gateway.toml"
 
 
 def firmware_files(build_dir: Path) -> tuple[dict[str, bytes], str]:
