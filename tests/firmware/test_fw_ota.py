@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from shared_protocol import ota
+from shared_protocol import DATA, ota
+from tests.circuitpython.cpdevice import CPDevice, cp_config
 from tests.firmware.gateway_stub import GatewayStub
 from tests.firmware.ota_board import OLD_VERSION, PoweredBoard, Release, Sender, native_build, release
 from tests.firmware.simdevice import EXIT_RESET, SimDevice, base_config
@@ -175,6 +176,12 @@ def test_refusals_change_nothing(
     a = s.begin(15, rel)
     a = s.chunk(15, 0, rel.manifest.replace(b"counter 2", b"counter 9"))
     assert (a["result"], a["offset"]) == ("bad_manifest", 0), a
+    # ABORT: the transfer and its slot are dropped
+    assert s.chunk(15, 0, rel.manifest)["offset"] == len(rel.manifest)
+    assert (dev.flash / "a" / "fw.manifest").exists()
+    s.send(ota.abort_arg(15))
+    assert s.next_answer()["result"] == "unknown_transfer"
+    assert not (dev.flash / "ota.rx").exists() and not (dev.flash / "a").exists()
     assert pb.state() is None
     assert {v for _, v in s.births()} == {OLD_VERSION}
 
@@ -217,3 +224,25 @@ def test_boot_loop_is_rolled_back_unconfirmed(
     st = pb.state()
     assert st is not None and st["trial"] == "" and st["active"] == ""
     wait_until(lambda: json.loads((pb.dev.flash / "ota.json").read_text())["rolled_back"] == 0, what="report kept")
+
+
+def test_circuitpython_firmware_refuses_ota(
+    mosquitto: Mosquitto, gateway: GatewayStub, flash: Callable[[str], Path], key: bytes, fw_files: dict[str, bytes]
+) -> None:
+    """CircuitPython has no A/B loader (code.py runs the drive's root): a transfer is refused
+    as built for another architecture, and the board goes on."""
+    fl = flash("cp1")
+    (fl / BOARD_PATH).write_bytes(key)
+    dev = CPDevice(fl, cp_config(mosquitto.port), EDGELINE_SIM_STOP_FILE=str(fl / "stop"))
+    dev.power_on()
+    dev.start()
+    try:
+        s = Sender(gateway, "cp1", key)
+        s.wait_boots(1)
+        assert s.begin(41, release(fw_files, NEW_VERSION, 2, device="cp1"))["result"] == "wrong_arch"
+        n = len(gateway.of(DATA))
+        gateway.wait_for(lambda g: len(g.of(DATA)) > n + 2, what="DATA after the refusal")
+        assert not (fl / "a").exists() and not (fl / "ota.json").exists()
+    finally:
+        (fl / "stop").write_text("")
+        dev.wait(30)

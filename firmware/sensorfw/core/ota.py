@@ -365,10 +365,11 @@ def run(app, arg):
         app.ota_rx.drop()
         r = ota.NO_SPACE
     rx = app.ota_rx
-    answer(app, transfer, r, rx.offset if r != ota.UNKNOWN_TRANSFER else 0)
+    held = rx is not None and rx.rx[0]
+    answer(app, transfer, r, rx.offset if held and r != ota.UNKNOWN_TRANSFER else 0)
     if r == ota.SWITCHING:
         _restart(app)
-    elif not rx.rx[0]:
+    elif not held:
         # no transfer held (refused, aborted, unknown): free the OTA code (~16 KB on a
         # 32-bit board) until the next CMD_OTA
         app.ota_rx = None
@@ -377,6 +378,10 @@ def run(app, arg):
 
 
 def _run(app, sub, transfer, f):
+    if app.board.config_path.endswith(".toml"):
+        # CircuitPython: no A/B loader (code.py runs the code at the drive's root)
+        log("CMD_OTA refused: this CircuitPython board is updated over USB (edgeline-flash circuitpy)")
+        return ota.WRONG_ARCH
     rx = app.ota_rx
     if rx is None:
         rx = Receiver(app)
