@@ -24,6 +24,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from gateway.web.state import WebState
+from gateway.web.update_metrics import update_metrics
 
 # The forwarder's link states (gateway/forward/forwarder.py): one gauge each, 1 for the current.
 LINK_STATES = ("connected", "connecting", "disconnected", "refused", "stopped")
@@ -54,6 +55,7 @@ class GatewayCollector(Collector):
         yield from self._pipelines(st)
         yield from self._forward(st.get("forward"))
         yield from self._devices(st)
+        yield from update_metrics(st)
 
     def _ingest(self, st: dict[str, Any]) -> Iterator[Metric]:
         info = InfoMetricFamily("edgeline_gateway", "The gateway's id and site.")

@@ -1,5 +1,6 @@
-"""The status page as one self-contained HTML file: header, fleet table and every device's plots,
-with the data, our CSS and JS and uPlot embedded, so it opens offline (the demo's report).
+"""The status page as one self-contained HTML file: header, fleet table, signed updates and every
+device's plots, with the data, our CSS and JS and uPlot embedded, so it opens offline (the demo's
+report).
 
 ``fetch_snapshot`` reads the data from a running gateway's page (the same JSON the live page
 reads); ``snapshot_html`` writes the file. The page code is the live page's (static/status.js).
@@ -82,6 +83,7 @@ def snapshot_html(
 <p class="muted">A snapshot of the gateway's status page taken at {html.escape(taken)}; everything it shows
 is in this file (it opens offline).</p>
 <section><h2>Devices</h2><table id="fleet" class="fleet"></table></section>
+<section id="updates-section" hidden><h2>Updates</h2><div id="updates" class="updates"></div></section>
 <div id="devices"></div>
 {extra_html}
 </main>

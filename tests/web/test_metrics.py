@@ -172,6 +172,7 @@ def test_every_grafana_expression_names_an_exported_metric(scraped: Scraped) -> 
         "edgeline_ingest_queue_capacity_frames",
         "edgeline_mqtt_connected",
         "edgeline_device_series_limited",
+        "edgeline_updates_enabled",  # the update series: tests/web/test_updates_page.py
         "edgeline_device_rssi_dbm",
         "edgeline_device_queue_frames",
     }

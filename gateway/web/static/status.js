@@ -132,6 +132,187 @@
     return el("div", {}, link, el("div", { class: "muted small", text: "Forward queue per lane (alerts drain first):" }), table);
   }
 
+  // ------------------------------------------------------------------ signed updates
+  // st.updates (gateway/updates/service.py, events.py), st.model_updates (models.py),
+  // st.ota (rollout.py). Hidden when the gateway runs without [updates].
+  const BAD_STATES = ["refused", "failed", "not_promoted", "rolled_back", "halted", "aborted"];
+  const GOOD_STATES = ["promoted", "confirmed", "done", "installed"];
+  const RECENT_ROWS = 12;
+
+  function stateClass(state) {
+    return BAD_STATES.includes(state) ? "bad" : GOOD_STATES.includes(state) ? "ok" : "";
+  }
+
+  function stateCell(state, label) {
+    return el("td", { class: "text " + stateClass(state), "data-state": state, text: label || String(state).replace(/_/g, " ") });
+  }
+
+  function pct(x) {
+    return x === null || x === undefined ? "-" : (100 * x).toFixed(1) + " %";
+  }
+
+  function figuresText(f) {
+    if (!f) return "";
+    return num(f.windows) + " windows, alert rate " + pct(f.alert_rate) + " (" + num(f.alerts) + " alerts, the current model "
+      + num(f.current_alerts) + "), agreement " + pct(f.agreement) + ", errors " + num(f.errors);
+  }
+
+  function shadowText(sh) {
+    if (!sh) return "";
+    return "in shadow: " + num(sh.windows) + " of " + num(sh.needed) + " windows so far, alert rate " + pct(sh.alert_rate)
+      + ", agreement " + pct(sh.agreement) + ", errors " + num(sh.errors);
+  }
+
+  function bundleDetails(e, transfer, models) {
+    const parts = [];
+    if (transfer) parts.push("receiving over the cloud link: " + num(transfer.held) + " of " + num(transfer.chunks) + " chunks (" + num(transfer.size) + " B)");
+    if (!e) return parts;
+    if (e.device) parts.push("device " + e.device);
+    if (e.kind === "model" && e.state === "shadow") {
+      const sh = (models[e.name] || {}).shadow;
+      parts.push(sh ? shadowText(sh) : "in shadow for " + num(e.windows) + " windows");
+    }
+    if (e.figures) parts.push("shadow verdict: " + figuresText(e.figures));
+    if (e.replaced) parts.push("replaced " + e.replaced);
+    if (e.reason) parts.push(e.reason);
+    return parts;
+  }
+
+  function textTable(id, heads, rows, empty) {
+    const table = el("table", { class: "updates", id: id });
+    table.append(el("tr", {}, ...heads.map((h) => el("th", { class: "text", text: h }))));
+    for (const row of rows) table.append(row);
+    if (!rows.length) table.append(el("tr", {}, el("td", { class: "text muted", colspan: heads.length, text: empty })));
+    return table;
+  }
+
+  function wrapCell(parts, cls) {
+    return el("td", { class: "text wrap " + (cls || ""), text: parts.filter((p) => p).join("; ") || "-" });
+  }
+
+  function renderBundles(up, models, now) {
+    const current = up.current || {};
+    const transfers = up.transfers || {};
+    const keys = [...new Set(Object.keys(current).concat(Object.keys(transfers)))].sort();
+    const rows = keys.map((key) => {
+      const e = current[key];
+      const state = e ? e.state : "receiving";
+      return el("tr", { "data-bundle": key },
+        el("td", { class: "text", text: key }),
+        stateCell(state),
+        el("td", { class: "text", text: (e && e.version) || "-" }),
+        el("td", { text: e ? age(now - e.at) + " ago" : "-" }),
+        wrapCell(bundleDetails(e, transfers[key], models), e ? stateClass(e.state) : ""));
+    });
+    return textTable("update-bundles", ["bundle", "state", "version", "when", "details"], rows, "No bundle received yet.");
+  }
+
+  function lastVerdict(recent, pipeline) {
+    for (let i = recent.length - 1; i >= 0; i--) {
+      const e = recent[i];
+      if (e.kind === "model" && e.name === pipeline && (e.state === "promoted" || e.state === "not_promoted")) return e;
+    }
+    return null;
+  }
+
+  function renderModels(models, recent) {
+    const rows = Object.entries(models).sort().map(([name, m]) => {
+      const v = lastVerdict(recent, name);
+      const verdict = v ? [v.state.replace(/_/g, " ") + " " + (v.version || ""), v.figures ? figuresText(v.figures) : "", v.state === "promoted" ? "" : v.reason] : [];
+      return el("tr", { "data-pipeline": name },
+        el("td", { class: "text", text: name }),
+        el("td", { class: "text", text: m.version + (m.counter ? " (update " + m.counter + ")" : " (from the configuration)") }),
+        el("td", { class: "text", text: m.previous || "-" }),
+        wrapCell(m.candidate ? [m.candidate + " " + shadowText(m.shadow)] : []),
+        wrapCell(verdict, v ? stateClass(v.state) : ""));
+    });
+    return textTable("update-models", ["pipeline", "model", "rollback to", "candidate", "last verdict"], rows, "No pipeline.");
+  }
+
+  function deviceState(f) {
+    if (f.state === "begin") return "transferring";
+    if (f.state === "failed" && /^rolled_back/.test(f.reason || "")) return "rolled_back";
+    return f.state;
+  }
+
+  const DEVICE_NOTES = {
+    pending: "waits for its wave",
+    switching: "every byte sent: the board switches to the new slot and restarts",
+    trial: "runs the new firmware on trial: it confirms once its data is stored",
+    confirmed: "runs the new firmware",
+    current: "already ran this version",
+  };
+
+  function progressCell(f, state) {
+    if (state !== "transferring" || !f.total) return el("td", { class: "text", text: "-" });
+    const done = Math.min(1, (f.offset || 0) / f.total);
+    return el("td", { class: "text" }, el("progress", { max: String(f.total), value: String(f.offset || 0) }),
+      el("span", { text: " " + (100 * done).toFixed(0) + " % of " + num(f.total) + " B" }));
+  }
+
+  const ROLLOUT_CLASS = { running: "ok", done: "ok", paused: "warn", halted: "bad", aborted: "bad" };
+
+  function rolloutStage(r) {
+    const waves = r.waves || [];
+    if (r.state === "done") return "every wave done";
+    if (r.wave >= waves.length) return "";
+    const canary = (r.canary || []).length > 0;
+    if (canary && r.wave === 0) return "canary wave (" + r.canary.join(", ") + ")";
+    return "wave " + (r.wave + 1 - (canary ? 1 : 0)) + " of " + (waves.length - (canary ? 1 : 0)) + (canary ? " after the canaries" : "");
+  }
+
+  function renderRollout(name, r) {
+    const counts = Object.entries(r.counts || {}).map(([s, n]) => s + " " + n).join(", ");
+    const head = el("p", { class: "rollout", "data-rollout": name },
+      el("b", { text: name + " " + r.version + " " }),
+      el("span", { class: ROLLOUT_CLASS[r.state] || "", "data-state": r.state, text: r.state }),
+      el("span", { text: [rolloutStage(r), counts].filter((x) => x).map((x) => ", " + x).join("") }),
+      r.reason ? el("span", { class: "rollout-reason " + (ROLLOUT_CLASS[r.state] || ""), text: ": " + r.reason }) : null);
+    const rows = Object.entries(r.devices || {}).sort().map(([device, f]) => {
+      const state = deviceState(f);
+      const notes = [f.reason || DEVICE_NOTES[state], f.resends ? "resends " + f.resends : ""];
+      return el("tr", { "data-ota-device": device },
+        el("td", { class: "text", text: device }),
+        stateCell(state),
+        progressCell(f, state),
+        wrapCell(notes, stateClass(state)));
+    });
+    return el("div", {}, head, textTable("", ["device", "state", "transfer", "details"], rows, "No device matches the rollout."));
+  }
+
+  function renderRecent(recent, now) {
+    const rows = recent.slice(-RECENT_ROWS).reverse().map((e) => el("tr", {},
+      el("td", { text: age(now - e.at) + " ago" }),
+      el("td", { class: "text", text: e.kind + "/" + e.name }),
+      stateCell(e.state),
+      el("td", { class: "text", text: e.version || "-" }),
+      wrapCell([e.device ? "device " + e.device : "", e.reason])));
+    return textTable("update-recent", ["when", "bundle", "state", "version", "details"], rows, "Nothing yet.");
+  }
+
+  function renderUpdates(st) {
+    const root = document.getElementById("updates");
+    if (!root) return;
+    const up = st.updates;
+    root.closest("section").hidden = !up;
+    if (!up) return;
+    const now = st.now || st.written_at;
+    const models = st.model_updates || {};
+    const recent = up.recent || [];
+    const rollouts = Object.entries((st.ota || {}).rollouts || {}).sort();
+    root.replaceChildren(
+      el("p", { class: "muted small", text: "Signed bundles (release keys " + (up.trusted_keys || []).join(", ") + "): received " + num(up.received)
+        + ", refused " + num(up.refused) + " since the gateway started." }),
+      renderBundles(up, models, now),
+      el("h3", { text: "Models" }),
+      renderModels(models, recent),
+      el("h3", { text: "Firmware rollouts" }),
+      rollouts.length ? el("div", { id: "update-rollouts" }, ...rollouts.map(([n, r]) => renderRollout(n, r)))
+        : el("p", { class: "muted", text: "No firmware rollout." }),
+      el("h3", { text: "Recent transitions" }),
+      renderRecent(recent, now));
+  }
+
   // ------------------------------------------------------------------ fleet table
   function alertText(alerts, now) {
     const parts = [];
@@ -393,6 +574,7 @@
     return async () => {
       const st = await getJSON("/api/status");
       renderHeader(header, st, rates(st));
+      renderUpdates(st);
     };
   }
 
@@ -421,6 +603,7 @@
     const data = JSON.parse(document.getElementById("snapshot-data").textContent);
     const now = data.status.now || data.status.written_at;
     renderHeader(document.getElementById("gateway"), data.status, Rates()(data.status));
+    renderUpdates(data.status);
     FleetTable(document.getElementById("fleet"), (d) => "#device-" + d)(data.fleet.devices, data.fleet.now);
     const root = document.getElementById("devices");
     for (const d of Object.values(data.devices)) {
