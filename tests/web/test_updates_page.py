@@ -5,10 +5,12 @@ The status is fed to a real WebServer, as the other page tests without a gateway
 the real parts: bundles signed with a release key and verified by the real UpdateService (one
 signed by a stranger's key and one replayed are refused), a model's transitions with the real
 shadow verdict (gateway/updates/shadow.py), and FirmwareRollouts.status() of two rollouts (the
-full OTA path is tested with boards in tests/updates)."""
+full OTA path is tested with boards in tests/updates). One more test runs the real gateway
+process: a refused bundle reaches its /api/status and /metrics."""
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from gateway.config import WebSection
+from gateway.control_socket import request, socket_path
 from gateway.live import LiveView
 from gateway.registry import Registry
 from gateway.updates.bundle import Bundle
@@ -33,6 +36,9 @@ from gateway.updates.shadow import ShadowScorer, Tally, judge
 from gateway.web.server import WebServer
 from gateway.web.snapshot import snapshot_html
 from gateway.web.state import WebState
+from tests.support.gateway_proc import GatewayProcess
+from tests.support.mosquitto import Mosquitto
+from tests.support.waiting import wait_until
 from tests.updates.conftest import make_release_key
 from tools.release.pack import build_bundle
 
@@ -346,3 +352,37 @@ def test_metrics_count_bundles_verdicts_and_firmware_devices(fed: Fed, tmp_path:
         registry.close()
     assert off[("edgeline_updates_enabled", ())] == 0
     assert not [n for n, _ in off if n.startswith(("edgeline_update_", "edgeline_model_", "edgeline_firmware_"))]
+
+
+def test_a_running_gateway_serves_a_refused_bundle_on_its_page_and_metrics(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    key = make_release_key(tmp_path / "keys")
+    stranger = make_release_key(tmp_path / "stranger", "stranger")
+    now = time.time()
+    forged = build_bundle(
+        tmp_path / "vib-9.bundle", key=stranger.private, files=MODEL, kind="model", name="vib", version="9",
+        counter=9, entry="model.json", created=now, expires=now + 3600,
+    )  # fmt: skip
+    gp = GatewayProcess(
+        tmp_path / "gw",
+        mosquitto.port,
+        extra_toml=f'[web]\nport = 0\n\n[updates]\nenabled = true\ntrusted_keys = ["{key.pub_path}"]\n',
+    )
+    try:
+        url = gp.start().wait_subscribed()["web"]["url"]
+        answer = request(socket_path(gp.data), {"op": "update.install", "file": str(forged)}, timeout=30)
+        assert answer["reason"] == "unknown_key", answer
+
+        def refused() -> dict[str, Any] | None:
+            with urllib.request.urlopen(url + "api/status", timeout=10) as resp:
+                st: dict[str, Any] = json.loads(resp.read())
+            return st if (st.get("updates") or {}).get("current", {}).get("model/vib") else None
+
+        st = wait_until(refused, 10, "the refusal in /api/status", poll=0.1)
+        assert st["updates"]["current"]["model/vib"]["code"] == "unknown_key"
+        m = _scrape(url)
+        assert m[("edgeline_update_bundles_refused_total", (("kind", "model"), ("reason", "unknown_key")))] == 1
+        assert m[("edgeline_updates_enabled", ())] == 1
+    finally:
+        assert gp.stop() == 0
