@@ -22,6 +22,11 @@ from shared_protocol.decode import decode
 from shared_protocol.errors import ProtocolError
 from shared_protocol.topics import DEVICE_KINDS, levels
 
+# Frames that do not use up a sequence number (docs/protocol.md): the last will is prepared at
+# connect time with its own number, and a LOSS carries the next number the device will use, which
+# its next frame then takes (that frame is new, not a repeat).
+UNSEQUENCED = ("death", "loss")
+
 
 def publish_packet_size(topic: str, payload_len: int, qos: int = 1) -> int:
     """Bytes of one MQTT 3.1.1 PUBLISH packet: fixed header, topic, packet id, payload."""
@@ -198,7 +203,7 @@ class Monitor:
             self.bad_frames += 1
             return
         repeat = frame.seq in view.seqs[frame.boot]  # sent again (its ACK was late or lost)
-        if kind != "death":  # the last will is prepared at connect time with its own number
+        if kind not in UNSEQUENCED:
             view.seqs[frame.boot].add(frame.seq)
         if kind == "birth":
             view.birth = frame.fields
