@@ -10,6 +10,7 @@ that raises, or that resets the board (a boot loop)."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 from collections.abc import Callable, Iterator
@@ -176,10 +177,16 @@ def test_refusals_change_nothing(
     a = s.begin(15, rel)
     a = s.chunk(15, 0, rel.manifest.replace(b"counter 2", b"counter 9"))
     assert (a["result"], a["offset"]) == ("bad_manifest", 0), a
+    # a manifest (tag and all) naming a wrong hash: the file never passes, nothing switches
+    first, data = rel.files[0]
+    wrong = Release(rel.manifest.replace(hashlib.sha256(data).hexdigest().encode(), b"0" * 64, 1), rel.files)
+    for _ in range(2):
+        a = s.run(16, wrong)
+        assert (a["result"], a["offset"]) == ("bad_hash", len(wrong.manifest)), a
+    assert not (dev.flash / "a" / first).exists() and pb.state() is None
     # ABORT: the transfer and its slot are dropped
-    assert s.chunk(15, 0, rel.manifest)["offset"] == len(rel.manifest)
     assert (dev.flash / "a" / "fw.manifest").exists()
-    s.send(ota.abort_arg(15))
+    s.send(ota.abort_arg(16))
     assert s.next_answer()["result"] == "unknown_transfer"
     assert not (dev.flash / "ota.rx").exists() and not (dev.flash / "a").exists()
     assert pb.state() is None
