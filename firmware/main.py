@@ -99,16 +99,26 @@ def main():
 
         app = run(slot, trial, st)
     except Exception as e:
-        if not trial:
+        if not _failed(slot, trial, e):
             raise
-        print("OTA: the trial firmware raised at start-up: %r" % (e,))
-        app = None
-    if trial and app is None:
-        st = read_state()
-        if st is not None and st.get("trial", "") == slot:  # not confirmed in the meantime
-            roll_back(st, ROLLED_BACK_CRASH)
-            reset()
+        return None
+    if app is None:  # a trial that cannot start (a config it refuses, no memory) goes too
+        _failed(slot, trial, None)
     return app
+
+
+def _failed(slot, trial, e):
+    """The firmware did not start (e: what it raised): a trial not confirmed meanwhile is
+    rolled back and the board restarts into the active slot. False otherwise."""
+    if not trial:
+        return False
+    st = read_state()
+    if st is None or st.get("trial", "") != slot:  # confirmed before it ended
+        return False
+    print("OTA: the trial firmware %s" % ("did not start" if e is None else "raised: %r" % (e,)))
+    roll_back(st, ROLLED_BACK_CRASH)
+    reset()
+    return True
 
 
 if __name__ == "__main__":
