@@ -37,12 +37,15 @@ def board_arch():
     """The .mpy architecture this board runs (the bundle's firmware.arch)."""
     import sys
 
-    a = sys.implementation._mpy >> 10
+    if sys.platform == "linux":
+        return "native"
+    # the native-code arch the port's .mpy files carry (py/persistentcode.h MP_NATIVE_ARCH_*)
+    a = getattr(sys.implementation, "_mpy", 0) >> 10
     if a == 4:
         return "armv6m"
     if a == 10:
         return "xtensawin"
-    return "native" if sys.platform == "linux" else "arch%d" % a
+    return "arch%d" % a
 
 
 def _size(path):
