@@ -15,6 +15,7 @@ import importlib.util
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,18 +44,36 @@ def key(tmp_path: Path) -> bytes:
 
 
 @pytest.fixture
-def board(mosquitto: Mosquitto, flash: Callable[[str], Path], key: bytes) -> Iterator[tuple[PoweredBoard, SimDevice]]:
-    d = flash("dev1")
-    (d / BOARD_PATH).write_bytes(key)  # what provisioning writes to the board
-    # frames not ACKed go out again after 2 s (the test holds ACKs back to keep a trial open);
-    # the watchdog on: removing a slot and hashing files feed it
-    cfg = base_config(
-        mosquitto.port, sample={"rate_hz": 50, "batch": 8}, health_s=30, queue={"ack_timeout_s": 2}, watchdog_ms=4000
-    )
-    dev = SimDevice(d, cfg)
-    pb = PoweredBoard(dev).start()
-    yield pb, dev
-    pb.stop()
+def make_board(
+    mosquitto: Mosquitto, flash: Callable[[str], Path], key: bytes
+) -> Iterator[Callable[..., tuple[PoweredBoard, SimDevice]]]:
+    boards: list[PoweredBoard] = []
+
+    def make(**over: Any) -> tuple[PoweredBoard, SimDevice]:
+        d = flash("dev1")
+        (d / BOARD_PATH).write_bytes(key)  # what provisioning writes to the board
+        # frames not ACKed go out again after 2 s (the test holds ACKs back to keep a trial
+        # open); the watchdog on: removing a slot and hashing files feed it
+        cfg = base_config(
+            mosquitto.port,
+            sample={"rate_hz": 50, "batch": 8},
+            health_s=30,
+            queue={"ack_timeout_s": 2},
+            watchdog_ms=4000,
+            **over,
+        )
+        dev = SimDevice(d, cfg)
+        boards.append(PoweredBoard(dev).start())
+        return boards[-1], dev
+
+    yield make
+    for pb in boards:
+        pb.stop()
+
+
+@pytest.fixture
+def board(make_board: Callable[..., tuple[PoweredBoard, SimDevice]]) -> tuple[PoweredBoard, SimDevice]:
+    return make_board()
 
 
 def _versions_ok(sender: Sender, allowed: set[str]) -> None:
@@ -231,6 +250,27 @@ def test_boot_loop_is_rolled_back_unconfirmed(
     st = pb.state()
     assert st is not None and st["trial"] == "" and st["active"] == ""
     wait_until(lambda: json.loads((pb.dev.flash / "ota.json").read_text())["rolled_back"] == 0, what="report kept")
+
+
+def test_trial_not_confirmed_in_time_restarts_and_is_rolled_back(
+    make_board: Callable[..., tuple[PoweredBoard, SimDevice]],
+    gateway: GatewayStub,
+    key: bytes,
+    fw_files: dict[str, bytes],
+) -> None:
+    """A new firmware that runs but gets no data through (no ACK: the gateway never stores
+    any) restarts after ota_trial_s; the third start goes back to the old one."""
+    pb, dev = make_board(ota_trial_s=2)
+    s = Sender(gateway, "dev1", key)
+    assert s.wait_boots(1) == OLD_VERSION
+    rel = release(fw_files, NEW_VERSION, 2)
+    gateway.ack = False
+    assert s.run(51, rel)["result"] == "switching"
+    a = s.next_answer(40)
+    assert (a["transfer"], a["result"]) == (51, "rolled_back_unconfirmed"), a
+    assert [v for _, v in s.boots()] == [OLD_VERSION, NEW_VERSION, NEW_VERSION, OLD_VERSION]
+    assert dev.text().count("not confirmed within ota_trial_s: restarting") == 2
+    assert pb.exits[:3] == [EXIT_RESET] * 3, pb.exits
 
 
 def test_circuitpython_firmware_refuses_ota(

@@ -69,14 +69,16 @@ class App:
         # firmware updates (A/B slots): the version BIRTH reports, the trial to confirm
         self.fw_version = FW_VERSION
         # slot: the one running ("" = the flash root); trial: confirmed once the gateway ACKs
-        # a DATA frame of this boot, trial_seq (the first one's seq); ota_note: (result,
+        # a DATA frame of this boot, trial_seq (the first one's seq), else restarted at
+        # trial_until (ticks, config ota_trial_s); ota_note: (result,
         # transfer) of a rollback to report after connecting; ota_rx: the OTA receiver
         # (core/ota.py), made when the first CMD_OTA arrives
-        self.slot, self.trial, self.trial_seq, self.ota_note, self.ota_rx = "", False, -1, None, None
+        self.slot, self.trial, self.trial_seq, self.trial_until = "", False, -1, 0
+        self.ota_note, self.ota_rx = None, None
         if ota is not None:
             from sensorfw.core.ota_boot import setup
 
-            setup(self, ota[0], ota[1], ota[2])
+            setup(self, ota[0], ota[1], ota[2], cfg["ota_trial_s"])
             del setup
             unload("sensorfw.core.ota_boot")
         gc.collect()  # free the boot-only module before the drivers load (boot fragments the heap)
@@ -459,6 +461,10 @@ class App:
         self.service_link()
         if self._out_until or self.burst_until is not None:
             self._timers()
+        if self.trial and clock.ticks_diff(clock.ticks_ms(), self.trial_until) >= 0:
+            from sensorfw.core.ota_boot import expire
+
+            expire(self)
         d = clock.ticks_diff(clock.ticks_us(), t0)
         self.latency_max = max(self.latency_max, d)
 

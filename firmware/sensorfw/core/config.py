@@ -295,6 +295,10 @@ def validate(raw, base_dir=".", needs_wifi=False, profile=None):
     if c["backoff"]["max_ms"] < c["backoff"]["min_ms"]:
         _fail("backoff.max_ms", "an integer >= backoff.min_ms", c["backoff"]["max_ms"])
     c["watchdog_ms"] = _int(raw, "watchdog_ms", 8000, 0, 600000)
+    # a firmware on trial after an update that is not confirmed within this restarts (the
+    # A/B loader rolls it back at its third start): one that runs but cannot reach its
+    # gateway does not stay
+    c["ota_trial_s"] = _int(raw, "ota_trial_s", 900, 1, 86400)
     if 0 < c["watchdog_ms"] < 1000:
         _fail("watchdog_ms", "0 (off) or 1000..600000", c["watchdog_ms"])
     sl = _obj(raw, "sleep")

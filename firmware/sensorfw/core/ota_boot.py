@@ -36,8 +36,9 @@ def manifest_header(path):
     return None
 
 
-def setup(app, slot, trial, st):
-    """At start-up: the slot running, its version, the trial, a rollback to report."""
+def setup(app, slot, trial, st, trial_s):
+    """At start-up: the slot running, its version, the trial (and how long it may run
+    unconfirmed), a rollback to report."""
     app.slot = slot
     if slot:
         head = manifest_header(slot_path(app, slot, MANIFEST))
@@ -45,6 +46,7 @@ def setup(app, slot, trial, st):
             app.fw_version = head[0]
     app.trial = trial
     if trial:
+        app.trial_until = app.clock.ticks_add(app.clock.ticks_ms(), trial_s * 1000)
         log("firmware %s in /%s/ on trial (start %d)" % (app.fw_version, slot, st.get("starts", 0)))
     code = st.get("rolled_back", 0)
     if code:
@@ -78,6 +80,15 @@ def report(app):
     if st is not None and st.get("rolled_back", 0):
         st["rolled_back"] = 0
         loader.write_state(st)
+
+
+def expire(app):
+    """Not confirmed within ota_trial_s: restart (a start the loader counts; the third
+    rolls back)."""
+    log("firmware %s in /%s/ not confirmed within ota_trial_s: restarting" % (app.fw_version, app.slot))
+    app.trial = False
+    app.shutdown()
+    app.board.reset()
 
 
 def confirm(app):
