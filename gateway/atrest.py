@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from gateway.durable import write_durably
 from gateway.errors import GatewayError
 
 if TYPE_CHECKING:
@@ -119,26 +120,6 @@ def _invalid_tag() -> type[Exception]:
 
 
 # --------------------------------------------------------------------------- private files
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Replace ``path`` atomically by a file of mode 0600 holding ``data``, synced to disk (file and
-    directory) before this returns."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def _read_private(path: Path, what: str) -> bytes:
@@ -418,7 +399,7 @@ class KeyRing:
         kid = 0
         while kid == 0 or kid in taken or (self.directory / f"key-{key_name(kid)}.sealed").exists():
             kid = secrets.randbits(32)
-        write_private(self.directory / f"key-{key_name(kid)}.sealed", self.sealer.seal(secrets.token_bytes(32)))
+        write_durably(self.directory / f"key-{key_name(kid)}.sealed", self.sealer.seal(secrets.token_bytes(32)))
         return kid
 
     def _unseal(self, key_id: int) -> bytes:
@@ -456,7 +437,7 @@ class KeyRing:
     def _write_state(self, state: dict[str, Any]) -> None:
         path = self.directory / RING_FILE
         try:
-            write_private(path, (json.dumps(state, indent=1) + "\n").encode())
+            write_durably(path, (json.dumps(state, indent=1) + "\n").encode())
         except OSError as exc:
             raise AtRestError(
                 f"key ring: cannot write {path} ({exc.strerror}); is the disk full or read-only?"

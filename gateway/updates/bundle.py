@@ -34,6 +34,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from gateway.durable import write_json_durably
 from gateway.errors import ConfigError, GatewayError
 
 FORMAT = "edgeline-bundle"
@@ -192,24 +193,9 @@ class Counters:
             if counter <= self._values.get(f"{kind}/{name}", 0):
                 raise BundleError("replayed", f"{kind} {name}: counter {counter} is not above the last accepted")
             values = {**self._values, f"{kind}/{name}": counter}
-            _write_atomic(self.path, json.dumps(values, sort_keys=True, indent=1).encode())
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_json_durably(self.path, values)
             self._values = values
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def file_sha256(path: Path) -> str:

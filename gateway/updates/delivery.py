@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.durable import write_durably
 from gateway.updates.bundle import KINDS, BundleError
 
 MAX_CHUNK = 1 << 20
@@ -142,7 +143,7 @@ class ChunkStore:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         meta_path = self.directory / "meta.json"
         if not meta_path.exists():
-            _write_synced(meta_path, meta.to_json())
+            write_durably(meta_path, meta.to_json())
         self.have: set[int] = set()
         for entry in self.directory.iterdir():  # what an earlier run (or connection) fetched
             if entry.name.isdigit() and int(entry.name) < meta.chunks:
@@ -173,7 +174,7 @@ class ChunkStore:
                 f"{self.meta.kind} {self.meta.name}: chunk {index} of bundle {self.meta.bundle_id[:12]} is damaged "
                 "(its hash differs from the meta); publish the bundle again (edgeline-release publish)",
             )
-        _write_synced(self.directory / str(index), data)
+        write_durably(self.directory / str(index), data)
         self.have.add(index)
         return True
 
@@ -217,13 +218,3 @@ def held_transfers(incoming: Path) -> list[Meta]:
             if entry.is_dir():  # a transfer without its meta cannot be resumed: fetched again
                 shutil.rmtree(entry, ignore_errors=True)
     return found
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -37,8 +37,9 @@ from typing import Any
 
 from gateway.config import Config, ConfigError
 from gateway.config import load as load_config
+from gateway.durable import fsync_dir, write_durably, write_json_durably
 from gateway.updates.events import UpdateEvents
-from gateway.updates.models import BundleLike, fsync_dir, write_json_durably
+from gateway.updates.models import BundleLike
 from gateway.updates.settings import ConfigTrialSettings
 
 log = logging.getLogger(__name__)
@@ -64,18 +65,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         log.error("%s cannot be read (%s): ignored", path, exc)
         return None
     return data if isinstance(data, dict) else None
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """A new file with mode 0600 (never loosened after the write), fsynced, renamed into place."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def prev_path(config_path: Path) -> Path:
@@ -106,7 +95,7 @@ def check_config(path: Path) -> str | None:
 def _rollback_files(config_path: Path, state_dir: Path, reason: str, trial: dict[str, Any]) -> None:
     """Restore ``.prev`` over the configuration; leave the record for the next start."""
     prev = prev_path(config_path)
-    _write_private(config_path, prev.read_bytes())
+    write_durably(config_path, prev.read_bytes())
     note = {"reason": reason, **{k: trial.get(k) for k in ("version", "counter", "bundle_id")}}
     write_json_durably(state_dir / ROLLBACK_FILE, note)
     (state_dir / TRIAL_FILE).unlink(missing_ok=True)
@@ -214,7 +203,7 @@ class ConfigUpdates:
             )
             return
         new = self.config_path.with_name(self.config_path.name + ".new")
-        _write_private(new, (staged / ENTRY).read_bytes())
+        write_durably(new, (staged / ENTRY).read_bytes())
         added, problem = self._public_keys(staged)
         problem = problem or self._problem(new)
         if problem is not None:
@@ -223,7 +212,7 @@ class ConfigUpdates:
                 path.unlink(missing_ok=True)
             self.events.record(KIND, NAME, "refused", reason=f"check-config failed: {problem}; nothing changed", **info)
             return
-        _write_private(prev_path(self.config_path), self.config_path.read_bytes())
+        write_durably(prev_path(self.config_path), self.config_path.read_bytes())
         self.trial = {**info, "sha256": _sha256(new), "starts": 0, "installed_at": time.time()}
         write_json_durably(self.state_dir / TRIAL_FILE, self.trial)
         os.replace(new, self.config_path)  # new was fsynced when written
@@ -248,9 +237,7 @@ class ConfigUpdates:
                 if dest.read_bytes() != data:
                     return added, f"{dest} exists with another key: give the new key another name"
                 continue
-            tmp = dest.with_name(dest.name + ".tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, dest)
+            write_durably(dest, data, mode=0o644)  # a public key
             added.append(dest)
         return added, None
 

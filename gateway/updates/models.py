@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from gateway.durable import fsync_dir, write_json_durably
 from gateway.scoring import ModelLike, ModelSpec, ScoringStage
 from gateway.updates.events import UpdateEvents
 from gateway.updates.settings import ShadowSettings
@@ -64,26 +65,6 @@ class BundleLike(Protocol):
 
 class ModelRefused(Exception):
     """A candidate that cannot be shadowed; the message says why (it goes into the record)."""
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_durably(path: Path, data: dict[str, Any]) -> None:
-    """Write, fsync, rename over ``path``, fsync the directory: the old or the new file after a power cut."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 # --------------------------------------------------------------------------- active.json

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from gateway.durable import write_json_durably
 from gateway.errors import GatewayError
 from gateway.updates.events import UpdateEvents
 from gateway.updates.fwota import ACTIVE, FINAL, DeviceKeyError, FirmwareImage, Send, Transfer, read_device_key
@@ -244,15 +245,7 @@ class FirmwareRollouts:
 
     def _save(self) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        body = json.dumps({"rollouts": {n: r.to_json() for n, r in self.rollouts.items()}}, indent=1).encode()
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, body)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+        write_json_durably(self.path, {"rollouts": {n: r.to_json() for n, r in self.rollouts.items()}})
 
     def _root(self, r: Rollout) -> Path:
         return self.settings.state_dir / FIRMWARE_DIR / r.bundle_id

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from gateway.durable import write_json_durably
 from gateway.updates.bundle import (
     Bundle,
     BundleError,
@@ -414,13 +415,7 @@ class UpdateService:
         self._done[bundle_id] = state
         while len(self._done) > REMEMBERED:
             del self._done[next(iter(self._done))]
-        tmp = self._done_path.with_name(self._done_path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self._done, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._done_path)
+        write_json_durably(self._done_path, self._done)
 
     def _set_progress(self, store: ChunkStore) -> None:
         meta = store.meta
