@@ -16,15 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway import config as config_mod
-from gateway.errors import GatewayError
+from gateway.updatecmd import ask, updates_config
 
 NOT_RUNNING = 2
 TIMEOUT_S = 40.0  # a rollback loads (and self-tests) the previous model first
-
-
-class ModelCommandError(GatewayError):
-    """A ``model`` command that cannot be done; the message says why and what to do."""
 
 
 def status_lines(pipelines: dict[str, Any]) -> list[str]:
@@ -62,22 +57,20 @@ def _offline_status(state_dir: Path) -> dict[str, Any]:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    from gateway.control_socket import ControlSocketError, request, socket_path
+    from gateway.control_socket import ControlSocketError
 
-    cfg = config_mod.load(args.config)
-    if cfg.updates is None:
-        raise ModelCommandError(f"[updates] is not enabled in {cfg.source}: set enabled = true (docs/updates.md)")
+    cfg, updates = updates_config(args.config)
     body: dict[str, Any] = {"op": f"model.{args.action}"}
     if args.action == "rollback":
         body["pipeline"] = args.pipeline
     try:
-        res = request(socket_path(Path(cfg.gateway.data_dir)), body, timeout=TIMEOUT_S)
+        res = ask(cfg, body, TIMEOUT_S)
     except ControlSocketError as exc:
         if args.action != "status":
             print(f"edgeline-gateway model {args.action}: {exc}", file=sys.stderr)
             return NOT_RUNNING
         print(f"edgeline-gateway model status: {exc}; showing what active.json holds", file=sys.stderr)
-        res = {"ok": True, "pipelines": _offline_status(cfg.updates.state_dir)}
+        res = {"ok": True, "pipelines": _offline_status(updates.state_dir)}
     if args.json:
         print(json.dumps(res, indent=1))
     elif not res.get("ok"):

@@ -14,38 +14,30 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from gateway import config as config_mod
-from gateway.errors import GatewayError
 from gateway.status import ota_lines
+from gateway.updatecmd import ask, updates_config
 
 NOT_RUNNING = 2
 TIMEOUT_S = 10.0
 
 
-class OTACommandError(GatewayError):
-    """An ``ota`` command that cannot be done; the message says why and what to do."""
-
-
 def cmd_ota(args: argparse.Namespace) -> int:
-    from gateway.control_socket import ControlSocketError, request, socket_path
+    from gateway.control_socket import ControlSocketError
     from gateway.updates.rollout import STATE_FILE
 
-    cfg = config_mod.load(args.config)
-    if cfg.updates is None:
-        raise OTACommandError(f"[updates] is not enabled in {cfg.source}: set enabled = true (docs/updates.md)")
+    cfg, updates = updates_config(args.config)
     body: dict[str, Any] = {"op": f"ota.{args.action}"}
     if args.name:
         body["name"] = args.name
     try:
-        res = request(socket_path(Path(cfg.gateway.data_dir)), body, timeout=TIMEOUT_S)
+        res = ask(cfg, body, TIMEOUT_S)
     except ControlSocketError as exc:
         if args.action != "status":
             print(f"edgeline-gateway ota {args.action}: {exc}", file=sys.stderr)
             return NOT_RUNNING
-        path = cfg.updates.state_dir / STATE_FILE
+        path = updates.state_dir / STATE_FILE
         if not path.exists():
             print(f"edgeline-gateway ota status: {exc}; and no {path} (no rollout so far)", file=sys.stderr)
             return NOT_RUNNING

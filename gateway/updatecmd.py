@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway import config as config_mod
+from gateway.config import Config
 from gateway.errors import GatewayError
+from gateway.updates.settings import UpdatesSettings
 
 NOT_RUNNING = 2
 REFUSED = 1
@@ -24,15 +26,30 @@ TIMEOUT_S = 150.0  # the gateway verifies within INSTALL_TIMEOUT_S (service.py),
 
 
 class UpdateCommandError(GatewayError):
-    """An ``update`` command that cannot be done; the message says why and what to do."""
+    """An ``update``, ``model`` or ``ota`` command that cannot be done; the message says why and
+    what to do."""
+
+
+def updates_config(path: str | Path) -> tuple[Config, UpdatesSettings]:
+    """The configuration of the ``update``, ``model`` and ``ota`` commands, which need [updates]."""
+    cfg = config_mod.load(path)
+    if cfg.updates is None:
+        raise UpdateCommandError(f"[updates] is not enabled in {cfg.source}: set enabled = true (docs/updates.md)")
+    return cfg, cfg.updates
+
+
+def ask(cfg: Config, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """The running gateway's answer to ``body`` on its control socket (ControlSocketError when no
+    gateway answers)."""
+    from gateway.control_socket import request, socket_path
+
+    return request(socket_path(Path(cfg.gateway.data_dir)), body, timeout=timeout)
 
 
 def cmd_update(args: argparse.Namespace) -> int:
-    from gateway.control_socket import ControlSocketError, request, socket_path
+    from gateway.control_socket import ControlSocketError
 
-    cfg = config_mod.load(args.config)
-    if cfg.updates is None:
-        raise UpdateCommandError(f"[updates] is not enabled in {cfg.source}: set enabled = true (docs/updates.md)")
+    cfg, _ = updates_config(args.config)
     body: dict[str, Any] = {"op": f"update.{args.action}"}
     if args.action == "install":
         path = Path(args.file).resolve()
@@ -40,7 +57,7 @@ def cmd_update(args: argparse.Namespace) -> int:
             raise UpdateCommandError(f"{args.file}: no such bundle file")
         body["file"] = str(path)
     try:
-        res = request(socket_path(Path(cfg.gateway.data_dir)), body, timeout=TIMEOUT_S)
+        res = ask(cfg, body, TIMEOUT_S)
     except ControlSocketError as exc:
         print(f"edgeline-gateway update {args.action}: {exc}", file=sys.stderr)
         return NOT_RUNNING
