@@ -27,6 +27,8 @@ FILES = [
     "firmware/sensorfw/cpport/board.py",
     "firmware/sensorfw/cpport/mqtt.py",
     "firmware/sensorfw/cpport/settings.py",
+    "firmware/sensorfw/cpport/entry.py",
+    "firmware/otaslots.py",
     "firmware/sensorfw/boards/cp_pico_w.py",
     "firmware/sensorfw/boards/cp_esp32s3.py",
     "firmware/cp/code.py",

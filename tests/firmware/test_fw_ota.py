@@ -81,7 +81,7 @@ def _versions_ok(sender: Sender, allowed: set[str]) -> None:
 
 
 def test_loader_result_codes_are_shared_protocol_s() -> None:
-    spec = importlib.util.spec_from_file_location("fw_loader", ROOT / "firmware" / "main.py")
+    spec = importlib.util.spec_from_file_location("fw_loader", ROOT / "firmware" / "otaslots.py")
     assert spec is not None and spec.loader is not None
     loader = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(loader)
@@ -273,11 +273,12 @@ def test_trial_not_confirmed_in_time_restarts_and_is_rolled_back(
     assert pb.exits[:3] == [EXIT_RESET] * 3, pb.exits
 
 
-def test_circuitpython_firmware_refuses_ota(
+def test_circuitpython_board_refuses_a_micropython_release(
     mosquitto: Mosquitto, gateway: GatewayStub, flash: Callable[[str], Path], key: bytes, fw_files: dict[str, bytes]
 ) -> None:
-    """CircuitPython has no A/B loader (code.py runs the drive's root): a transfer is refused
-    as built for another architecture, and the board goes on."""
+    """A CircuitPython board takes releases of arch circuitpython (sources,
+    tests/circuitpython/test_cp_ota.py): a MicroPython build is refused as built for another
+    architecture once its manifest is in, its slot dropped, and the board goes on."""
     fl = flash("cp1")
     (fl / BOARD_PATH).write_bytes(key)
     dev = CPDevice(fl, cp_config(mosquitto.port), EDGELINE_SIM_STOP_FILE=str(fl / "stop"))
@@ -286,7 +287,7 @@ def test_circuitpython_firmware_refuses_ota(
     try:
         s = Sender(gateway, "cp1", key)
         s.wait_boots(1)
-        assert s.begin(41, release(fw_files, NEW_VERSION, 2, device="cp1"))["result"] == "wrong_arch"
+        assert s.run(41, release(fw_files, NEW_VERSION, 2, device="cp1"))["result"] == "wrong_arch"
         n = len(gateway.of(DATA))
         gateway.wait_for(lambda g: len(g.of(DATA)) > n + 2, what="DATA after the refusal")
         assert not (fl / "a").exists() and not (fl / "ota.json").exists()

@@ -25,6 +25,7 @@ FILES = [
     "firmware/sensorfw/boards/pico_w.py",
     "firmware/sensorfw/boards/sim.py",
     "firmware/main.py",
+    "firmware/otaslots.py",
     "firmware/sensorfw/entry.py",
     "firmware/sensorfw/core/ota.py",
     "firmware/sensorfw/core/ota_boot.py",

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import textwrap
+import time
 import tomllib
 from collections.abc import Iterator
 from fnmatch import fnmatch
@@ -147,9 +148,11 @@ def test_drive_gets_entry_points_packages_libraries_and_settings(
         assert f"{pin.project} {pin.version} (pinned, sha256 {pin.sha256})" in text
 
     top = {p.split("/")[0] for p in files}
-    assert top == {"boot_out.txt", "code.py", "boot.py", SETTINGS, "lib"}
+    assert top == {"boot_out.txt", "code.py", "boot.py", "otaslots.py", SETTINGS, "lib"}
+    assert files["otaslots.py"] == (src / "firmware" / "otaslots.py").read_bytes()  # the A/B loader's logic
+    assert "ota.key" not in files and "the board refuses firmware updates over the air" in text  # no [ca] dir
     assert not any(".edgeline-part" in p for p in files)
-    assert written(text)[-2:] == ["boot.py", "code.py"]  # code.py last: auto-reload runs the new set
+    assert written(text)[-3:] == ["boot.py", "otaslots.py", "code.py"]  # code.py last: auto-reload runs the new set
     assert f"{len(files) - 1} written, 0 unchanged, 0 removed" in text
     assert "board profile cp_pico_w" in text
 
@@ -438,7 +441,62 @@ def test_a_tls_device_gets_pem_certificates_and_settings_naming_them(
     assert got["EDGELINE_BROKER_TLS_KEY"] == "certs/device-key.pem"
     assert got["EDGELINE_BROKER_TLS_SERVER_NAME"] == "gateway.plant1"
     assert "EDGELINE_BROKER_USER" not in got and "EDGELINE_BROKER_PORT" not in got  # 8883 by default with TLS
+    # the OTA key from the device's private folder, as provision writes it on MicroPython
+    assert files["ota.key"] == (devices.parent / "ca" / "devices" / "cp-tls" / "ota.key").read_bytes()
+    assert len(files["ota.key"]) == 32 and (drive / "ota.key").stat().st_mode & 0o777 == 0o600
+    assert written_order.index("ota.key") < written_order.index("code.py")
     # a second run reuses the certificate: nothing is written
     out = io.StringIO()
     assert main(args, state=State(root=src, out=out, archives=DEFAULT_ARCHIVES)) == 0
     assert "certificate reused for cp-tls" in out.getvalue() and "0 written" in out.getvalue()
+
+
+def test_the_drive_runs_the_code_just_copied_not_an_ota_slot(
+    src: Path, devices: Path, drive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (drive / "a" / "lib").mkdir(parents=True)
+    (drive / "ota.json").write_text('{"active": "a", "trial": ""}')
+    (drive / "ota.json.tmp").write_text('{"active": "a"')
+    code, text = flash(src, devices, drive, capsys)
+    assert code == 0, text
+    assert not (drive / "ota.json").exists() and not (drive / "ota.json.tmp").exists()
+    assert "remove  ota.json (the board runs the code just copied" in text
+    assert (drive / "a" / "lib").is_dir()  # a slot is left alone (the next update replaces it)
+
+
+def test_circuitpython_build_packs_as_a_firmware_bundle(
+    src: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.updates.bundle import Counters, load_trusted_keys, verify_bundle
+    from tools.release.cli import main as release_main
+
+    out = io.StringIO()
+    build_dir = tmp_path / "build" / "circuitpython"
+    args = ["build", "--arch", "circuitpython", "--build-dir", str(build_dir)]
+    assert main(args, state=State(root=src, out=out, archives=DEFAULT_ARCHIVES)) == 0, out.getvalue()
+    assert "build circuitpython:" in out.getvalue()
+    manifest = json.loads((build_dir / "manifest.json").read_text())
+    assert manifest["arch"] == "circuitpython"
+    assert {"code.py", "boot.py", "otaslots.py", "lib/sensorfw/cpport/entry.py"} <= set(manifest["files"])
+    assert (build_dir / "lib/sensorfw/core/ota.py").read_bytes() == (src / "firmware/sensorfw/core/ota.py").read_bytes()
+
+    keys = tmp_path / "keys"
+    assert release_main(["keygen", "--out", str(keys / "rel")]) == 0
+    pack = ["pack", "firmware", "--key", str(keys / "rel.key"), "--counter", "4", "--version", "cp-1.1"]
+    pack += ["--out", str(tmp_path)]
+    # a MicroPython arch is refused for a CircuitPython build
+    assert release_main([*pack, "--build", str(build_dir), "--arch", "armv6m"]) == 1
+    assert "is a build for circuitpython, not --arch armv6m" in capsys.readouterr().err
+    assert release_main([*pack, "--build", str(build_dir), "--arch", "circuitpython"]) == 0
+    bundle = verify_bundle(
+        tmp_path / "sensorfw-circuitpython-cp-1.1.bundle",
+        keys=load_trusted_keys([keys / "rel.pub"]),
+        site="plant1",
+        gateway_id="gw1",
+        counters=Counters(tmp_path / "counters.json"),
+        now=time.time(),
+        max_bytes=1 << 24,
+    )
+    assert bundle.firmware is not None and bundle.firmware["arch"] == "circuitpython"
+    paths = {f.path for f in bundle.files}
+    assert paths == set(manifest["files"]) - {"code.py", "boot.py", "otaslots.py"}  # the loader files stay

@@ -2,7 +2,8 @@
 
 What lands on the drive (CircuitPython cannot load MicroPython's .mpy, so all are sources):
 
-- ``code.py`` and ``boot.py`` from firmware/cp/;
+- ``code.py`` and ``boot.py`` from firmware/cp/, and ``otaslots.py`` from firmware/ (the A/B
+  loader's logic, shared with MicroPython's main.py): the loader files, never sent over the air;
 - ``lib/sensorfw/``: firmware/sensorfw without MicroPython's machine layer (``port/``)
   and the unix-port simulation boards (``boards/sim*.py``, ``boards/cp_sim.py``);
 - ``lib/shared_protocol/``: the modules the MicroPython build takes (build.EXCLUDE);
@@ -20,7 +21,17 @@ Everything is read, checked and rendered before the first write. A file whose by
 already on the drive is skipped; a changed one is written under a temporary name in its
 folder, flushed to the drive, and renamed over the old one, so a drive pulled out mid-copy
 never holds half a file under the real name. Files under ``lib/sensorfw/`` and
-``lib/shared_protocol/`` that the build no longer has are removed; nothing else is touched.
+``lib/shared_protocol/`` that the build no longer has are removed, and so is the A/B loader's
+``ota.json`` (the board then runs the code just copied, not a slot an update over the air
+wrote); nothing else is touched.
+
+With the device's private folder (``[ca] dir`` or ``--ca-dir``), its OTA key goes to the
+drive as ``ota.key`` (tools/flash/ota_key.py), as ``provision`` writes it on MicroPython.
+
+``build --arch circuitpython`` (:func:`build`) writes the files that are the same on every
+board (libraries, packages, loader files) with a build manifest to a folder, for
+``edgeline-release pack firmware --arch circuitpython``: a release carries the sources, as
+``/a/lib/...`` or ``/b/lib/...`` on the drive.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ from __future__ import annotations
 import copy
 import errno
 import os
+import shutil
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -35,7 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from tools.fetch_upy_deps import CP_PINS, FetchError, Pin, read_archive, unpack
-from tools.flash.build import board_sources
+from tools.flash import ota_key
+from tools.flash.build import MANIFEST_NAME, BuildManifest, FileEntry, board_sources, sha256_bytes
 from tools.flash.cpsettings import SETTINGS_NAME, Check, Settings, load_rule, parse, render_settings
 from tools.flash.device_certs import obtain
 from tools.flash.devices import Device
@@ -46,6 +59,15 @@ from tools.flash.pki import DeviceCredentials, FleetCA
 ENTRY_DIR = Path("firmware") / "cp"
 #: in write order: code.py last, so the auto-reload after it runs the complete new set
 ENTRY_POINTS = ("boot.py", "code.py")
+#: the A/B loader's logic (from firmware/), beside code.py at the drive's root
+LOADER = "otaslots.py"
+#: files at the drive's root that an update over the air never replaces
+LOADER_FILES = (*ENTRY_POINTS, LOADER)
+#: the arch of a CircuitPython build and firmware bundle (sources: CircuitPython's .mpy
+#: format is not MicroPython's); what core/ota.py answers on a CircuitPython board
+BUILD_ARCH = "circuitpython"
+#: the A/B loader's state and its temporary name (firmware/otaslots.py)
+OTA_STATE_FILES = (ota_key.OTA_STATE, ota_key.OTA_STATE + ".tmp")
 LIB_DIR = "lib"
 #: the packages that go to lib/ (board paths of build.board_sources)
 PACKAGES = ("sensorfw/", "shared_protocol/")
@@ -129,7 +151,7 @@ def library_files(archives: Path) -> list[DriveFile]:
 
 
 def entry_files(root: Path) -> list[DriveFile]:
-    """code.py and boot.py, in write order."""
+    """boot.py, otaslots.py and code.py, in write order."""
     out = []
     for name in ENTRY_POINTS:
         shown = (ENTRY_DIR / name).as_posix()
@@ -139,7 +161,44 @@ def entry_files(root: Path) -> list[DriveFile]:
                 f"{shown} is missing: CircuitPython's entry points ({' and '.join(ENTRY_POINTS)}) live there"
             )
         out.append(DriveFile(name, _read(path, shown), shown))
+    shown = f"firmware/{LOADER}"
+    out.insert(1, DriveFile(LOADER, _read(root / shown, shown), shown))
     return out
+
+
+def common_files(root: Path, archives: Path) -> list[DriveFile]:
+    """The files that are the same on every board, in write order: libraries, packages,
+    loader files (code.py last)."""
+    files = [*library_files(archives), *package_files(root)]
+    entries = entry_files(root)
+    check_syntax(files + entries)
+    return files + entries
+
+
+def build(root: Path, archives: Path, out_dir: Path | None = None) -> tuple[Path, BuildManifest]:
+    """``build --arch circuitpython``: the common files and a build manifest (arch
+    ``circuitpython``, sources) in ``out_dir`` (default build/circuitpython/), made in a
+    fresh sibling folder and swapped in, as the MicroPython build does."""
+    files = common_files(root, archives)
+    dest = out_dir if out_dir is not None else root / "build" / BUILD_ARCH
+    staging = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        for item in files:
+            target = staging / item.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(item.data)
+        entries = sorted(
+            (FileEntry(f.path, sha256_bytes(f.data), len(f.data), f.source) for f in files), key=lambda e: e.path
+        )
+        manifest = BuildManifest(arch=BUILD_ARCH, mpy_cross="none (sources)", files=tuple(entries))
+        (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(dest, ignore_errors=True)
+    staging.rename(dest)
+    return dest, manifest
 
 
 def check_syntax(files: list[DriveFile]) -> None:
@@ -341,14 +400,25 @@ def settings_file(device: Device, drive: Path, check: Check, say: Say) -> DriveF
 def drive_files(
     root: Path, archives: Path, settings: DriveFile, say: Say, certs: list[DriveFile] | None = None
 ) -> list[DriveFile]:
-    """Every file for the drive, in write order: libraries, packages, TLS files, settings,
-    boot.py, code.py."""
-    libraries = library_files(archives)
+    """Every file for the drive, in write order: libraries, packages, TLS files and OTA
+    key, settings, boot.py, otaslots.py, code.py."""
+    common = common_files(root, archives)
     for pin in CP_PINS:
         say(describe(pin))
-    files = [*libraries, *package_files(root), *(certs or []), settings, *entry_files(root)]
-    check_syntax(files)
-    return files
+    n = len(LOADER_FILES)
+    return [*common[:-n], *(certs or []), settings, *common[-n:]]
+
+
+def drop_ota_state(drive: Path, say: Say) -> None:
+    """Remove the A/B loader's state: the board runs the code just copied to its root."""
+    for name in OTA_STATE_FILES:
+        try:
+            (drive / name).unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise FlashError(_write_problem(drive, name, exc)) from None
+        say(f"  remove  {name} (the board runs the code just copied, not an over-the-air slot)")
 
 
 def flash_drive(
@@ -361,9 +431,11 @@ def flash_drive(
     force: bool,
     say: Say,
     ca: FleetCA | None = None,
+    ota_key_data: bytes | None = None,
 ) -> None:
     """The ``circuitpy`` command: check the drive, render and check everything, then copy.
-    ``ca``: the fleet CA, for a device with broker.tls."""
+    ``ca``: the fleet CA, for a device with broker.tls; ``ota_key_data``: the device's OTA
+    key (ota_key.obtain), written as ota.key."""
     board = check_drive(drive, force=force)
     say(f"drive {drive}: {board if board is not None else f'no {BOOT_OUT} (--force)'}")
     device = tls_device(device)
@@ -374,8 +446,11 @@ def flash_drive(
         outcome = obtain(ca, device.id, days=device.ca.device_days)
         say(outcome.describe())
         certs = cert_files(outcome.creds)
+    if ota_key_data is not None:
+        certs.append(DriveFile(ota_key.BOARD_PATH, ota_key_data, f"OTA key of {device.id}", private=True))
     settings = settings_file(device, drive, check, say)
     files = drive_files(root, archives, settings, say, certs)
+    drop_ota_state(drive, say)  # before code.py changes: its auto-reload runs the root's code
     report = sync(drive, files, say=say)
     say(
         f"circuitpy: {len(report.written)} written, {len(report.unchanged)} unchanged, "

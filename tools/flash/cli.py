@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from tools.flash.build import ARCH_BOARDS, ARCHES
 from tools.flash.ca_cli import do_ca, parser_ca
 from tools.flash.circuitpy import BOOT_OUT
+from tools.flash.circuitpy import BUILD_ARCH as CP_BUILD_ARCH
 from tools.flash.commands import (
     Handler,
     State,
@@ -98,7 +99,12 @@ def _add_reset(parser: argparse.ArgumentParser) -> None:
 
 def parser_build() -> argparse.ArgumentParser:
     p = _parser("build", f"compile firmware/, shared_protocol/ and the pinned {UMQTT.name} to .mpy into build/<arch>/")
-    p.add_argument("--arch", required=True, choices=list(ARCHES), help=_arch_help())
+    p.add_argument(
+        "--arch",
+        required=True,
+        choices=[*ARCHES, CP_BUILD_ARCH],
+        help=_arch_help() + f", {CP_BUILD_ARCH} (CircuitPython boards: sources, for a firmware bundle)",
+    )
     p.add_argument("--build-dir", help="output directory (default: build/<arch>)")
     p.add_argument("-v", "--verbose", action="store_true", help="list every file")
     return p

@@ -16,6 +16,8 @@ from tools.fetch_upy_deps import DEFAULT_ARCHIVES
 from tools.flash import ota_key
 from tools.flash.board import BOARD_MANIFEST, Board
 from tools.flash.build import ARCHES, LIBRARIES, ROOT, BuildManifest, build, sha256_bytes
+from tools.flash.circuitpy import BUILD_ARCH as CP_BUILD_ARCH
+from tools.flash.circuitpy import build as cp_build
 from tools.flash.circuitpy import flash_drive
 from tools.flash.deploy import (
     LIB_PREFIX,
@@ -247,6 +249,11 @@ def _deploy_code(state: State, port: str, args: argparse.Namespace, arch: str) -
 
 def do_build(state: State, args: argparse.Namespace) -> None:
     out = Path(args.build_dir) if args.build_dir else None
+    if args.arch == CP_BUILD_ARCH:
+        dest, manifest = cp_build(state.root, state.archives, out)
+        total = sum(f.size for f in manifest.files)
+        state.say(f"build {args.arch}: {len(manifest.files)} files (sources), {total} B -> {dest}")
+        return
     say = state.say if args.verbose else None
     dest, manifest = build(args.arch, root=state.root, out_dir=out, progress=say, archives=state.archives)
     total = sum(f.size for f in manifest.files)
@@ -324,6 +331,7 @@ def do_circuitpy(state: State, args: argparse.Namespace) -> None:
         force=args.force,
         say=state.say,
         ca=_open_ca(args, device),
+        ota_key_data=_ota_key(state, args, device),
     )
 
 

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.errors import ConfigError
 from gateway.updates.bundle import (
+    ARCHES,
     Bundle,
     BundleError,
     Counters,
@@ -39,7 +40,6 @@ from tools.release.pack import DAY, build_bundle, config_files, firmware_files, 
 from tools.release.publish import Broker, parse_broker, publish_bundle
 
 PROG = "edgeline-release"
-ARCHES = ("xtensawin", "armv6m", "native")
 
 
 def do_keygen(args: argparse.Namespace) -> int:
@@ -58,7 +58,7 @@ def do_pack(args: argparse.Namespace) -> int:
         files, entry = config_files(Path(args.config), args.public_key or [])
         name = "gateway"
     else:
-        files, entry = firmware_files(Path(args.build))
+        files, entry = firmware_files(Path(args.build), args.arch)
         name = f"sensorfw-{args.arch}"
         firmware = firmware_metadata(
             arch=args.arch,

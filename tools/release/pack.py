@@ -28,8 +28,10 @@ from gateway.updates.bundle import (
 from tools.release.errors import ReleaseError
 
 DAY = 86400.0
-#: files of a firmware build that stay on the board's root and are never sent over the air
-LOADER_FILES = frozenset({"main.py", "boot.py"})
+#: files of a firmware build that stay on the board's root and are never sent over the air:
+#: the entry points (MicroPython's main.py, CircuitPython's code.py, boot.py) and the A/B
+#: loader's logic they share (firmware/otaslots.py: .mpy in a MicroPython build)
+LOADER_FILES = frozenset({"main.py", "boot.py", "code.py", "otaslots.py", "otaslots.mpy"})
 
 
 def metadata(
@@ -139,8 +141,9 @@ def config_files(config: Path, public_keys: Sequence[Path] = ()) -> tuple[dict[s
     return files, "gateway.toml"
 
 
-def firmware_files(build_dir: Path) -> tuple[dict[str, bytes], str]:
-    """Every file of the build manifest except the loader files that stay on the board root."""
+def firmware_files(build_dir: Path, arch: str | None = None) -> tuple[dict[str, bytes], str]:
+    """Every file of the build manifest except the loader files that stay on the board root;
+    ``arch``: the build must be of that arch."""
     from tools.flash.build import BuildManifest
     from tools.flash.errors import FlashError
 
@@ -148,6 +151,11 @@ def firmware_files(build_dir: Path) -> tuple[dict[str, bytes], str]:
         manifest = BuildManifest.load(Path(build_dir))
     except FlashError as exc:
         raise ReleaseError(f"--build {build_dir}: {exc}") from None
+    if arch is not None and manifest.arch != arch:
+        raise ReleaseError(
+            f"--build {build_dir} is a build for {manifest.arch}, not --arch {arch}: give the build of"
+            f" {arch} (edgeline-flash build --arch {arch})"
+        )
     files: dict[str, bytes] = {}
     for entry in manifest.files:
         if entry.path in LOADER_FILES:

@@ -6,7 +6,7 @@
 # then for device, arch and counter), then each file as <path>.part, appended chunk by
 # chunk (open 'ab', write, close) and renamed to <path> once its SHA-256, read back from
 # flash in small blocks with the watchdog fed between them, matches the manifest. When
-# the last file is in, ota.json (the A/B loader's state, main.py) names the slot as the
+# the last file is in, ota.json (the A/B loader's state, otaslots.py) names the slot as the
 # trial and the board restarts into it. Nothing else ever points at the slot, so a slot
 # cut short by a reset or a bad file never runs.
 #
@@ -33,10 +33,15 @@ NO_RX = (0, "", 0, 0, "")  # no transfer held (transfer ids start at 1)
 NO_FILE = (0, 0, "", "")  # no file being written (an empty file is made at once)
 
 
-def board_arch():
-    """The .mpy architecture this board runs (the bundle's firmware.arch)."""
+def board_arch(board):
+    """The firmware arch this board runs (the bundle's firmware.arch): the board layer's
+    OTA_ARCH if it has one (CircuitPython: "circuitpython", source files), else the .mpy
+    architecture of the MicroPython port."""
     import sys
 
+    arch = getattr(board, "OTA_ARCH", "")
+    if arch:
+        return arch
     if sys.platform == "linux":
         return "native"
     # the native-code arch the port's .mpy files carry (py/persistentcode.h MP_NATIVE_ARCH_*)
@@ -111,7 +116,7 @@ class Receiver:
             rx = (d["transfer"], d["slot"], d["mlen"], d["total"], d["msha"])
         except (OSError, ValueError, KeyError):
             return ota.RECEIVING
-        import main as loader
+        import otaslots as loader
 
         st = loader.read_state() or {}
         if rx[1] == self.app.slot or rx[1] == st.get("trial", ""):
@@ -183,7 +188,7 @@ class Receiver:
         if not 0 < transfer <= ota.MAX_TRANSFER_ID or not 0 < mlen <= total:
             return ota.BAD_MANIFEST
         self.drop()
-        import main as loader
+        import otaslots as loader
 
         st = loader.read_state() or {}
         active = st.get("active", "")
@@ -308,7 +313,7 @@ class Receiver:
         r = ota.RECEIVING
         if device != app.device_id or n != self.rx[3]:
             r = ota.BAD_MANIFEST
-        elif arch != board_arch():
+        elif arch != board_arch(app.board):
             r = ota.WRONG_ARCH
         elif counter <= running:
             r = ota.REPLAYED
@@ -340,7 +345,7 @@ class Receiver:
 
     def _switch(self):
         """Every file is in and checked: the slot goes on trial at the next start."""
-        import main as loader
+        import otaslots as loader
 
         transfer, slot = self.rx[0], self.rx[1]
         st = loader.read_state() or {"active": ""}
@@ -376,15 +381,11 @@ def run(app, arg):
         # no transfer held (refused, aborted, unknown): free the OTA code (~16 KB on a
         # 32-bit board) until the next CMD_OTA
         app.ota_rx = None
-        for name in ("sensorfw.core.ota", "sensorfw.core.ota_boot", "shared_protocol.ota", "main"):
+        for name in ("sensorfw.core.ota", "sensorfw.core.ota_boot", "shared_protocol.ota", "otaslots"):
             unload(name)
 
 
 def _run(app, sub, transfer, f):
-    if app.board.config_path.endswith(".toml"):
-        # CircuitPython: no A/B loader (code.py runs the code at the drive's root)
-        log("CMD_OTA refused: this CircuitPython board is updated over USB (edgeline-flash circuitpy)")
-        return ota.WRONG_ARCH
     rx = app.ota_rx
     if rx is None:
         rx = Receiver(app)

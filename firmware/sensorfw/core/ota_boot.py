@@ -1,4 +1,4 @@
-# The firmware's side of the A/B loader (main.py): what the slot running is, its version
+# The firmware's side of the A/B loader (otaslots.py): what the slot running is, its version
 # for BIRTH, the confirmation of a trial and the report of a rollback. Loaded at start-up
 # only when ota.json exists, and when a trial is confirmed or a rollback reported.
 
@@ -70,7 +70,7 @@ def answer(app, transfer, result, offset):
 
 def report(app):
     """After connecting: tell the gateway the update was rolled back, once."""
-    import main as loader
+    import otaslots as loader
 
     code, transfer = app.ota_note
     app.ota_note = None
@@ -94,7 +94,7 @@ def expire(app):
 def confirm(app):
     """The gateway stored data of this boot of the trial firmware: make its slot the active
     one and answer CONFIRMED."""
-    import main as loader
+    import otaslots as loader
 
     app.trial = False
     app.trial_seq = -1

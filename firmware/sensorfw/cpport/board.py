@@ -220,6 +220,7 @@ class KeyPin:
 
 
 class Board:
+    OTA_ARCH = "circuitpython"  # firmware bundles for CircuitPython carry sources (core/ota.py)
     needs_wifi = True
     hard_timer_irq = False
     hard_pin_irq = False

@@ -57,6 +57,7 @@ TOP = (
     "backoff.min_ms",
     "backoff.max_ms",
     "watchdog_ms",
+    "ota_trial_s",
     "sleep.enabled",
     "sleep.awake_samples",
     "sleep.sleep_ms",
