@@ -33,12 +33,17 @@ def read_state():
     for name in (STATE, STATE + ".tmp"):  # .tmp: a replace on FAT cut after the removal
         try:
             with open(name) as f:
-                return json.load(f)
+                st = json.load(f)
         except OSError:
-            pass
+            continue
         except ValueError:
             print("OTA: %s is unreadable: running the code at the flash root" % name)
             return None
+        if name != STATE:  # finish that replace, so the next write_state keeps a whole copy
+            import os
+
+            os.rename(name, STATE)
+        return st
     return None
 
 

@@ -34,6 +34,10 @@ NOT_RUN: dict[tuple[str, str], str] = {
         ".venv/bin/edgeline-flash build --arch xtensawin",
     ): "writes build/ of the checkout; tests/test_board_build.py builds",
     ("README.md", "make test"): "the whole test suite",
+    (
+        "docs/circuitpython.md",
+        "python -m tools.flash build --arch circuitpython",
+    ): "writes build/ of the checkout and signs with a release key; tests/flash/test_circuitpy.py builds and packs",
     ("README.md", "make bench"): "every benchmark, full size (minutes)",
     (
         "docs/flashing.md",

@@ -4,6 +4,8 @@
 # As on CircuitPython releases from 2026 on, every value comes back as a string (an
 # integer too); releases 8 and 9 gave integers as int, which the firmware also takes.
 # The simulator's own EDGELINE_SIM_* settings come from the process environment.
+# rename() is FAT's (CIRCUITPY): it does not replace an existing file (FatFs f_rename
+# answers FR_EXIST, an OSError), where the unix port's would.
 import sys
 
 _mod = sys.modules.pop("os", None)
@@ -76,3 +78,11 @@ def getenv(key, default=None):
             v = _value(v)
             return default if v is None else v
     return default
+
+
+def rename(old, new):
+    try:
+        _port.stat(new)
+    except OSError:
+        return _port.rename(old, new)
+    raise OSError(17)  # EEXIST

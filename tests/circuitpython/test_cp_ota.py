@@ -98,6 +98,15 @@ def test_cp_board_takes_a_release_across_a_power_cut_and_confirms(
     for p, data in rel.files:
         assert (dev.flash / "a" / p).read_bytes() == data, p
     assert not list((dev.flash / "a").rglob("*.part")) and not (dev.flash / "ota.rx").exists()
+
+    # CIRCUITPY is FAT: a rename does not replace, so ota.json is removed before ota.json.tmp
+    # takes its name; a power cut between the two leaves only ota.json.tmp, which is read
+    pb.power_cut(stay_off=True)
+    (dev.flash / "ota.json").rename(dev.flash / "ota.json.tmp")
+    pb.power_on()
+    assert s.wait_boots(4) == NEW_VERSION
+    assert pb.state() == {"active": "a", "trial": "", "starts": 0, "transfer": 5, "rolled_back": 0}
+    assert not (dev.flash / "ota.json.tmp").exists()  # the replace was finished at the start
     assert {v for _, v in s.boots()} == {OLD_VERSION, NEW_VERSION}
 
 
