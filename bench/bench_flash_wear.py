@@ -26,7 +26,8 @@ comes back and the gateway ACKs everything. Baseline, same run: the write patter
 littlefs alignment (every queue block 4096 bytes, bench/queue_wear.py ``LegacyLayout``).
 
 Wear-out: ``DAYS`` consecutive days of one such outage on one filesystem that also holds the
-firmware (its .py sources, a conservative stand-in for the deployed .mpy files); the hottest
+firmware twice, as a board holds it after its first update over the air (the flash tool's .mpy
+build at the root and in the A/B slot ``a/``, docs/updates.md); the hottest
 block's erases over those days give its erases per day, and 100 000 erase cycles per NOR
 sector (the usual datasheet rating of the SPI NOR flash on these boards) give the days to wear
 it out.
@@ -70,6 +71,7 @@ class Port:
     name: str
     block_count: int
     prog_size: int
+    arch: str  # the mpy-cross arch of its build (tools/flash/build.py)
     read_size: int = 32
     lookahead: int = 32
     block_cycles: int = 100
@@ -80,8 +82,8 @@ class Port:
         return min(self.block_size, 4 * max(self.read_size, self.prog_size))
 
 
-ESP32 = Port("ESP32 (4 MiB, vfs 2 MiB)", 512, 32)
-PICO_W = Port("Pico W (848 KiB)", 212, 256)
+ESP32 = Port("ESP32 (4 MiB, vfs 2 MiB)", 512, 32, "xtensawin")
+PICO_W = Port("Pico W (848 KiB)", 212, 256, "armv6m")
 PORTS = (ESP32, PICO_W)
 
 
@@ -171,18 +173,33 @@ def new_queue(files: LfsFiles, directory: str, legacy: bool = False, **cfg: int)
     return queue_wear.new_queue(directory, legacy, **cfg)
 
 
-def store_firmware(fs: LittleFS) -> int:
-    """Copy the firmware's sources onto the filesystem (static data the allocator skips)."""
+def board_files(arch: str) -> dict[str, bytes]:
+    """The files a board of ``arch`` holds: the flash tool's real build (.mpy, umqtt)."""
+    from tools.flash.build import build
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out, manifest = build(arch, out_dir=Path(tmp) / arch)
+        return {f.path: (out / f.path).read_bytes() for f in manifest.files}
+
+
+def store_firmware(fs: LittleFS, arch: str) -> int:
+    """Put the firmware on the filesystem as a board that has taken one update over the air holds
+    it (static data the allocator skips): the flash tool's build at the root, and a second copy in
+    the A/B slot ``a/`` (docs/updates.md), all but the loader files that stay at the root."""
+    from tools.flash.build import KEEP_SOURCE
+
     total = 0
-    for top in ("firmware", "shared_protocol"):
-        for path in sorted((ROOT / top).rglob("*.py")):
-            rel = path.relative_to(ROOT / "firmware" if top == "firmware" else ROOT)
-            parts = rel.parts
+    image = board_files(arch)
+    for prefix in ("", "a/"):
+        for rel, data in sorted(image.items()):
+            if prefix and rel.split("/")[-1] in KEEP_SOURCE and "/" not in rel:
+                continue
+            path = prefix + rel
+            parts = path.split("/")
             for i in range(1, len(parts)):
                 with contextlib.suppress(FileExistsError):
                     fs.mkdir("/".join(parts[:i]))
-            data = path.read_bytes()
-            with fs.open(str(rel), "wb") as f:
+            with fs.open(path, "wb") as f:
                 f.write(data)
             total += len(data)
     return total
@@ -218,7 +235,7 @@ def days_of_outages(port: Port, legacy: bool, days: int, seconds: int) -> dict[s
     """`days` days, one outage of `seconds` each, on a filesystem holding the firmware."""
     fs, dev = new_fs(port)
     files = LfsFiles(fs)
-    static = store_firmware(fs)
+    static = store_firmware(fs, port.arch)
     fs.mkdir("queue")
     static_blocks = fs.used_block_count
     base = list(dev.erases)
@@ -311,7 +328,8 @@ def render(all_rows: Sequence[dict[str, Any]]) -> str:
     lines += [
         "",
         f"Wear-out at one {minutes:g}-minute outage a day: {first['sim_days']} simulated days on littlefs-python "
-        f"(the filesystem also holds the firmware sources, {first['static_bytes'] // 1024} KiB; littlefs "
+        f"(the filesystem also holds the firmware twice, at the root and in an A/B slot, "
+        f"{first['static_bytes'] // 1024} KiB; littlefs "
         "spreads erases over the free blocks and moves a metadata pair after block_cycles = 100 erases). "
         f"Hottest block = the most erased block over those days (conservative: it includes a metadata pair's "
         f"run of erases before it moves); mean = erases per free block per day, the long-run rate. "
