@@ -20,7 +20,8 @@ from shared_protocol.topics import topic
 from tests.firmware.gateway_stub import GatewayStub
 from tests.firmware.simdevice import EXIT_RESET, SimDevice
 from tests.support.waiting import wait_until
-from tools.flash.build import KEEP_SOURCE, build
+from tools.flash.build import build
+from tools.release.pack import LOADER_FILES
 
 OLD_VERSION = "sensorfw 0.1.0"  # core/app.py FW_VERSION: the flat layout's firmware
 
@@ -56,7 +57,7 @@ class Release:
 def native_build(dest: Path) -> dict[str, bytes]:
     """The firmware as the flash tool builds it for the unix port, minus the loader files."""
     out_dir, manifest = build("native", out_dir=dest)
-    return {f.path: (out_dir / f.path).read_bytes() for f in manifest.files if f.path not in KEEP_SOURCE}
+    return {f.path: (out_dir / f.path).read_bytes() for f in manifest.files if f.path not in LOADER_FILES}
 
 
 def release(

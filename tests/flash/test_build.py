@@ -99,6 +99,7 @@ def test_native_build_is_importable_by_the_unix_port(tmp_path: Path) -> None:
     assert "shared_protocol/header.mpy" in paths
     assert "shared_protocol/np_decode.mpy" not in paths  # CPython + numpy only
     assert not any(p.endswith(".py") and p not in ("main.py", "boot.py") for p in paths)
+    assert "otaslots.mpy" in paths  # the A/B loader's logic main.py imports, at the flash root
 
     names = _module_names(manifest)
     work = tmp_path / "work"

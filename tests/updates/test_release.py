@@ -92,7 +92,8 @@ def test_pack_config_and_firmware(key: Path, tmp_path: Path, capsys: pytest.Capt
     assert rc == 0, err
     assert verify(tmp_path / "cfg.bundle", Path(f"{key}.pub")).entry == "gateway.toml"
     build = tmp_path / "build" / "native"
-    files = {"main.py": b"loader", "boot.py": b"boot", "sensorfw/app.mpy": b"M\x06app", "lib/umqtt/simple.mpy": b"M"}
+    files = {"main.py": b"loader", "boot.py": b"boot", "otaslots.mpy": b"M\x06slots", "sensorfw/app.mpy": b"M\x06app"}
+    files["lib/umqtt/simple.mpy"] = b"M"
     for rel, data in files.items():
         (build / rel).parent.mkdir(parents=True, exist_ok=True)
         (build / rel).write_bytes(data)
