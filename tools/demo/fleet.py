@@ -69,8 +69,8 @@ class VirtualDevice:
         updates: DemoUpdates | None = None,
     ) -> None:
         files = security.provision_board(tls, self.spec, self.flash) if tls is not None else None
-        if updates is not None and not self.spec.circuitpython:
-            updates.provision(self.spec.device_id, self.flash)  # ota.key, as `edgeline-flash provision` writes it
+        if updates is not None:  # ota.key, as `edgeline-flash provision` / `circuitpy` write it
+            updates.provision(self.spec.device_id, self.flash)
         config = self.spec.config(*broker, tls=files)
         env = dict(os.environ)
         env.update(self.spec.env(duration_s, self.flash))
