@@ -39,7 +39,7 @@ from gateway.config import Config, ConfigError
 from gateway.config import load as load_config
 from gateway.durable import fsync_dir, write_durably, write_json_durably
 from gateway.updates.events import UpdateEvents
-from gateway.updates.models import BundleLike
+from gateway.updates.handler import BundleLike
 from gateway.updates.settings import ConfigTrialSettings
 
 log = logging.getLogger(__name__)

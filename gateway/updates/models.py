@@ -25,11 +25,12 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from gateway.durable import fsync_dir, write_json_durably
 from gateway.scoring import ModelLike, ModelSpec, ScoringStage
 from gateway.updates.events import UpdateEvents
+from gateway.updates.handler import BundleLike
 from gateway.updates.settings import ShadowSettings
 from gateway.updates.shadow import ShadowScorer, Verdict
 
@@ -44,23 +45,6 @@ ACTIVE_FILE = "active.json"
 REQUEST_WAIT_S = 30.0  # a control socket request waits this long for the processing thread
 
 LoadModel = Callable[[Path], ModelLike]
-
-
-class BundleLike(Protocol):
-    """What a handler reads of a verified bundle (gateway/updates/bundle.py ``Bundle``)."""
-
-    @property
-    def kind(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def version(self) -> str: ...
-    @property
-    def counter(self) -> int: ...
-    @property
-    def entry(self) -> str: ...
-    @property
-    def bundle_id(self) -> str: ...
 
 
 class ModelRefused(Exception):

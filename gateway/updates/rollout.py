@@ -40,6 +40,7 @@ from gateway.durable import write_json_durably
 from gateway.errors import GatewayError
 from gateway.updates.events import UpdateEvents
 from gateway.updates.fwota import ACTIVE, FINAL, DeviceKeyError, FirmwareImage, Send, Transfer, read_device_key
+from gateway.updates.handler import FirmwareBundleLike
 from gateway.updates.settings import UpdatesSettings
 from shared_protocol.ota import read_answer
 
@@ -63,32 +64,6 @@ class DeviceLike(Protocol):
     def fw_version(self) -> str | None: ...
     @property
     def birth_at(self) -> float | None: ...
-
-
-class BundleFileLike(Protocol):
-    @property
-    def path(self) -> str: ...
-    @property
-    def size(self) -> int: ...
-    @property
-    def sha256(self) -> str: ...
-
-
-class FirmwareBundle(Protocol):
-    """What the rollout reads of a verified bundle (gateway/updates/bundle.py ``Bundle``)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def version(self) -> str: ...
-    @property
-    def counter(self) -> int: ...
-    @property
-    def files(self) -> Iterable[BundleFileLike]: ...
-    @property
-    def firmware(self) -> dict[str, Any] | None: ...
-    @property
-    def bundle_id(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -261,7 +236,7 @@ class FirmwareRollouts:
                     shutil.rmtree(d, ignore_errors=True)
 
     # ------------------------------------------------------------------ handler (processing thread)
-    def install(self, bundle: FirmwareBundle, staged: Path) -> None:
+    def install(self, bundle: FirmwareBundleLike, staged: Path) -> None:
         """A verified firmware bundle, its files in ``staged``: start its rollout (replacing
         an unfinished one of the same name)."""
         fw = bundle.firmware
