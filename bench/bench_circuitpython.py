@@ -136,6 +136,7 @@ def cp_tree(d: Path, libs_mpy: bool = False) -> str:
     lib = d / "cplib"
     pkg = lib / "sensorfw"
     shutil.copytree(ROOT / "firmware" / "sensorfw", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "firmware" / "otaslots.py", lib / "otaslots.py")  # the A/B loader code.py runs
     (pkg / "drivers" / "mpu6050_fast.py").write_text(NO_VIPER)
     for src in sorted((pkg / "boards").glob("*.py")):
         if src.name.startswith(("sim", "cp_sim")):

@@ -1,4 +1,4 @@
-# MicroPython script (unix port): run the firmware's A/B loader (firmware/main.py) with the
+# MicroPython script (unix port): run the firmware's A/B loader (as firmware/main.py does) with the
 # flash root on littlefs v2, as on an ESP32 or a Pico W, instead of the host's filesystem.
 # The block device is a host file, so the flash survives a kill -9 like a board's flash; the
 # files in EDGELINE_LFS_SEED (config.json, ota.key) are copied in when the flash lacks them.
@@ -55,6 +55,6 @@ def mount():
 
 
 mount()
-import main  # noqa: E402 (firmware/main.py, after the flash is in place)
+from otaslots import run  # noqa: E402 (firmware/otaslots.py, after the flash is in place)
 
-main.main()
+run("sensorfw.entry")

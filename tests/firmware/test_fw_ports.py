@@ -90,7 +90,9 @@ def test_one_scheduler_slot_or_less_per_sample(
     cfg = base_config(mosquitto.port, sample={"rate_hz": 100, "batch": 20})
     dev = run_device(flash("dev1"), cfg, board, EDGELINE_SIM_DURATION_S=3, EDGELINE_SIM_SPEED="max")
     st = dev.stats()
-    assert st["samples"] >= 285, st  # 3 s at 100 Hz, less the IMU's 100 ms reset and start-up
+    # 3 s at 100 Hz, less the IMU's 100 ms reset and start-up (the A/B loader, then the
+    # firmware's imports: a loaded CI machine made that 160 ms once, 284 samples)
+    assert st["samples"] >= 280, st
     assert st["sched_calls"] <= st["samples"] / 2, st
     assert st["sched_dropped"] == 0, st
 
