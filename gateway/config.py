@@ -5,7 +5,7 @@ the file without reading this code. ``[forward]`` is validated here too, by
 ``ForwardConfig.from_dict`` (gateway/forward/config.py): a bad ``[forward]`` is a
 ``ConfigError`` naming the key, from ``check-config`` and ``run`` alike.
 
-About 700 lines on purpose (14 sections): every section's dataclass stands beside the checks of its keys,
+About 800 lines on purpose (15 sections): every section's dataclass stands beside the checks of its keys,
 so the rule for a key lives in one place (docs/gateway.md "Configuration" mirrors it).
 """
 
