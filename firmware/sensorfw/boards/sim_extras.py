@@ -85,20 +85,32 @@ def report(board, app):
     """SIM-STATS at the end of a run. The run is over, so when the heap is too small for
     the report (a heap-limit run), the firmware's sample buffers make room for it: the
     minimum heap found by bisection is the firmware's, not this instrumentation's."""
-    import gc
-
     try:
         text = _stats_text(board, app)
     except MemoryError:
-        ring = app.ring
-        ring.vals = ring.ticks = ring.gap = None
-        app.batcher._views = app.out_buf = app.out_mv = None
-        gc.collect()
+        _free_buffers(app)
         text = _stats_text(board, app)
-    print("SIM-STATS " + text)
+    print("SIM-STATS", text)  # two writes: no concatenated copy of the text on the heap
     if board.stats_path:
-        with open(board.stats_path, "w") as f:
-            f.write(text)
+        try:
+            _write(board.stats_path, text)
+        except MemoryError:
+            _free_buffers(app)
+            _write(board.stats_path, text)
+
+
+def _free_buffers(app):
+    import gc
+
+    ring = app.ring
+    ring.vals = ring.ticks = ring.gap = None
+    app.batcher._views = app.out_buf = app.out_mv = None
+    gc.collect()
+
+
+def _write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
 
 
 def _stats_text(board, app):
