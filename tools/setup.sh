@@ -8,14 +8,26 @@
 #                           .venv-stubs (mypy with the official ESP32 and RP2040 port stubs,
 #                           and circuitpython-stubs in .venv-stubs/circuitpython-env), and
 #                           .venv-ha (a pinned Home Assistant, whose own schemas check the
-#                           gateway's MQTT discovery payloads)
+#                           gateway's MQTT discovery payloads), and .venv-train (below)
+#   tools/setup.sh --train  the main virtualenv, plus .venv-train: TensorFlow for training models
+#                           (edgeline-train, python -m tools.train; requirements/train.txt)
 #
 # Safe to run again: each step is skipped when it is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want_test=0
-[ "${1:-}" = "--test" ] && want_test=1
+want_train=0
+for arg in "$@"; do
+  case "$arg" in
+  --test) want_test=1 want_train=1 ;; # the trainer's tests train for real
+  --train) want_train=1 ;;
+  *)
+    echo "setup: error: unknown option $arg (use --test and/or --train)" >&2
+    exit 1
+    ;;
+  esac
+done
 
 say() { printf 'setup: %s\n' "$*"; }
 
@@ -104,5 +116,9 @@ if [ "$want_test" = 1 ]; then
   bash tools/setup_stubs_env.sh
   bash tools/setup_ha_env.sh
   bash tools/setup_tpm.sh --test # swtpm and tpm2-pytss: the gateway's TPM-held key and sealer
+fi
+# --- the training venv (TensorFlow) ---------------------------------------------------
+if [ "$want_train" = 1 ]; then
+  bash tools/setup_train_env.sh
 fi
 say "ready"
