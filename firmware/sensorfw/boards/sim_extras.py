@@ -84,19 +84,20 @@ def drain(board, app):
 def report(board, app):
     """SIM-STATS at the end of a run. The run is over, so when the heap is too small for
     the report (a heap-limit run), the firmware's sample buffers make room for it: the
-    minimum heap found by bisection is the firmware's, not this instrumentation's."""
+    minimum heap found by bisection is the firmware's, not this instrumentation's. The
+    JSON goes out field by field: no contiguous block the size of the whole report is
+    needed in a fragmented heap."""
+    import sys
+
     try:
-        text = _stats_text(board, app)
+        st = _stats(board, app)
     except MemoryError:
         _free_buffers(app)
-        text = _stats_text(board, app)
-    print("SIM-STATS", text)  # two writes: no concatenated copy of the text on the heap
+        st = _stats(board, app)
+    _dump(st, sys.stdout.write, "SIM-STATS ", "\n")
     if board.stats_path:
-        try:
-            _write(board.stats_path, text)
-        except MemoryError:
-            _free_buffers(app)
-            _write(board.stats_path, text)
+        with open(board.stats_path, "w") as f:
+            _dump(st, f.write, "", "")
 
 
 def _free_buffers(app):
@@ -108,14 +109,21 @@ def _free_buffers(app):
     gc.collect()
 
 
-def _write(path, text):
-    with open(path, "w") as f:
-        f.write(text)
-
-
-def _stats_text(board, app):
+def _dump(st, write, head, tail):
     import json
 
+    write(head)
+    sep = "{"
+    for k in st:
+        write(sep)
+        write(json.dumps(k))
+        write(":")
+        write(json.dumps(st[k]))
+        sep = ","
+    write("}" + tail)
+
+
+def _stats(board, app):
     st = app.stats()
     try:
         import micropython
@@ -128,7 +136,7 @@ def _stats_text(board, app):
         fields(st)  # the CircuitPython simulation board's own
     else:
         _machine_fields(board, st)
-    return json.dumps(st)
+    return st
 
 
 def _machine_fields(board, st):
