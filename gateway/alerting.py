@@ -136,14 +136,16 @@ class AlertStage:
         start = 0
         for k in range(1, len(devices) + 1):
             if k == len(devices) or devices[k] != devices[start]:
-                self.summaries.add_scores(devices[start], scored.pipeline, scored.scores[start:k], scored.threshold)
+                # the device's own threshold (calibrated or an operator's), as the decisions used
+                threshold = self.decider.states.threshold(devices[start], scored.pipeline, scored.threshold)
+                self.summaries.add_scores(devices[start], scored.pipeline, scored.scores[start:k], threshold)
                 if self.live is not None:
                     self.live.scores(
                         devices[start],
                         scored.pipeline,
                         scored.window_end[start:k],
                         scored.scores[start:k],
-                        scored.threshold,
+                        threshold,
                     )
                 start = k
 

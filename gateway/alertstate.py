@@ -13,8 +13,9 @@ Windows arrive per pipeline in order per device. Replayed (historical) windows g
 through the same machine, so a fault that happened during an outage still becomes
 one episode; its records say ``historical`` and drive no actuator.
 
-Thresholds: the pipeline's (model manifest or config), or a per-device override set
-by an operator (``set_threshold``).
+Thresholds: the pipeline's (model manifest or config), or a device's own learned by
+per-device calibration (``set_calibrated``, gateway/calibration.py), or a per-device
+override set by an operator (``set_threshold``), which wins over both.
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ class AlertStates:
         self.policy = policy or AlertPolicy()
         self._tracks: dict[tuple[str, str], _Track] = {}  # only devices over, or raised
         self._overrides: dict[tuple[str, str], float] = {}
+        self._calibrated: dict[tuple[str, str], float] = {}
         self.raised = 0
         self.cleared = 0
         self.updates = 0
@@ -151,15 +153,33 @@ class AlertStates:
         else:
             self._overrides[(device, pipeline)] = float(threshold)
 
+    def set_calibrated(self, device: str, pipeline: str, threshold: float | None) -> None:
+        """A device's threshold learned by calibration (None: none); an operator's wins."""
+        if threshold is None:
+            self._calibrated.pop((device, pipeline), None)
+        else:
+            self._calibrated[(device, pipeline)] = float(threshold)
+
     def overrides(self) -> dict[tuple[str, str], float]:
         return dict(self._overrides)
 
+    def calibrated(self) -> dict[tuple[str, str], float]:
+        return dict(self._calibrated)
+
+    def threshold(self, device: str, pipeline: str, default: float) -> float:
+        """The threshold in force for one device: operator's, else calibrated, else default."""
+        key = (device, pipeline)
+        t = self._overrides.get(key)
+        if t is None:
+            t = self._calibrated.get(key)
+        return float(default) if t is None else t
+
     def thresholds(self, pipeline: str, devices: list[str], default: float) -> NDArray[np.float64]:
         out = np.full(len(devices), float(default))
-        if self._overrides:
+        if self._overrides or self._calibrated:
             for i, device in enumerate(devices):
-                t = self._overrides.get((device, pipeline))
-                if t is not None:
+                t = self.threshold(device, pipeline, default)
+                if t != default:
                     out[i] = t
         return out
 

@@ -12,6 +12,7 @@ so the rule for a key lives in one place (docs/gateway.md "Configuration" mirror
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import stat
@@ -25,6 +26,7 @@ from gateway.atrest import SEALERS, EncryptionSettings
 # Re-exported: ``from gateway.config import ConfigError`` keeps working.
 from gateway.errors import ConfigError as ConfigError  # noqa: PLC0414 (explicit re-export, mypy strict)
 from gateway.forward.config import ForwardConfig
+from gateway.thresholds import resolvable
 from gateway.updates.settings import ConfigTrialSettings, FirmwareSettings, ShadowSettings, UpdatesSettings
 from shared_protocol.gw_topics import valid_discovery_prefix
 
@@ -173,6 +175,19 @@ class SequenceSection:
 
 
 @dataclass(frozen=True)
+class CalibrateSection:
+    """``[[pipelines]] calibrate = {...}``: per-device calibration (gateway/calibration.py).
+
+    windows: windows of each phase (input normalisation, then threshold); false_alarm_rate:
+    the fraction of a device's normal windows allowed over its threshold; normalise: learn the
+    device's own feature mean and std first (else only its threshold)."""
+
+    windows: int = 2000
+    false_alarm_rate: float = 0.001
+    normalise: bool = True
+
+
+@dataclass(frozen=True)
 class PipelineSection:
     """One model applied to a group of channels of matching devices.
 
@@ -186,6 +201,7 @@ class PipelineSection:
     devices: tuple[str, ...] = ("*",)
     channels: tuple[str, ...] | None = None
     threshold: float | None = None
+    calibrate: CalibrateSection | None = None  # None: the model's threshold for every device
 
 
 @dataclass(frozen=True)
@@ -731,7 +747,7 @@ def _pipelines(value: object, base: Path) -> list[PipelineSection]:
     out: list[PipelineSection] = []
     seen: set[str] = set()
     for n, item in enumerate(_array_of_tables(value, "pipelines")):
-        t = _Table(item, f"pipelines[{n}]", {"name", "model", "devices", "channels", "threshold"})
+        t = _Table(item, f"pipelines[{n}]", {"name", "model", "devices", "channels", "threshold", "calibrate"})
         name = t.get_str("name", ident=True)
         if name in seen:
             raise ConfigError(f"pipelines[{n}].name: {name!r} used twice (names must be unique)")
@@ -744,9 +760,36 @@ def _pipelines(value: object, base: Path) -> list[PipelineSection]:
                 devices=devices,
                 channels=t.str_list("channels", None),
                 threshold=t.opt_float("threshold", lo=-1e30, hi=1e30),
+                calibrate=_calibrate(t, f"pipelines[{n}].calibrate"),
             )
         )
     return out
+
+
+def _calibrate(pipeline: _Table, where: str) -> CalibrateSection | None:
+    """``calibrate = { windows = 2000, false_alarm_rate = 0.001, normalise = true }`` (or a
+    [pipelines.calibrate] table after its [[pipelines]]); absent: no calibration."""
+    if not pipeline.has("calibrate"):
+        return None
+    value = pipeline.data["calibrate"]
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{where}: expected a table, e.g. calibrate = {{ windows = 2000, false_alarm_rate = 0.001 }}, got {value!r}"
+        )
+    t = _Table(value, where, {f.name for f in fields(CalibrateSection)})
+    windows = t.get_int("windows", CalibrateSection.windows, lo=10, hi=10_000_000)
+    far = t.get_float("false_alarm_rate", CalibrateSection.false_alarm_rate, lo=0.0, hi=1.0)
+    if not 0.0 < far < 0.5:
+        raise ConfigError(f"{where}.false_alarm_rate: expected a fraction above 0 and below 0.5, got {far:g}")
+    if not resolvable(windows, far):
+        raise ConfigError(
+            f"{where}.false_alarm_rate: {far:g} of {windows} windows is less than one window, so the threshold "
+            f"could not tell it from zero: raise windows to at least {math.ceil(1.0 / far)} or the rate"
+        )
+    normalise = value.get("normalise", CalibrateSection.normalise)
+    if not isinstance(normalise, bool):
+        raise ConfigError(f"{where}.normalise: expected true or false, got {normalise!r}")
+    return CalibrateSection(windows=windows, false_alarm_rate=far, normalise=normalise)
 
 
 def _state(t: _Table) -> StateSection:

@@ -27,6 +27,7 @@ from gateway.alerting import AlertStage
 from gateway.alertstate import AlertPolicy
 from gateway.atrest import KeyRing
 from gateway.batch import Batch, Commit
+from gateway.calibration import Calibrator, check_model
 from gateway.config import Config, ConfigError
 from gateway.control import ControlStage, HeldData
 from gateway.counters import BadFrames, Counters
@@ -209,16 +210,31 @@ class Gateway:
 
     def _scoring_stages(self, models: dict[str, ModelLike]) -> list[ScoringStage]:
         stages = []
-        for p in self.config.pipelines:
+        for n, p in enumerate(self.config.pipelines):
             model = models.get(p.name)
             if model is None:
                 continue
             spec = ModelSpec.of(model, threshold=p.threshold)
             try:
-                stages.append(ScoringStage(p.name, model, spec, p.devices, p.channels))
+                stage = ScoringStage(p.name, model, spec, p.devices, p.channels)
             except ValueError as exc:
                 raise ConfigError(f"pipelines: {exc}") from exc
+            if p.calibrate is not None:
+                check_model(p, model, f"pipelines[{n}].calibrate")
+                stage.calibration = Calibrator(
+                    p.name,
+                    p.calibrate,
+                    model,
+                    Path(self.config.gateway.data_dir),
+                    sink=self.alerts.set_calibrated,
+                    clock=self.clock,
+                )
+            stages.append(stage)
         return stages
+
+    def calibrators(self) -> dict[str, Calibrator]:
+        """The pipelines that calibrate per device ([[pipelines]] calibrate), by name."""
+        return {s.name: s.calibration for s in self.stages if s.calibration is not None}
 
     def _send_resend(self, device: str, ranges: list[tuple[int, int, int]]) -> None:
         self.outbox.cmd(device, CMD_RESEND, cmd_arg(CMD_RESEND, ranges))

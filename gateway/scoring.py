@@ -15,12 +15,15 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from gateway.windows import StreamWindower, WindowSpec
+
+if TYPE_CHECKING:
+    from gateway.calibration import Calibrator
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +45,21 @@ def score_windows(model: ModelLike, windows: NDArray[np.float32]) -> NDArray[Any
     features from inference: a TFLite interpreter is sized per batch size, and a
     handful of sizes keeps them all cached instead of rebuilding one per batch."""
     features = getattr(model, "features", None)
-    score_features = getattr(model, "score_features", None)
     n = int(windows.shape[0])
-    if features is None or score_features is None or n & (n - 1) == 0:
+    if features is None or getattr(model, "score_features", None) is None or n & (n - 1) == 0:
         return np.asarray(model.score(windows)).reshape(-1)
-    x = np.asarray(features(windows))
+    return score_features(model, np.asarray(features(windows)))
+
+
+def score_features(model: Any, x: NDArray[Any]) -> NDArray[Any]:
+    """model.score_features of normalised features (n, F), padded to a power of two (as above)."""
+    n = int(x.shape[0])
+    if n == 0 or n & (n - 1) == 0:
+        return np.asarray(model.score_features(x)).reshape(-1)
     size = 1 << (n - 1).bit_length()
     padded = np.zeros((size, *x.shape[1:]), dtype=x.dtype)
     padded[:n] = x
-    return np.asarray(score_features(padded)).reshape(-1)[:n]
+    return np.asarray(model.score_features(padded)).reshape(-1)[:n]
 
 
 def _get(obj: Any, *names: str) -> Any:
@@ -187,6 +196,8 @@ class ScoringStage:
         # a candidate model in shadow evaluation, and the windows it has yet to score
         self.shadow: ShadowLike | None = None
         self._shadow_input: tuple[NDArray[np.float32], NDArray[Any], float] | None = None
+        # per-device normalisation and thresholds ([[pipelines]] calibrate, gateway/calibration.py)
+        self.calibration: Calibrator | None = None
 
     # ------------------------------------------------------------ device matching
     def bind(self, device: str, channels: list[Any] | tuple[Any, ...], rate_hz: float | None) -> bool:
@@ -304,7 +315,10 @@ class ScoringStage:
         self._pending = PendingWindows()
         windows = p.values[0] if len(p.values) == 1 else np.concatenate(p.values)
         t0 = time.perf_counter()
-        scores = score_windows(self.model, windows)
+        if self.calibration is None:
+            scores = score_windows(self.model, windows)
+        else:  # each device's rows with its own normalisation while it learns them
+            scores = self.calibration.score(self.model, windows, list(zip(p.devices, p.counts, strict=True)))
         self.stats.observe(time.perf_counter() - t0)
         if self.shadow is not None:
             self._shadow_input = (windows, scores, self.spec.threshold)
@@ -340,6 +354,8 @@ class ScoringStage:
         self.model = model
         self.spec = spec
         self._shadow_input = None
+        if self.calibration is not None:  # another model: its own calibration (a state file per sha256)
+            self.calibration = self.calibration.for_model(model)
 
     def window_stats(self) -> dict[str, dict[str, int]]:
         return {

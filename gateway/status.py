@@ -87,6 +87,12 @@ def report(gw: Gateway, *, detail_sections: bool = True) -> dict[str, Any]:
                 "unmatched_devices": dict(s.stats.unmatched_devices),
                 "window_totals": _totals(s.window_stats().values()),
                 "shadow": s.shadow.status() if s.shadow is not None else None,  # a candidate model ([updates])
+                # per-device calibration ([[pipelines]] calibrate), each device up to status_detail_devices
+                "calibration": (
+                    s.calibration.status(limit=gw.config.gateway.status_detail_devices)
+                    if s.calibration is not None
+                    else None
+                ),
             }
             for s in gw.stages
         },
