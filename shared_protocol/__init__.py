@@ -24,6 +24,7 @@ FLAGS_KNOWN = 0x03  # a v1 decoder rejects any other bit ("flags")
 # Sample types (BIRTH channel table and DATA frames).
 ST_INT16 = 1
 ST_INT32 = 2
+ST_FLOAT32 = 3  # IEEE 754 binary32, scale 1 / offset 0 (values exactly as sampled; no FLAG_DELTA)
 
 # CMD operations (gateway -> device).
 CMD_SET_RATE = 1  # arg: u32 sample rate in mHz

@@ -6,7 +6,7 @@ never pays the RAM for them.
 
 import struct
 
-from shared_protocol import FLAG_DELTA, ST_INT16, ST_INT32
+from shared_protocol import FLAG_DELTA, ST_FLOAT32, ST_INT16, ST_INT32
 from shared_protocol.config_change import EV_STATUS_MIN
 from shared_protocol.errors import BadField, BadFlags, BadLength, SchemaMismatch, TruncatedFrame
 from shared_protocol.gw_decode import check_length
@@ -15,7 +15,11 @@ from shared_protocol.schema import parse_channel_table, table_schema_id
 
 _DATA_FMT = "<IBBHH"
 _DATA_HDR = 23
-_SAMPLE_FMT = {ST_INT16: ("h", 2, -32768, 32767), ST_INT32: ("i", 4, -2147483648, 2147483647)}
+_SAMPLE_FMT = {
+    ST_INT16: ("h", 2, -32768, 32767),
+    ST_INT32: ("i", 4, -2147483648, 2147483647),
+    ST_FLOAT32: ("f", 4, None, None),
+}
 
 
 def data_layout(nch, stype, nsamples, flags):
@@ -29,6 +33,8 @@ def data_layout(nch, stype, nsamples, flags):
         raise BadField("DATA frame with unknown sample type %d" % stype)
     width = spec[1]
     if flags & FLAG_DELTA:
+        if stype == ST_FLOAT32:
+            raise BadFlags("FLAG_DELTA on a DATA frame of float32 samples (only integer samples are delta-coded)")
         if nsamples < 2:
             raise BadFlags("FLAG_DELTA on a DATA frame of 1 sample (encoders write it plain)")
         return width, _DATA_HDR + nch * width + (nsamples - 1) * nch + CRC_SIZE
@@ -60,6 +66,10 @@ def decode_data_fields(frame, n, flags, schema):
             i += 1
     else:
         raw = list(struct.unpack_from("<%d%s" % (total, code), frame, _DATA_HDR))
+        if stype == ST_FLOAT32:
+            for i, v in enumerate(raw):
+                if v - v != 0:  # NaN or +-inf (NaN is unequal to itself, inf - inf is NaN)
+                    raise BadField("DATA frame with a non-finite float32 sample (value %d)" % i)
     fields = {
         "period_us": period_us,
         "nchannels": nch,

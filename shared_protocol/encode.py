@@ -31,6 +31,7 @@ _HEALTH = const(4)
 _DEATH = const(5)
 _ST_INT16 = const(1)
 _ST_INT32 = const(2)
+_ST_FLOAT32 = const(3)
 _FLAG_DELTA = const(2)
 _HDR = const(13)
 _CRC = const(4)
@@ -64,7 +65,7 @@ class DataEncoder:
             raise BadField("max_samples must be 1..65535, got %r" % max_samples)
         if sample_type == _ST_INT16:
             width = 2
-        elif sample_type == _ST_INT32:
+        elif sample_type in (_ST_INT32, _ST_FLOAT32):
             width = 4
         else:
             raise BadField("unknown sample type %r" % sample_type)
@@ -96,11 +97,13 @@ class DataEncoder:
 
     def encode(self, boot, seq, ticks, period_us, samples, nsamples, flags=0):  # noqa: PLR0917
         """Encode nsamples interleaved samples (s0c0, s0c1, ..., s1c0, ...) from
-        `samples` (array('h'), or array('i') for ST_INT32); return the frame length.
+        `samples` (array('h'), array('i') for ST_INT32, array('f') for ST_FLOAT32);
+        return the frame length.
 
         With FLAG_DELTA in flags the samples after the first are written as
-        int8 differences per channel; if one difference does not fit, the frame
-        is written plain and FLAG_DELTA is cleared in its header.
+        int8 differences per channel; if one difference does not fit, or the
+        samples are float32, the frame is written plain and FLAG_DELTA is
+        cleared in its header.
         """
         nch = self.nchannels
         if nsamples < 1 or nsamples > self.max_samples:
@@ -111,9 +114,9 @@ class DataEncoder:
         buf = self.buf
         pack_into = struct.pack_into
         wide = self.width == 4
-        sfmt = "<i" if wide else "<h"
+        sfmt = "<f" if self.sample_type == _ST_FLOAT32 else "<i"
         n = -1
-        if flags & _FLAG_DELTA and nsamples > 1:
+        if flags & _FLAG_DELTA and nsamples > 1 and self.sample_type != _ST_FLOAT32:
             n = self._deltas(buf, samples, nch, end, wide)
             if n < 0:
                 flags = flags & ~_FLAG_DELTA

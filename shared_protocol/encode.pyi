@@ -22,7 +22,7 @@ class DataEncoder:
         seq: int,
         ticks: int,
         period_us: int,
-        samples: array[int] | Sequence[int],
+        samples: array[int] | array[float] | Sequence[int] | Sequence[float],
         nsamples: int,
         flags: int = 0,
     ) -> int: ...

@@ -19,7 +19,7 @@ from zlib import crc32
 import numpy as np
 import numpy.typing as npt
 
-from shared_protocol import DATA, FLAG_DELTA, FLAGS_KNOWN, PROTOCOL_VERSION, ST_INT16, ST_INT32
+from shared_protocol import DATA, FLAG_DELTA, FLAGS_KNOWN, PROTOCOL_VERSION, ST_FLOAT32, ST_INT16, ST_INT32
 from shared_protocol.decode import Schema, decode
 from shared_protocol.decode_device import data_layout
 from shared_protocol.errors import BadField, ProtocolError, UnknownFrameType
@@ -31,7 +31,7 @@ Buffer = bytes | bytearray | memoryview
 _PREFIX = struct.Struct("<BBBHIIIBBHH")  # header + DATA fixed fields (23 bytes)
 _PREFIX_SIZE = 23
 _CRC = struct.Struct("<I")
-_DTYPES: dict[int, np.dtype[Any]] = {ST_INT16: np.dtype("<i2"), ST_INT32: np.dtype("<i4")}
+_DTYPES: dict[int, np.dtype[Any]] = {ST_INT16: np.dtype("<i2"), ST_INT32: np.dtype("<i4"), ST_FLOAT32: np.dtype("<f4")}
 _LIMITS = {ST_INT16: (-32768, 32767), ST_INT32: (-(2**31), 2**31 - 1)}
 _PREFIX_DTYPE = np.dtype(
     [
@@ -178,6 +178,9 @@ def decode_data(frame: Buffer, schema: Schema) -> DataBlock:
         raw = acc.astype(dtype)
     else:
         raw = np.frombuffer(frame, dtype=dtype, count=ns * nch, offset=_PREFIX_SIZE).reshape(ns, nch)
+        if stype == ST_FLOAT32 and not np.isfinite(raw).all():
+            decode(frame, schema)
+            raise BadField("frame rejected")  # pragma: no cover - decode() raised
     return DataBlock(boot, seq, ticks, flags, period_us, _physical(raw, schema), raw)
 
 
@@ -218,7 +221,9 @@ def _rec_dtype(n: int, nch: int, stype: int, ns: int, delta: bool) -> np.dtype[A
 
 
 def _layout_fits(nch: int, stype: int, ns: int, delta: bool, n: int) -> bool:
-    return stype in _DTYPES and data_layout(nch, stype, ns, FLAG_DELTA if delta else 0)[1] == n
+    if stype not in _DTYPES or (delta and stype == ST_FLOAT32):
+        return False  # the frame gets its specific error from the plain decoder
+    return data_layout(nch, stype, ns, FLAG_DELTA if delta else 0)[1] == n
 
 
 def _uniform(
@@ -372,6 +377,11 @@ def _decode_group(  # noqa: PLR0917
     else:
         raw = all_rec["s"] if every else all_rec["s"][rows]
         good = np.ones(len(rows), dtype=bool)
+        if stype == ST_FLOAT32:
+            good = np.isfinite(raw).all(axis=(1, 2))  # a NaN or inf sample: refused, as decode() does
+            if not good.all():
+                raw = raw[good]
+                every = False
     if every:
         keep = rows
         hp = p

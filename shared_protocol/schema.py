@@ -8,11 +8,11 @@ so the gateway notices a DATA frame decoded against a stale BIRTH.
 
 import struct
 
-from shared_protocol import ST_INT16, ST_INT32
+from shared_protocol import ST_FLOAT32, ST_INT16, ST_INT32
 from shared_protocol.crc import crc32
 from shared_protocol.errors import BadField
 
-SAMPLE_SIZES = {ST_INT16: 2, ST_INT32: 4}
+SAMPLE_SIZES = {ST_INT16: 2, ST_INT32: 4, ST_FLOAT32: 4}
 MAX_CHANNELS = 64
 MAX_NAME = 32
 MAX_UNIT = 16

@@ -15,7 +15,7 @@ from zlib import crc32
 
 import numpy as np
 
-from shared_protocol import ACK, BIRTH, CMD, DATA, DEATH, EVENT, FLAG_DELTA, HEALTH, ST_INT16
+from shared_protocol import ACK, BIRTH, CMD, DATA, DEATH, EVENT, FLAG_DELTA, HEALTH, ST_FLOAT32, ST_INT16
 from shared_protocol.decode import HEALTH_FIELDS, Frame, Schema, decode
 from shared_protocol.encode import (
     DataEncoder,
@@ -44,7 +44,7 @@ def _reencode(f: Frame) -> bytes:
     x = f.fields
     if f.type == DATA:
         enc = DataEncoder(x["nchannels"], x["nsamples"], x["sample_type"], x["schema_id"])
-        code = "h" if x["sample_type"] == ST_INT16 else "i"
+        code = {ST_INT16: "h", ST_FLOAT32: "f"}.get(x["sample_type"], "i")
         enc.encode(f.boot, f.seq, f.ticks, x["period_us"], array(code, x["raw"]), x["nsamples"], f.flags)
         return bytes(enc.frame)
     if f.type == BIRTH:

@@ -297,6 +297,7 @@ def test_board_constants_mirror_package_constants() -> None:
         "_DEATH": sp.DEATH,
         "_ST_INT16": sp.ST_INT16,
         "_ST_INT32": sp.ST_INT32,
+        "_ST_FLOAT32": sp.ST_FLOAT32,
         "_FLAG_DELTA": sp.FLAG_DELTA,
     }
     for name, value in pairs.items():
