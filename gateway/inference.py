@@ -280,7 +280,7 @@ class Model:
         n_feat = m.n_features
         if runner.input_shape != (n_feat,):
             raise ManifestMismatchError("input shape (features per window)", (n_feat,), runner.input_shape, context=ctx)
-        want_out = (n_feat,) if m.task == "anomaly" else (len(m.output.labels),)
+        want_out = (m.output.width(n_feat),)
         if runner.output_shape != want_out:
             raise ManifestMismatchError("output shape", want_out, runner.output_shape, context=ctx)
         quantised = runner.input_dtype == np.dtype(np.int8)
@@ -374,6 +374,11 @@ class Model:
             self.invalid_windows += int(bad.sum())
         y = self.runner.run(xf)
         self.windows_scored += xf.shape[0]
+        if self.manifest.output.score == "probability":
+            p: FloatArray = np.ascontiguousarray(y[:, 0])
+            if bad is not None:
+                p[bad] = np.nan
+            return p
         if self.manifest.task == "anomaly":
             d = xf - y
             d *= d

@@ -29,7 +29,9 @@ FORMAT = "edgeline-model"
 FORMAT_VERSION = 1
 TASKS = ("anomaly", "classification")
 QUANTIZATIONS = ("float32", "int8")
-SCORES = ("reconstruction_mse",)
+# Anomaly scores: "reconstruction_mse" (autoencoder: output = reconstructed features, score = mean
+# squared error) or "probability" (classifier: one output, P(anomalous), which is the score).
+SCORES = ("reconstruction_mse", "probability")
 RATE_REL_TOL = 1e-3
 
 
@@ -93,6 +95,12 @@ class OutputSpec:
     threshold: float | None = None  # anomaly: score > threshold means anomalous
     score: str | None = None  # anomaly: how the score is computed from the model output
     labels: tuple[str, ...] = ()  # classification: one per output column
+
+    def width(self, n_features: int) -> int:
+        """Values the model outputs per window."""
+        if self.kind == "class_probabilities":
+            return len(self.labels)
+        return 1 if self.score == "probability" else n_features
 
 
 @dataclass(frozen=True)
@@ -193,7 +201,7 @@ def parse_manifest(data: Mapping[str, Any], path: Path | str) -> Manifest:
     n_feat = feats.n_features(len(input_spec.channels))
     norm = _normalisation(r, data, n_feat)
     output = _output(r, data, task)
-    n_out = n_feat if task == "anomaly" else len(output.labels)
+    n_out = output.width(n_feat)
     selftest = _selftest(r, data, n_feat, n_out) if data.get("selftest") is not None else None
 
     def opt_obj(key: str) -> Mapping[str, Any]:
