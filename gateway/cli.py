@@ -118,7 +118,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for warning in auth.warnings:
         print(f"warning: {warning}")
     models = load_models(cfg) if not args.skip_models else {}
-    for p in cfg.pipelines:
+    for n, p in enumerate(cfg.pipelines):
         if p.name in models:
             spec = ModelSpec.of(models[p.name], threshold=p.threshold)
             print(
@@ -126,6 +126,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                 f"channels {','.join(p.channels or spec.channels)} threshold {spec.threshold:g} "
                 f"devices {','.join(p.devices)}"
             )
+            if p.calibrate is not None:  # the same check as `run`: a model that can be calibrated
+                from gateway.calibration import check_model
+
+                check_model(p, models[p.name], f"pipelines[{n}].calibrate")
+                c = p.calibrate
+                print(
+                    f"  calibrate per device: {c.windows} windows{' to normalise, then' if c.normalise else ''} "
+                    f"{c.windows} for a threshold at false-alarm rate {c.false_alarm_rate:g}"
+                )
         else:
             print(f"pipeline {p.name}: model {p.model} (not loaded)")
     for r in cfg.rules:
@@ -578,6 +587,18 @@ def _setup_model(p: argparse.ArgumentParser) -> None:
     setup(p, _config_arg)
 
 
+def cmd_calibration(args: argparse.Namespace) -> int:
+    from gateway.calibcmd import cmd_calibration as calibration
+
+    return calibration(args)
+
+
+def _setup_calibration(p: argparse.ArgumentParser) -> None:
+    from gateway.calibcmd import setup
+
+    setup(p, _config_arg)
+
+
 def _setup_ota(p: argparse.ArgumentParser) -> None:
     from gateway.otacmd import setup
 
@@ -607,6 +628,11 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argpars
     "tpm-key": (cmd_tpm_key, _setup_tpm_key, "make the cloud client key in the TPM, and its certificate request"),
     "keys": (cmd_keys, _setup_keys, "status, rotate or retire the keys of encryption at rest"),
     "model": (cmd_model, _setup_model, "each pipeline's model and its update; roll a model back (running gateway)"),
+    "calibration": (
+        cmd_calibration,
+        _setup_calibration,
+        "per-device calibration: each device's phase and threshold; calibrate one again (running gateway)",
+    ),
     "ota": (cmd_ota, _setup_ota, "status, pause, resume or abort firmware rollouts (running gateway)"),
     "update": (cmd_update, _setup_update, "install a signed bundle file, or show updates (running gateway)"),
 }

@@ -18,6 +18,7 @@ from types import FrameType
 from typing import Any
 
 from gateway.atrest import key_name, open_keyring
+from gateway.calibration import CalibrationControl
 from gateway.config import Config, ConfigError
 from gateway.control_socket import ControlSocket, ControlSocketError, socket_path
 from gateway.devconfig import DeviceConfig
@@ -171,6 +172,8 @@ class Runner:
         self.devconfig = DeviceConfig(self.gateway, Path(g.data_dir))
         self.gateway.control.event_listeners.append(self.devconfig.on_ack)
         self.devconfig.restore()
+        # `edgeline-gateway calibration status|reset` ([[pipelines]] calibrate)
+        self.calibration = CalibrationControl(self.gateway.calibrators)
         self._updates(config, config_path, submit)
         self.control_socket = ControlSocket(socket_path(Path(g.data_dir)), self._control)
 
@@ -226,6 +229,8 @@ class Runner:
     def _control(self, body: dict[str, Any]) -> dict[str, Any]:
         """Control socket thread: each request to the part that answers it."""
         op = str(body.get("op", ""))
+        if op.startswith("calibration."):
+            return self.calibration.handle(body)
         if op.startswith("model."):
             if self.model_updates is None:
                 return {"ok": False, "reason": "disabled", "message": "model updates need [updates] enabled = true"}
@@ -353,6 +358,7 @@ class Runner:
                     except CommitFailed:
                         break  # self.failed is set: the writer stopped; stop without draining
                 self.devconfig.serve(time.time())
+                self.calibration.serve()
                 if self.update_service is not None:
                     self.update_service.tick(time.time())  # verified bundles to their handlers
                 self._tick_updates()

@@ -23,6 +23,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from gateway.web.calibration_metrics import calibration_metrics
 from gateway.web.state import WebState
 from gateway.web.update_metrics import update_metrics
 
@@ -56,6 +57,7 @@ class GatewayCollector(Collector):
         yield from self._forward(st.get("forward"))
         yield from self._devices(st)
         yield from update_metrics(st)
+        yield from calibration_metrics(st)
 
     def _ingest(self, st: dict[str, Any]) -> Iterator[Metric]:
         info = InfoMetricFamily("edgeline_gateway", "The gateway's id and site.")

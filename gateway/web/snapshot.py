@@ -1,4 +1,4 @@
-"""The status page as one self-contained HTML file: header, fleet table, signed updates and every
+"""The status page as one self-contained HTML file: header, fleet table, calibration, signed updates and every
 device's plots, with the data, our CSS and JS and uPlot embedded, so it opens offline (the demo's
 report).
 
@@ -83,6 +83,7 @@ def snapshot_html(
 <p class="muted">A snapshot of the gateway's status page taken at {html.escape(taken)}; everything it shows
 is in this file (it opens offline).</p>
 <section><h2>Devices</h2><table id="fleet" class="fleet"></table></section>
+<section id="calibration-section" hidden><h2>Calibration</h2><div id="calibration" class="updates"></div></section>
 <section id="updates-section" hidden><h2>Updates</h2><div id="updates" class="updates"></div></section>
 <div id="devices"></div>
 {extra_html}

@@ -238,3 +238,79 @@ def test_a_model_without_features_cannot_calibrate(tmp_path: Path) -> None:
     data["pipelines"][0]["calibrate"] = "on"
     with pytest.raises(ConfigError, match=r"pipelines\[0\]\.calibrate: expected a table"):
         from_dict(data, base_dir=tmp_path)
+
+
+def _toml(tmp: Path, calibrate: str, name: str = "gateway.toml") -> Path:
+    path = tmp / name
+    path.write_text(
+        f"""
+[gateway]
+id = "gw1"
+site = "s1"
+data_dir = "{tmp / "data"}"
+
+[[pipelines]]
+name = "vib"
+model = "{FLOAT_MODEL}"
+{calibrate}
+"""
+    )
+    return path
+
+
+def test_check_config_and_the_calibration_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateway.cli import main
+    from gateway.control_socket import ControlSocket, socket_path
+
+    path = _toml(tmp_path, "[pipelines.calibrate]\nwindows = 240\nfalse_alarm_rate = 0.02\n")
+    assert main(["check-config", "-c", str(path), "--skip-models"]) == 0
+    assert main(["check-config", "-c", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "calibrate per device: 240 windows to normalise, then 240 for a threshold at false-alarm rate 0.02" in out
+    bad = _toml(tmp_path, "calibrate = { windows = 100, false_alarm_rate = 0.001 }", "bad.toml")
+    assert main(["check-config", "-c", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "pipelines[0].calibrate.false_alarm_rate: 0.001 of 100 windows" in err and "at least 1000" in err
+
+    gw, _ = gateway(tmp_path)
+    m = Machine("pump-9", gain=2.0, seed=3)
+    gw.process(m.frames(1, "birth"))
+    feed(gw, m, 2 * N + 30)  # the rows of the batch that ends phase 1 do not count for phase 2
+    assert gw.calibrators()["vib"].devices["pump-9"].phase == CALIBRATED
+    gw.close()
+    # no gateway running: the state files
+    assert main(["calibration", "status", "-c", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "showing what the state files hold" in captured.err
+    assert "pump-9" in captured.out and "calibrated" in captured.out
+    assert main(["calibration", "reset", "pump-9", "-c", str(path)]) == 2
+
+    # a running gateway answers on its control socket (its processing thread stands in here)
+    gw, _ = gateway(tmp_path)
+    ctl = CalibrationControl(gw.calibrators)
+    sock = ControlSocket(socket_path(tmp_path / "data"), ctl.handle)
+    sock.start()
+    import threading
+
+    stop = threading.Event()
+
+    def processing() -> None:
+        while not stop.wait(0.01):
+            ctl.serve()
+
+    t = threading.Thread(target=processing, daemon=True)
+    t.start()
+    try:
+        assert main(["calibration", "status", "-c", str(path), "--device", "pump-9"]) == 0
+        out = capsys.readouterr().out
+        assert "pipeline vib: model 1.0.0" in out and "240 windows a phase, false-alarm rate 0.02" in out
+        assert "pump-9" in out and "calibrated" in out and "threshold" in out
+        assert main(["calibration", "reset", "pump-9", "-c", str(path)]) == 0
+        assert capsys.readouterr().out.strip() == "device pump-9: calibrates again in vib"
+        assert main(["calibration", "reset", "pump-9", "-c", str(path), "--pipeline", "other"]) == 1
+        assert "pipeline 'other' does not calibrate" in capsys.readouterr().err
+    finally:
+        stop.set()
+        t.join()
+        sock.stop()
+        gw.close()

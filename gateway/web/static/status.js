@@ -313,6 +313,54 @@
       renderRecent(recent, now));
   }
 
+  // ------------------------------------------------------------------ per-device calibration
+  // st.pipelines[name].calibration (gateway/calibration.py): each device's phase, windows counted
+  // of those needed, the threshold it learned beside the model's. Hidden when no pipeline calibrates.
+  const PHASE_NOTES = {
+    normalise: "learns its input normalisation (the model's applies meanwhile)",
+    threshold: "learns its threshold (the model's applies meanwhile)",
+    calibrated: "its own normalisation and threshold apply",
+  };
+
+  function when(t) {
+    if (t === null || t === undefined) return "-";
+    const d = new Date(t * 1000);
+    const pad = (n) => String(n).padStart(2, "0");
+    return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " + pad(d.getHours()) + ":" + pad(d.getMinutes());
+  }
+
+  function renderCalibration(st) {
+    const root = document.getElementById("calibration");
+    if (!root) return;
+    const pipes = Object.entries(st.pipelines || {}).filter(([, p]) => p && p.calibration).sort();
+    root.closest("section").hidden = !pipes.length;
+    if (!pipes.length) return;
+    const rows = [];
+    const notes = [];
+    for (const [name, p] of pipes) {
+      const c = p.calibration;
+      notes.push(name + ": " + num(c.windows) + " windows a phase, target false-alarm rate " + c.false_alarm_rate
+        + (c.normalise ? "" : ", threshold only") + ", model " + c.model_version
+        + (c.devices_omitted ? " (" + num(c.devices_omitted) + " more devices not shown)" : ""));
+      for (const [device, d] of Object.entries(c.devices || {}).sort()) {
+        const done = d.phase === "calibrated";
+        rows.push(el("tr", { "data-calibration": name + "/" + device },
+          el("td", { class: "text", text: name }),
+          el("td", { class: "text", text: device }),
+          el("td", { class: "text " + (done ? "ok" : ""), "data-phase": d.phase, text: d.phase }),
+          el("td", { text: done ? "done" : num(d.windows) + " of " + num(d.needed) }),
+          el("td", { text: d.threshold === null ? "-" : num(d.threshold, 4) }),
+          el("td", { text: num(d.model_threshold, 4) }),
+          el("td", { class: "text", text: when(done ? d.calibrated_at : d.started) }),
+          el("td", { class: "text wrap muted", text: PHASE_NOTES[d.phase] || "" })));
+      }
+    }
+    root.replaceChildren(
+      el("p", { class: "muted small", text: "Per-device calibration: " + notes.join("; ") + "." }),
+      textTable("calibration-devices", ["pipeline", "device", "phase", "windows", "threshold", "model's", "since", ""], rows,
+        "No device scored yet."));
+  }
+
   // ------------------------------------------------------------------ fleet table
   function alertText(alerts, now) {
     const parts = [];
@@ -575,6 +623,7 @@
       const st = await getJSON("/api/status");
       renderHeader(header, st, rates(st));
       renderUpdates(st);
+      renderCalibration(st);
     };
   }
 
@@ -604,6 +653,7 @@
     const now = data.status.now || data.status.written_at;
     renderHeader(document.getElementById("gateway"), data.status, Rates()(data.status));
     renderUpdates(data.status);
+    renderCalibration(data.status);
     FleetTable(document.getElementById("fleet"), (d) => "#device-" + d)(data.fleet.devices, data.fleet.now);
     const root = document.getElementById("devices");
     for (const d of Object.values(data.devices)) {
