@@ -427,10 +427,11 @@ def _rate(files: list[_File], cols: _Columns, rate_hz: float | None) -> float:
             )
         return rate_hz
     inferred = count / total
+    ref, ref_s, ref_c = next(x for x in per_file if x[2])
     for f, s, c in per_file:
-        if c and abs(c / s - inferred) > RATE_TOL * inferred:
+        if c and abs(c / s - ref_c / ref_s) > RATE_TOL * ref_c / ref_s:
             raise RecordingError(
-                f"{f.path}: sampled at {c / s:.6g} Hz, the other files at {inferred:.6g} Hz: every file must have"
+                f"{f.path}: sampled at {c / s:.6g} Hz, {ref.path} at {ref_c / ref_s:.6g} Hz: every file must have"
                 " the same rate (train on each rate separately)"
             )
     if rate_hz is not None:
@@ -559,6 +560,7 @@ def read_csv(
                 path, raw, time_column=time_column, columns=columns, label_column=label_column, no_labels=no_labels
             )
             first_raw = raw
+            channels = _channels(cols, units)
         elif raw != first_raw:
             raise RecordingError(
                 f"{_where(path, 1)}: columns {', '.join(raw)} differ from {paths[0]}'s ({', '.join(first_raw)}):"
@@ -567,7 +569,6 @@ def read_csv(
         files.append(_parse_file(path, cols, text, rate_hz))
     assert cols is not None
     rate = _rate(files, cols, rate_hz)
-    channels = _channels(cols, units)
     label_names: tuple[str, ...] = ()
     if cols.label is not None:
         label_names = tuple(

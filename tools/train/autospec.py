@@ -13,14 +13,17 @@ Rules (``edgeline-train`` applies them unless ``--window``, ``--hop`` or ``--ban
   level carry their information there), ``rms``, ``peak``, ``crest``, ``kurtosis`` and the log10
   band energies of the Hann-tapered, detrended window, as tools/train/vibration.py does.
 
-Too short: training needs ``MIN_WINDOWS`` windows in all (``MIN_SPLIT``: 40 to train on, 10
-held out to set the threshold, 10 to test), so :func:`check_enough` refuses a recording that
-gives fewer, saying how long a recording would do.
+Too short: training needs 40 windows to train on, 10 held out to set the threshold and 10 to
+test (``MIN_SPLIT``), after the split by time (``DEFAULT_SPLIT`` 60/20/20 %, dropping the windows
+that overlap the previous set): 67 windows of 128 samples every 64 (43 s at 100 Hz).
+:func:`check_enough` refuses a recording that gives fewer, saying how long a recording would do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+
+import numpy as np
 
 from gateway.features import FeatureSpec
 from gateway.recording import Recording, RecordingError
@@ -34,6 +37,7 @@ MIN_BINS_PER_BAND = 2
 FEATURES = ("mean", "rms", "peak", "crest", "kurtosis", "band_energy")
 MIN_SPLIT: Mapping[str, int] = {"train": 40, "held-out": 10, "test": 10}
 MIN_WINDOWS = sum(MIN_SPLIT.values())
+DEFAULT_SPLIT = (0.6, 0.2, 0.2)  # train, held-out, test fractions (edgeline-train --split)
 
 
 def default_window(rate_hz: float) -> int:
@@ -105,9 +109,30 @@ def samples_for(windows: int, window: int, hop: int) -> int:
     return (windows - 1) * hop + window
 
 
-def check_enough(rec: Recording, window: int, hop: int, *, needed: int = MIN_WINDOWS) -> int:
+def min_windows(window: int, hop: int, split: Sequence[float] = DEFAULT_SPLIT) -> int:
+    """Windows a gap-free recording needs so that the time split (gateway.recording.time_split,
+    which drops the windows overlapping the previous set) leaves MIN_SPLIT in each set."""
+    need = list(MIN_SPLIT.values())
+    if len(split) != len(need):
+        raise RecordingError(f"--split needs {len(need)} fractions (train, held-out, test), got {len(split)}")
+    dropped = -(-window // hop) - 1  # windows of the next set that overlap the last one of a set
+    n = sum(need)
+    while True:
+        cuts = np.round(np.cumsum((0.0, *split)) * n).astype(int)
+        sizes = np.diff(cuts) - np.asarray([0] + [dropped] * (len(split) - 1))
+        if (sizes >= need).all():
+            return n
+        n += 1
+
+
+def check_enough(
+    rec: Recording, window: int, hop: int, *, split: Sequence[float] = DEFAULT_SPLIT, needed: int | None = None
+) -> int:
     """The number of windows the recording gives; RecordingError "recording too short" when
-    fewer than ``needed``, with the figures and what to do."""
+    fewer than ``needed`` (default: :func:`min_windows` for the split), with the figures and
+    what to do."""
+    if needed is None:
+        needed = min_windows(window, hop, split)
     have = sum(n_windows(p.n, window, hop) for p in rec.parts)
     if have < needed:
         n = rec.n_samples
