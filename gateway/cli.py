@@ -8,6 +8,7 @@ Commands (a table of name -> (handler, argument setup)):
   add-device    add or update a device credential in a Mosquitto password file
   broker-config write the local Mosquitto's configuration and ACL for this gateway
   raw           print a device's raw readings for a time span from the raw log
+  replay        play a CSV recording or a raw-log span through the pipeline; per-window scores out
   device-config change a device's settings or thresholds through the running gateway
   tpm-key       make the gateway's cloud client key inside the TPM; write its key file and CSR
   keys          status, rotate or retire the data keys of encryption at rest (gateway/keycmd.py)
@@ -399,6 +400,46 @@ def cmd_raw(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- replay
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from gateway.replay import replay
+
+    cfg = _load(args)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(levelname)s %(name)s: %(message)s")
+    if args.rawlog is not None:
+        if args.files:
+            raise CommandError(f"replay: give CSV files or --rawlog {args.rawlog}, not both")
+        if args.since is None:
+            raise CommandError("replay --rawlog: --since is required (Unix time, s)")
+        from gateway.rawrec import read_rawlog
+
+        keys = None
+        if cfg.encryption is not None:
+            from gateway.atrest import open_keyring
+
+            keys = open_keyring(cfg.encryption)
+        t_to = args.to if args.to is not None else time.time()
+        rec = read_rawlog(Path(cfg.gateway.data_dir), args.rawlog, args.since, t_to, keys=keys)
+        device = args.device or args.rawlog
+    else:
+        if not args.files:
+            raise CommandError("replay: give one or more CSV files, or --rawlog DEVICE --since T")
+        from gateway.csvrec import csv_options, read_csv
+
+        rec = read_csv([Path(f) for f in args.files], **csv_options(args))
+        device = args.device or "replay"
+    out = Path(args.out)
+    tmp = out.with_name(out.name + ".part")
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        res = replay(cfg, rec, device=device, out=f, pipeline=args.pipeline, progress=sys.stderr)
+    tmp.replace(out)
+    print(res.summary())
+    print(f"scores of pipeline {res.pipeline}: {out} ({res.windows} windows)")
+    return 0
+
+
 # --------------------------------------------------------------------------- device-config
 
 DEVICE_CONFIG_EXIT = {"refused": 1, "not_running": 2, "timeout": 3}
@@ -536,6 +577,25 @@ def _setup_raw(p: argparse.ArgumentParser) -> None:
     p.add_argument("--last", type=float, default=60.0, help="span in seconds when --since is not given")
 
 
+def _setup_replay(p: argparse.ArgumentParser) -> None:
+    from gateway.csvrec import add_csv_arguments
+
+    _config_arg(p)
+    p.add_argument("files", nargs="*", metavar="FILE", help="CSV files of one recording (or use --rawlog)")
+    p.add_argument("--rawlog", metavar="DEVICE", help="replay this device's readings from the gateway's raw log")
+    p.add_argument("--since", type=float, help="with --rawlog: start, Unix time (s)")
+    p.add_argument("--to", type=float, help="with --rawlog: end, Unix time (s); default now")
+    p.add_argument(
+        "--device",
+        help="the device name the recording is played as (default: the --rawlog device, else 'replay'); "
+        "it must match the pipeline's devices",
+    )
+    p.add_argument("--pipeline", help="the pipeline whose windows are written (default: the one scoring the device)")
+    p.add_argument("--out", required=True, help="the per-window scores CSV to write")
+    p.add_argument("--log-level", default="error", choices=["debug", "info", "warning", "error"])
+    add_csv_arguments(p)
+
+
 def _setup_tpm_key(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tcti", default="device:/dev/tpmrm0", help="the TPM (default device:/dev/tpmrm0)")
     p.add_argument("--key-out", required=True, help="the TSS2 key file to write (mode 600)")
@@ -624,6 +684,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argpars
     "add-device": (cmd_add_device, _setup_add_device, "add a device credential to the Mosquitto password file"),
     "broker-config": (cmd_broker_config, _setup_broker_config, "write the Mosquitto configuration and ACL"),
     "raw": (cmd_raw, _setup_raw, "print raw readings of a device from the raw log (CSV)"),
+    "replay": (cmd_replay, _setup_replay, "replay a recording through the pipeline; write per-window scores"),
     "device-config": (cmd_device_config, _setup_device_config, "change a device's configuration (running gateway)"),
     "tpm-key": (cmd_tpm_key, _setup_tpm_key, "make the cloud client key in the TPM, and its certificate request"),
     "keys": (cmd_keys, _setup_keys, "status, rotate or retire the keys of encryption at rest"),

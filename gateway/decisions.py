@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import fnmatch
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from gateway.alertstate import CLEARED, UPDATED, Alert, AlertPolicy, AlertStates, Window
+from gateway.alertstate import CLEARED, RAISED, UPDATED, Alert, AlertPolicy, AlertStates, Window
 from gateway.config import RuleSection
 
-__all__ = ["Alert", "Command", "Decider", "Summaries"]
+__all__ = ["Alert", "Command", "Decided", "Decider", "Summaries"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,23 @@ class Command:
     value: int
     duration_ms: int
     cause: Alert
+
+
+@dataclass(frozen=True)
+class Decided:
+    """The windows of one ``Decider.decide`` call as decided, for an observer (the replay's
+    per-window scores): per window its threshold in force, over or not, and whether the
+    device's alert episode is raised after it."""
+
+    pipeline: str
+    devices: list[str]
+    window_end: NDArray[np.float64]
+    scores: NDArray[np.floating[Any]]
+    thresholds: NDArray[np.float64]
+    over: NDArray[np.bool_]
+    alert: NDArray[np.bool_]
+    alerts: list[Alert]
+    commands: list[Command]
 
 
 @dataclass
@@ -48,6 +66,8 @@ class Decider:
         self._rules = [_RuleState(r) for r in rules]
         self.states = AlertStates(policy)
         self.windows = 0
+        # called with every decided batch of windows when set (gateway/replay.py); None: no cost
+        self.observer: Callable[[Decided], None] | None = None
 
     def decide(
         self,
@@ -72,6 +92,11 @@ class Decider:
         over = scores > thresholds
         alerts: list[Alert] = []
         commands: list[Command] = []
+        watch = self.observer
+        if watch is not None:
+            # raised after each window: a raised device is tracked, so its windows are active
+            raised = {a.device for a in self.states.active() if a.pipeline == pipeline}
+            alert_after = np.zeros(len(scores), dtype=bool)
         for i in self.states.active_indices(pipeline, devices, over):
             alert = self.states.step(
                 Window(
@@ -92,6 +117,14 @@ class Decider:
                 alerts.append(alert)
                 if alert.state != UPDATED:
                     commands.extend(self.commands_for(alert, now))
+            if watch is not None:
+                if alert is not None and alert.state == RAISED:
+                    raised.add(devices[i])
+                elif alert is not None and alert.state == CLEARED:
+                    raised.discard(devices[i])
+                alert_after[i] = devices[i] in raised
+        if watch is not None:
+            watch(Decided(pipeline, devices, window_end, scores, thresholds, over, alert_after, alerts, commands))
         return alerts, commands
 
     def commands_for(self, alert: Alert, now: float) -> list[Command]:
