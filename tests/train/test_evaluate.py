@@ -203,3 +203,56 @@ def test_a_recording_of_other_channels_is_refused(tmp_path: Path) -> None:
     bad = Recording(rec.channels[:5], 100.0, (Part(0.0, rec.parts[0].values[:, :5]),), "five.csv", "0")
     with pytest.raises(Exception, match="channels"):
         evaluate_recording(MODEL, bad, out=tmp_path)
+
+
+def _write_csv(path: Path, rec: Recording) -> None:
+    p = rec.parts[0]
+    head = "time," + ",".join(f"{n} [{u}]" for n, u in rec.channels) + ",label"
+    t = p.t0 + np.arange(p.n) / rec.rate_hz
+    lab = p.labels if p.labels is not None else np.zeros(p.n, np.int8)
+    cols = np.column_stack([t, p.values.astype(np.float64), lab])
+    np.savetxt(path, cols, delimiter=",", header=head, comments="", fmt=["%.2f"] + ["%.9g"] * 6 + ["%d"])
+
+
+def test_the_command_on_csv_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from tools.train.evaluate import add_evaluate_arguments, run_evaluate
+
+    rec = _sim_recording()
+    _write_csv(tmp_path / "week.csv", rec)
+    train = Recording(sim_data.CHANNELS, 100.0, (Part(1.6e9, sim_data.stream(4000, seed=9)),), "train", "0")
+    _write_csv(tmp_path / "train.csv", train)
+    p = argparse.ArgumentParser()
+    add_evaluate_arguments(p)
+    week, train_csv = str(tmp_path / "week.csv"), str(tmp_path / "train.csv")
+    args = p.parse_args(["--model", str(MODEL), week, "--baselines-from", train_csv, "--out", str(tmp_path / "out")])
+    assert run_evaluate(args) == 0
+    md = capsys.readouterr().out
+    assert md == (tmp_path / "out" / "evaluation.md").read_text()
+    assert "week.csv" in md and "train.csv" in md and "| model |" in md
+    r = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    assert r["windows"]["total"] == 163 and r["events_hit"] == 1 and r["info"]["evaluated_on"] == "the whole recording"
+    ws = windows(rec, 128, 64)
+    rows = list(scorecsv.read(tmp_path / "out" / "scores.csv"))
+    # the CSV holds the float32 samples to 9 digits: the scores are Model.score's on the windows
+    np.testing.assert_array_equal(np.array([x.score for x in rows], np.float32), load_model(MODEL).score(ws.values))
+    # a replay export of the same recording is taken instead of scoring
+    replayed = str(tmp_path / "out" / "scores.csv")
+    args = p.parse_args(
+        [
+            "--model",
+            str(MODEL),
+            week,
+            "--scores",
+            replayed,
+            "--baselines-from",
+            train_csv,
+            "--out",
+            str(tmp_path / "again"),
+        ]
+    )
+    run_evaluate(args)
+    r2 = json.loads((tmp_path / "again" / "evaluation.json").read_text())
+    assert r2["info"]["scores_from"].endswith("scores.csv")
+    assert {k: v for k, v in r2.items() if k != "info"} == {k: v for k, v in r.items() if k != "info"}

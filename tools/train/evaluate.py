@@ -39,6 +39,7 @@ Scores = npt.NDArray[np.float64]
 BaselineResult = tuple[npt.ArrayLike, float]
 
 DEFAULT_TRAIN_FRACTION = 0.6  # without --baselines-from: the first 60 % by time trains the baselines
+DEFAULT_FAR = 0.001  # the baselines' target false-alarm rate when neither the user nor the manifest gives one
 
 
 def event_spans(rec: Recording) -> dict[int, tuple[float, float]]:
@@ -106,7 +107,7 @@ def _metrics(
     hop_s = _hop_s(ws)
     runs = _runs(over, ws.part)
     out: dict[str, Any] = {
-        "threshold": _rounded(float(th[0]), 9) if th.size and np.all(th == th[0]) else None,
+        "threshold": float(f"{th[0]:.9g}") if th.size and np.all(th == th[0]) else None,  # as scores.csv writes it
         "windows": {"total": len(ws), "invalid": int((~valid).sum()), "over": int(over.sum())},
         "alert_rate": _rounded(_ratio(int(over.sum()), int(valid.sum())), 6),
         "alarm_events": len(runs),
@@ -196,6 +197,7 @@ def report_markdown(result: Mapping[str, Any]) -> str:
         ("scores_from", "Scores"),
         ("evaluated_on", "Evaluated on"),
         ("baselines_trained_on", "Baselines trained on"),
+        ("baselines_false_alarm_rate", "Baselines' thresholds: target false-alarm rate"),
     ):
         if key in info:
             lines.append(f"- {label}: {info[key]}")
@@ -256,17 +258,17 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--baselines-from",
-        nargs="+",
+        action="append",
         type=Path,
         metavar="TRAIN",
-        help="CSV files to fit the baselines on (same columns); default: the first 60%% of the recording "
-        "by time, and every detector is then evaluated on the remaining 40%%",
+        help="a CSV file to fit the baselines on (same columns; repeat for several); default: the first 60%% of "
+        "the recording by time, and every detector is then evaluated on the remaining 40%%",
     )
     p.add_argument(
         "--false-alarm-rate",
         type=float,
-        default=0.001,
-        help="the baselines' target false-alarm rate on their training part's normal windows (default 0.001)",
+        help="the baselines' target false-alarm rate on their training part's normal windows (default: the "
+        f"model's, from its manifest's training block, else {DEFAULT_FAR:g})",
     )
     p.add_argument("--log-scale", action="store_true", help="plot scores on a log scale")
     p.add_argument("--out", required=True, type=Path, help="directory for evaluation.json/.md, scores.svg/.csv")
@@ -338,7 +340,7 @@ def evaluate_recording(
     out: Path,
     scores_csv: Path | None = None,
     baselines_from: Recording | None = None,
-    far: float = 0.001,
+    far: float | None = None,
     log_scale: bool | None = None,
 ) -> dict[str, Any]:
     """Everything ``edgeline-train evaluate`` does after reading the files: returns the result
@@ -355,6 +357,8 @@ def evaluate_recording(
         )
     model.check_schema(rec.channels, rec.rate_hz, device=rec.source)
     inp = model.manifest.input
+    if far is None:
+        far = float(model.manifest.training.get("false_alarm_rate", DEFAULT_FAR))
     ws_all = windows(rec, inp.window, inp.hop)
     if len(ws_all) == 0:
         raise RecordingError(
@@ -402,6 +406,7 @@ def evaluate_recording(
     ws = ws_all.take(idx)
     fitted = bl.fit_all(train, target_far=far)
     base_res: dict[str, BaselineResult] = {b.name: (b.score(ws), b.threshold) for b in fitted}
+    info["baselines_false_alarm_rate"] = far
     info["baseline_params"] = {b.name: {"threshold": b.threshold, **b.params} for b in fitted}
     spans = event_spans(rec)
     result = evaluate(s_all[idx], th_all[idx], ws, baselines=base_res, spans=spans)
