@@ -525,7 +525,9 @@ def _print_show(res: dict[str, Any]) -> None:
     else:
         print("no configuration change acknowledged yet")
     for name, t in res["thresholds"].items():
-        src = "override" if t["override"] is not None else "pipeline"
+        src = (
+            "override" if t["override"] is not None else "calibrated" if t.get("calibrated") is not None else "pipeline"
+        )
         print(f"pipeline {name}: threshold {t['in_force']} ({src})")
     print(f"settable: {', '.join(res['settable'])}")
 

@@ -297,7 +297,15 @@ class DeviceConfig:
     def _threshold(self, device: str, pipeline: str) -> dict[str, Any]:
         override = self.state["thresholds"].get(device, {}).get(pipeline)
         default = next((s.spec.threshold for s in self.gateway.stages if s.name == pipeline), None)
-        return {"override": override, "default": default, "in_force": override if override is not None else default}
+        # learned by per-device calibration (gateway/calibration.py): in force unless overridden
+        calibrated = self.gateway.alerts.calibrated().get((device, pipeline))
+        own = calibrated if calibrated is not None else default
+        return {
+            "override": override,
+            "default": default,
+            "calibrated": calibrated,
+            "in_force": override if override is not None else own,
+        }
 
     def _show(self, device: str) -> dict[str, Any]:
         info = self.gateway.registry.devices[device]

@@ -18,6 +18,7 @@ import pytest
 
 from gateway.calibration import CALIBRATED, NORMALISE, THRESHOLD, CalibrationControl, state_path
 from gateway.config import ConfigError, from_dict
+from gateway.devconfig import DeviceConfig
 from gateway.inference import Model, load_model
 from gateway.ingest import RawFrame
 from gateway.pipeline import Gateway
@@ -134,6 +135,9 @@ def test_a_device_unlike_the_training_data_calibrates_and_still_alerts_on_a_faul
     assert gw.alerts.threshold("pump-7", "vib", model_thr) == 123.0
     gw.alerts.set_threshold("pump-7", "vib", None)
     assert gw.alerts.threshold("pump-7", "vib", model_thr) == pytest.approx(st.threshold)
+    # what `edgeline-gateway device-config --show` prints: the calibrated threshold in force
+    shown = DeviceConfig(gw, tmp_path / "data")._show("pump-7")["thresholds"]["vib"]
+    assert shown == {"override": None, "default": model_thr, "calibrated": st.threshold, "in_force": st.threshold}
     status = gw.status()["pipelines"]["vib"]["calibration"]
     d = status["devices"]["pump-7"]
     assert status["phases"] == {NORMALISE: 0, THRESHOLD: 0, CALIBRATED: 1}
