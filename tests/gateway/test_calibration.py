@@ -318,3 +318,29 @@ def test_check_config_and_the_calibration_command(tmp_path: Path, capsys: pytest
         t.join()
         sock.stop()
         gw.close()
+
+
+def test_a_model_swapped_in_calibrates_afresh_and_a_rollback_finds_the_old_calibration(tmp_path: Path) -> None:
+    """ScoringStage.swap_model, as a promoted update (gateway/updates/models.py) or a rollback calls it."""
+    from gateway.scoring import ModelSpec
+
+    gw, _ = gateway(tmp_path, normalise=False)
+    m = Machine("pump-4", gain=2.0, seed=4)
+    gw.process(m.frames(1, "birth"))
+    feed(gw, m, N + 30)
+    stage = gw.stages[0]
+    first = stage.model
+    threshold = gw.calibrators()["vib"].devices["pump-4"].threshold
+    feed(gw, m, 2)
+    assert threshold is not None and gw.alerts.threshold("pump-4", "vib", 0.0) == threshold
+    candidate = load_model(INT8_MODEL)
+    stage.swap_model(candidate, ModelSpec.of(candidate))
+    cal = gw.calibrators()["vib"]
+    assert cal.sha256 == candidate.manifest.sha256 and not cal.devices
+    assert gw.alerts.threshold("pump-4", "vib", 0.0) == 0.0  # the old model's threshold is taken back
+    feed(gw, m, 3)
+    assert cal.devices["pump-4"].phase == THRESHOLD
+    stage.swap_model(first, ModelSpec.of(first))  # rollback
+    feed(gw, m, 2)
+    assert gw.alerts.threshold("pump-4", "vib", 0.0) == threshold
+    gw.close()
