@@ -112,6 +112,13 @@ def _columns(
     label_column: str | None,
     no_labels: bool,
 ) -> _Columns:
+    if len(raw) == 1:
+        for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
+            if sep in raw[0]:
+                raise RecordingError(
+                    f"{_where(path, 1)}: the columns are separated by {name}, not commas: save the file as"
+                    " comma-separated CSV"
+                )
     parsed = [_header_name(c) for c in raw]
     header = [n for n, _ in parsed]
     for i, name in enumerate(header):
@@ -187,7 +194,7 @@ def _split_lines(path: Path, text: str) -> tuple[str, list[str], NDArray[np.int6
     if not data:
         raise RecordingError(f"{path}: only a header line, no data rows")
     line_no = None
-    if any(not s.strip() for s in data):
+    if "" in data:  # blank lines: skipped, the line numbers in messages still count them
         keep = [i for i, s in enumerate(data) if s.strip()]
         line_no = np.asarray(keep, dtype=np.int64) + 2
         data = [data[i] for i in keep]
@@ -322,8 +329,10 @@ def _not_finite(f: _File, i: int, col: int, cols: _Columns) -> RecordingError:
     )
 
 
-def _parse_file(path: Path, cols: _Columns, text: str, rate_hz: float | None) -> _File:
-    header, lines, line_no = _split_lines(path, text)
+def _parse_file(
+    path: Path, cols: _Columns, text: str, split: tuple[str, list[str], NDArray[np.int64] | None], rate_hz: float | None
+) -> _File:
+    header, lines, line_no = split
     f = _File(path, lines, line_no, None, "none", np.zeros((0, 0)), None)
     kind = _time_kind(f, cols)
     _load(f, cols, kind, text, header)
@@ -545,6 +554,7 @@ def read_csv(
         raise RecordingError("no CSV file given")
     if rate_hz is not None and not (math.isfinite(rate_hz) and rate_hz > 0):
         raise RecordingError(f"--rate-hz must be a positive number of samples per second, got {rate_hz}")
+    rate_hz = None if rate_hz is None else float(rate_hz)
     paths = [Path(p) for p in paths]
     blobs: list[bytes] = []
     files: list[_File] = []
@@ -553,7 +563,8 @@ def read_csv(
     for path in paths:
         data, text = _read_text(path)
         blobs.append(data)
-        header_line, _lines, _ = _split_lines(path, text)
+        split = _split_lines(path, text)
+        header_line = split[0]
         raw = [c.strip() for c in next(csv.reader([header_line]))]
         if cols is None:
             cols = _columns(
@@ -566,7 +577,7 @@ def read_csv(
                 f"{_where(path, 1)}: columns {', '.join(raw)} differ from {paths[0]}'s ({', '.join(first_raw)}):"
                 " every file must have the same columns in the same order"
             )
-        files.append(_parse_file(path, cols, text, rate_hz))
+        files.append(_parse_file(path, cols, text, split, rate_hz))
     assert cols is not None
     rate = _rate(files, cols, rate_hz)
     label_names: tuple[str, ...] = ()

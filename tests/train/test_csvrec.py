@@ -157,6 +157,13 @@ def test_missing_empty_and_header_only(tmp_path: Path) -> None:
     assert "bin.csv line 3: not UTF-8" in error([tmp_path / "bin.csv"])
 
 
+def test_other_separators_are_named(tmp_path: Path) -> None:
+    msg = error([write(tmp_path, "eu.csv", "time;a;b\n0;1,5;2\n")])
+    assert "eu.csv line 1" in msg and "separated by semicolons" in msg
+    msg = error([write(tmp_path, "tab.csv", "time\ta\n0\t1\n")])
+    assert "separated by tabs" in msg
+
+
 def test_unknown_and_duplicate_columns(tmp_path: Path) -> None:
     p = write(tmp_path, "c.csv", "time,ax,ay\n0,1,2\n1,1,2\n")
     msg = error([p], columns=["ax", "az"])
