@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from gateway.atrest import KeyRing
 from gateway.export import _read_rows, device_schema, readings
-from gateway.rawlog import LogRow
+from gateway.rawlog import ChunkReader, LogRow
 from gateway.recording import Part, Recording, RecordingError, fingerprint_bytes
 from shared_protocol import DATA
 
@@ -80,7 +80,8 @@ def read_rawlog(data_dir: Path, device: str, t_from: float, t_to: float, *, keys
     """The device's readings with times in [t_from, t_to] (Unix seconds) as a Recording.
 
     keys: the key ring of an encrypted raw log. Raises RecordingError for an unknown device,
-    a device without a schema, or no readings in the range (saying what the log holds)."""
+    a device without a schema, encrypted chunks it cannot open, or no readings in the range
+    (saying what the log holds)."""
     data_dir = Path(data_dir)
     if not t_to > t_from:
         raise RecordingError(f"the time range is empty: --since {iso(t_from)} is not before --to {iso(t_to)}")
@@ -100,7 +101,8 @@ def read_rawlog(data_dir: Path, device: str, t_from: float, t_to: float, *, keys
         )
     segments: list[tuple[int, NDArray[np.float64], NDArray[np.float32]]] = []
     skipped = 0
-    for boot, run in _boot_runs(_read_rows(data_dir, device, t_from, t_to, keys)):
+    reader = ChunkReader(keys)
+    for boot, run in _boot_runs(_read_rows(data_dir, device, t_from, t_to, reader)):
         t, v, bad = readings([r for r in run if r.type == DATA], schema)
         skipped += bad
         keep = (t >= t_from) & (t <= t_to)
@@ -108,6 +110,12 @@ def read_rawlog(data_dir: Path, device: str, t_from: float, t_to: float, *, keys
             segments.append((boot, t[keep], v[keep]))
     if skipped:
         log.warning("raw log: %d frames of %s do not match its current schema, left out", skipped, device)
+    if reader.unreadable:
+        what = "no key ring was given" if keys is None else "the key ring does not open them"
+        raise RecordingError(
+            f"{reader.unreadable} raw-log chunks of {device} in the range are encrypted and {what}: read them with"
+            " the gateway's key ring ([encryption] key_dir in its configuration)"
+        )
     if not segments:
         span = _span(data_dir, device)
         held = f"the log holds {device} from {iso(span[0])} to {iso(span[1])}" if span else f"the log holds no {device}"

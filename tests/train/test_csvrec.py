@@ -99,6 +99,17 @@ def test_daphnet_shape_millisecond_timestamps(tmp_path: Path) -> None:
     assert rec.parts[0].values[1, 1] == (1 * 4) % 50 - 25
 
 
+def test_iso_with_zone_and_windows_line_ends(tmp_path: Path) -> None:
+    text = "Time,a\r\n" + "".join(f"2026-12-01T10:00:0{i}.500+01:00,{i}\r\n" for i in range(6))
+    rec = read_csv([write(tmp_path, "z.csv", text)])
+    assert rec.rate_hz == 1.0
+    assert rec.parts[0].t0 == pytest.approx(
+        float(np.datetime64("2026-12-01T09:00:00.500", "us").astype(np.int64)) / 1e6
+    )
+    zulu = "time,a\n" + "".join(f"2026-12-01T10:00:0{i}Z,{i}\n" for i in range(6))
+    assert read_csv([write(tmp_path, "zz.csv", zulu)]).parts[0].t0 % 86400 == 36000.0
+
+
 def test_no_time_column_takes_the_rate(tmp_path: Path) -> None:
     p = write(tmp_path, "v.csv", "x,y\n" + "".join(f"{i},{-i}\n" for i in range(10)))
     msg = error([p])

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gateway.atrest import EncryptionSettings, open_keyring
 from gateway.config import from_dict
 from gateway.csvrec import read_csv
 from gateway.export import export_readings
@@ -102,3 +103,23 @@ def test_errors_say_what_the_log_holds(data_dir: Path, tmp_path: Path) -> None:
         read_rawlog(data_dir, "pump-1", T0 + 10, T0)
     with pytest.raises(RecordingError, match=r"no devices in .*data_dir"):
         read_rawlog(tmp_path, "pump-1", T0, T0 + 100)
+
+
+def test_encrypted_raw_log_needs_the_key_ring(tmp_path: Path) -> None:
+    settings = EncryptionSettings(key_dir=tmp_path / "keys")
+    ring = open_keyring(settings, create=True, writer=True)
+    cfg = from_dict({"gateway": {"id": "gw1", "site": "s1", "data_dir": str(tmp_path / "data")}}, base_dir=tmp_path)
+    gw = Gateway(cfg, Published(), keys=ring)
+    dev = SimDevice("pump-1")
+    gw.process([RawFrame(dev.topic("birth"), dev.birth(), T0)])
+    gw.process(_data(dev, T0 + 1, 6))
+    gw.close()
+    ring.close()
+    with pytest.raises(RecordingError, match=r"chunks of pump-1 in the range are encrypted and no key ring was given"):
+        read_rawlog(tmp_path / "data", "pump-1", T0 - 10, T0 + 100)
+    reader = open_keyring(settings)
+    try:
+        rec = read_rawlog(tmp_path / "data", "pump-1", T0 - 10, T0 + 100, keys=reader)
+    finally:
+        reader.close()
+    assert [p.n for p in rec.parts] == [6 * 32]
