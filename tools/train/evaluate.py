@@ -374,8 +374,9 @@ def evaluate_recording(
         s_all, th_all, alerts_all = _scores_from_csv(scores_csv, ws_all)
         info["scores_from"] = str(scores_csv)
     else:
+        if model.threshold is None:
+            raise RecordingError(f"{model_path}: the manifest has no output.threshold to evaluate against")
         s_all = model.score(ws_all.values).astype(np.float64)
-        assert model.threshold is not None
         th_all = np.full(len(ws_all), float(np.float32(model.threshold)))
         alerts_all = [None] * len(ws_all)
         info["scores_from"] = f"scored offline ({model.backend})"
