@@ -256,3 +256,24 @@ def test_the_command_on_csv_files(tmp_path: Path, capsys: pytest.CaptureFixture[
     r2 = json.loads((tmp_path / "again" / "evaluation.json").read_text())
     assert r2["info"]["scores_from"].endswith("scores.csv")
     assert {k: v for k, v in r2.items() if k != "info"} == {k: v for k, v in r.items() if k != "info"}
+
+
+def test_plot_time_lays_parts_end_to_end_when_their_clocks_restart() -> None:
+    from tools.train.evaluate import _plot_time, _shade_spans
+
+    lab = np.zeros(100, np.int8)
+    lab[50:60] = 1
+    z = np.zeros((100, 1), np.float32)
+    rec = Recording((("x", "u"),), 10.0, (Part(0.0, z, lab), Part(0.0, z, lab)), "two files, no time column", "0")
+    ws = windows(rec, 20, 10)
+    x, label = _plot_time(ws)
+    assert "end to end" in label and np.all(np.diff(x) > 0)
+    spans = event_spans(rec)
+    assert spans == {0: (5.0, 5.9), 1: (5.0, 5.9)}
+    shaded = _shade_spans(spans, ws, x)
+    # the second part's event is drawn where the second part is on the axis
+    assert shaded[0] == pytest.approx((5.0, 5.9)) and shaded[1][0] > x[ws.part == 0].max()
+    # one clock across the parts: the times as they are
+    rec2 = Recording((("x", "u"),), 10.0, (Part(0.0, z, lab), Part(100.0, z, lab)), "t", "0")
+    x2, label2 = _plot_time(windows(rec2, 20, 10))
+    assert label2 == "time (s)" and np.array_equal(x2, windows(rec2, 20, 10).t_end)

@@ -195,6 +195,7 @@ def report_markdown(result: Mapping[str, Any]) -> str:
         ("recording", "Recording"),
         ("windows", "Windows"),
         ("scores_from", "Scores"),
+        ("gateway_alerts", "Gateway alerts"),
         ("evaluated_on", "Evaluated on"),
         ("baselines_trained_on", "Baselines trained on"),
         ("baselines_false_alarm_rate", "Baselines' thresholds: target false-alarm rate"),
@@ -325,11 +326,13 @@ def _plot_time(ws: WindowSet) -> tuple[Scores, str]:
     if len(t) < 2 or np.all(np.diff(t) >= 0):
         return t, "time (s)"
     x = t.copy()
-    shift = 0.0
+    gap = _hop_s(ws) or 1.0
+    end: float | None = None  # where the previous part ends on the axis
     for p in np.unique(ws.part):
         sel = ws.part == p
-        x[sel] = t[sel] - t[sel].min() + shift
-        shift = float(x[sel].max())
+        if end is not None:
+            x[sel] = t[sel] - t[sel].min() + end + gap
+        end = float(x[sel].max())
     return x, "time (s, parts laid end to end)"
 
 
@@ -373,6 +376,11 @@ def evaluate_recording(
     if scores_csv is not None:
         s_all, th_all, alerts_all = _scores_from_csv(scores_csv, ws_all)
         info["scores_from"] = str(scores_csv)
+        if all(a is not None for a in alerts_all):
+            on = np.array(alerts_all, bool)
+            new_part = np.concatenate([[True], ws_all.part[1:] != ws_all.part[:-1]])
+            raised = on & (new_part | ~np.concatenate([[False], on[:-1]]))
+            info["gateway_alerts"] = f"{int(raised.sum())} raised during the replay (rising edges of the alert column)"
     else:
         if model.threshold is None:
             raise RecordingError(f"{model_path}: the manifest has no output.threshold to evaluate against")
