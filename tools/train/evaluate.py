@@ -36,7 +36,7 @@ from tools.train.common import roc_auc
 
 Scores = npt.NDArray[np.float64]
 # a baseline's (scores on the same windows, threshold)
-BaselineResult = tuple[npt.ArrayLike, float]
+BaselineResult = tuple[npt.ArrayLike, float | npt.ArrayLike]
 
 DEFAULT_TRAIN_FRACTION = 0.6  # without --baselines-from: the first 60 % by time trains the baselines
 DEFAULT_FAR = 0.001  # the baselines' target false-alarm rate when neither the user nor the manifest gives one
@@ -351,7 +351,6 @@ def evaluate_recording(
     from gateway import scorecsv
     from gateway.inference import load_model
     from tools.train import baselines as bl
-    from tools.train.plot import svg
 
     model = load_model(model_path)
     if model.task != "anomaly":
@@ -440,12 +439,25 @@ def evaluate_recording(
             ),
             f,
         )
-    x, xlabel = _plot_time(ws)
-    series: dict[str, tuple[npt.ArrayLike, float | npt.ArrayLike]] = {"model": (s_all[idx], th_all[idx])}
-    series.update({name: (s, th) for name, (s, th) in base_res.items()})
-    shade = _shade_spans(spans, ws, x)
-    svg(x, series, shade, out / "scores.svg", xlabel=xlabel, log_scale=log_scale, alarms=True)
+    series: dict[str, BaselineResult] = {"model": (s_all[idx], th_all[idx]), **base_res}
+    plot_windows(out / "scores.svg", ws, series, spans, log_scale=log_scale)
     return result
+
+
+def plot_windows(
+    path: Path,
+    ws: WindowSet,
+    series: Mapping[str, tuple[npt.ArrayLike, float | npt.ArrayLike]],
+    spans: Mapping[int, tuple[float, float]],
+    *,
+    log_scale: bool | None = None,
+) -> None:
+    """scores.svg for detectors scored on ``ws``: time on x (parts laid end to end when their
+    clocks restart), the labelled events (:func:`event_spans`) shaded."""
+    from tools.train.plot import svg
+
+    x, xlabel = _plot_time(ws)
+    svg(x, series, _shade_spans(spans, ws, x), path, xlabel=xlabel, log_scale=log_scale, alarms=True)
 
 
 def _shade_spans(spans: Mapping[int, tuple[float, float]], ws: WindowSet, x: Scores) -> list[tuple[float, float]]:
