@@ -62,17 +62,12 @@ def _ratio(num: int, den: int) -> float | None:
 
 def _runs(over: npt.NDArray[np.bool_], part: npt.NDArray[np.int32]) -> list[tuple[int, int]]:
     """[a, b) index ranges of consecutive over-threshold windows within one part."""
-    o = over.astype(np.int8)
-    brk = np.concatenate([[True], part[1:] != part[:-1]])
-    start = (o == 1) & (brk | np.concatenate([[True], o[:-1] == 0]))
-    idx = np.flatnonzero(start)
-    out = []
-    for a in idx:
-        b = a + 1
-        while b < len(o) and o[b] and part[b] == part[a]:
-            b += 1
-        out.append((int(a), int(b)))
-    return out
+    if over.size == 0:
+        return []
+    same = part[1:] == part[:-1]
+    starts = np.flatnonzero(over & np.concatenate([[True], ~(over[:-1] & same)]))
+    ends = np.flatnonzero(over & np.concatenate([~(over[1:] & same), [True]])) + 1
+    return [(int(x), int(y)) for x, y in zip(starts, ends, strict=True)]
 
 
 def _hop_s(ws: WindowSet) -> float | None:
