@@ -51,6 +51,7 @@ from gateway.config import Config
 from gateway.decisions import Alert, Command, Decided
 from gateway.ingest import RawFrame
 from gateway.pipeline import Gateway
+from gateway.rawlog import RawLog
 from gateway.recording import Part, Recording, RecordingError
 from gateway.scoring import ModelLike, ScoringStage
 from shared_protocol import ST_FLOAT32
@@ -65,6 +66,7 @@ BATCH_S = 1.0  # recording time handed to Gateway.process at once
 TICK_BITS = 30  # MicroPython's ticks_ms
 FW_VERSION = "replay"
 PROGRESS_S = 2.0  # a progress line on stderr at most this often
+RAWLOG_BYTES = 16 * 1024 * 1024  # the replayed gateway's raw log keeps the latest this much
 
 
 class ReplayError(RecordingError):
@@ -306,7 +308,10 @@ def replay(
     with tempfile.TemporaryDirectory(prefix="edgeline-replay-") as tmp:
         cfg = _replay_config(config, Path(tmp))
         clock = _Clock(rec.parts[0].t0)
-        gw = Gateway(cfg, _Recorder(), models=models, clock=clock)
+        # The pipeline's raw log, thrown away afterwards: bounded, and no fsync per batch
+        rawlog = RawLog(Path(tmp) / "rawlog.sqlite", max_bytes=RAWLOG_BYTES, max_age_s=cfg.rawlog.max_age_s)
+        rawlog.db.execute("PRAGMA synchronous=OFF")
+        gw = Gateway(cfg, _Recorder(), models=models, clock=clock, rawlog=rawlog)
         try:
             return _play(
                 gw,
