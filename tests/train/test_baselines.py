@@ -182,3 +182,12 @@ def test_100k_windows_score_fast() -> None:
     z.score(ws)
     m.score(ws)
     assert time.perf_counter() - t < 5.0  # about 0.3 s on a quiet machine; generous under load
+
+
+def test_too_few_training_windows_for_the_rate_is_said() -> None:
+    ws = windows(_rec((_noise(3200, 11), None)), 64, 32)  # 99 windows
+    for fit in (bl.fit_zscore, bl.fit_mad):
+        few = fit(ws, target_far=0.001)
+        assert "cannot resolve a rate of 0.001" in few.params["threshold_note"]
+        assert few.threshold == float(np.nanmax(few.score(ws)))
+        assert "threshold_note" not in fit(ws, target_far=0.05).params

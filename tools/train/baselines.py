@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.recording import RecordingError, WindowSet
-from gateway.thresholds import threshold_for
+from gateway.thresholds import resolvable, threshold_for
 from tools.train.common import roc_auc
 
 Scores = npt.NDArray[np.float64]
@@ -188,7 +188,14 @@ def mad_scores(ws: WindowSet, median: npt.NDArray[np.float64], mad: npt.NDArray[
     return out
 
 
-def _threshold(scores: Scores, far: float) -> float:
+def _threshold(scores: Scores, far: float, params: dict[str, Any]) -> float:
+    """The one rule; too few windows for the rate is said in ``params`` (the threshold is then the
+    largest training score)."""
+    n = int(np.isfinite(scores).sum())
+    if not resolvable(n, far):
+        params["threshold_note"] = (
+            f"{n} normal training windows cannot resolve a rate of {far:g}: the threshold is their largest score"
+        )
     return threshold_for(scores, far)
 
 
@@ -216,7 +223,6 @@ def fit_zscore(train: WindowSet, *, target_far: float) -> ZScoreBaseline:
     history = k * win
     # windows scored 0 for want of history say nothing about normal variation
     usable = normal & np.isfinite(s) & enough
-    th = _threshold(s[usable] if usable.any() else s[normal], target_far)
     params: dict[str, Any] = {
         "history_windows": k,
         "history_samples": history,
@@ -226,6 +232,7 @@ def fit_zscore(train: WindowSet, *, target_far: float) -> ZScoreBaseline:
     }
     if tried:
         params["roc_auc_by_history_windows"] = tried
+    th = _threshold(s[usable] if usable.any() else s[normal], target_far, params)
     return ZScoreBaseline(name="zscore", threshold=th, params=params, history=history)
 
 
@@ -241,13 +248,13 @@ def fit_mad(train: WindowSet, *, target_far: float) -> MadBaseline:
     med = np.median(x, axis=0)
     mad = MAD_TO_SIGMA * np.median(np.abs(x - med), axis=0)
     s = mad_scores(train, med, mad)
-    th = _threshold(s[normal], target_far)
     params: dict[str, Any] = {
         "median": [float(v) for v in med],
         "mad": [float(v) for v in mad],
         "normal_samples": int(x.shape[0]),
         "target_false_alarm_rate": target_far,
     }
+    th = _threshold(s[normal], target_far, params)
     return MadBaseline(
         name="mad",
         threshold=th,
