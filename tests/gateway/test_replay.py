@@ -204,3 +204,55 @@ def test_cli_replays_a_csv(tmp_path: Path, rec: Recording, capsys: pytest.Captur
     # an unknown pipeline: exit 2 and the message on stderr
     assert main(["replay", "--config", str(cfg), str(csv_path), "--pipeline", "x", "--out", str(out)]) == 2
     assert "no such pipeline" in capsys.readouterr().err
+
+
+def test_cli_replays_a_raw_log_span_without_touching_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A board's int16 stream stored by a live gateway, replayed from its raw log: the live
+    data_dir is only read, and the scores equal offline scoring of what the raw log holds."""
+    from gateway.ingest import RawFrame
+    from gateway.pipeline import Gateway
+    from gateway.rawrec import read_rawlog
+    from shared_protocol import ST_INT16
+    from tests.gateway.doubles import Published
+    from tests.support.simdevice import SimDevice
+
+    scales = [1 / sim_data.ACCEL_LSB_PER_G] * 3 + [1 / sim_data.GYRO_LSB_PER_DPS] * 3
+    chans = [(n, u, s, 0.0, ST_INT16, RATE) for (n, u), s in zip(sim_data.CHANNELS, scales, strict=True)]
+    dev = SimDevice("pump-3", channels=chans)
+    values = np.concatenate([sim_data.stream(1600, seed=8), sim_data.stream(1600, seed=9, fault="bearing")])
+    raw = np.round(values / np.asarray(scales, np.float32)).astype(np.int16)
+    cfg_path = tmp_path / "gateway.toml"
+    cfg_path.write_text(
+        f'[gateway]\nid = "gw1"\nsite = "s1"\ndata_dir = "{tmp_path / "live"}"\n\n'
+        f'[[pipelines]]\nname = "vib"\nmodel = "{ROOT / "models/vibration_anomaly_int8.json"}"\n'
+    )
+    from gateway.config import load
+
+    live_cfg = load(cfg_path)
+    t = T0
+    live = Gateway(live_cfg, Published(), clock=lambda: t)
+    live.process([RawFrame(dev.topic("birth"), dev.birth(), t)])
+    for k in range(0, len(raw), dev.nsamples):
+        t = T0 + (k + dev.nsamples) / RATE
+        live.process([RawFrame(dev.topic("data"), dev.data(raw[k : k + dev.nsamples]), t)])
+    assert live.close()
+    data_dir = tmp_path / "live"
+
+    def files() -> dict[str, bytes]:  # SQLite's -wal / -shm: a reader of a WAL database makes them
+        return {
+            p.name: p.read_bytes() for p in data_dir.iterdir() if p.is_file() and not p.name.endswith(("-wal", "-shm"))
+        }
+
+    before = files()
+    out = tmp_path / "scores.csv"
+    argv = ["replay", "-c", str(cfg_path), "--rawlog", "pump-3", "--since", str(T0 - 60), "--to", str(t + 60)]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert "device pump-3" in capsys.readouterr().out
+    assert files() == before
+    rec = read_rawlog(data_dir, "pump-3", T0 - 60, t + 60)
+    assert rec.n_samples == len(raw) and np.array_equal(np.concatenate([p.values for p in rec.parts]), values)
+    rows = list(scorecsv.read(out))
+    offline = load_model(ROOT / "models/vibration_anomaly_int8.json").score(windows(rec, 128, 64).values)
+    assert len(rows) == (len(raw) - 128) // 64 + 1
+    assert np.array_equal(np.asarray([r.score for r in rows], np.float32), np.asarray(offline, np.float32).reshape(-1))
+    assert not any(r.alert for r in rows if r.t_end < T0 + 1600 / RATE) and rows[-1].alert
