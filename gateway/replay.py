@@ -181,8 +181,10 @@ class _Device:
         self.rec = rec
         self.channels = [(name, unit, 1.0, 0.0, ST_FLOAT32, float(rec.rate_hz)) for name, unit in rec.channels]
         self.period_us = round(1e6 / rec.rate_hz)
-        if self.period_us < 1:
-            raise ReplayError(f"sample rate {rec.rate_hz:g} Hz is above what a DATA frame can carry (1 MHz)")
+        if not 1 <= self.period_us <= 0xFFFFFFFF:
+            raise ReplayError(
+                f"sample rate {rec.rate_hz:g} Hz: a DATA frame carries sample periods of 1 us to 4294 s only"
+            )
         self.frame_samples = frame_samples
         self.enc = DataEncoder(len(self.channels), frame_samples, ST_FLOAT32, schema_id(self.channels))
         self.buf = bytearray(256 + 64 * len(self.channels))
