@@ -24,6 +24,24 @@ Features (per channel, over one window; "x" is the window minus its mean when
 The same code computes features for training (tools/train) and in the gateway, so a
 model always sees features computed exactly as during training. The spec travels in
 the model manifest (``features`` object); see docs/models.md.
+
+Numerics (what is reproducible). The samples are taken as float32 (the input is cast to
+float32 first, as the gateway decodes them), then everything is computed in float64 and
+rounded to float32 once, at the end: the mean, the moments (numpy's pairwise sums), the
+spectrum (``np.fft.rfft`` of each window, not a matrix product) and its band sums, and
+``log10``. No BLAS call is involved, so neither the BLAS kernel (AVX2 / AVX-512 / NEON
+blocking, thread count) nor the batch size can change the order of a float32 summation:
+one window scores the same alone or in a batch of 4096 (bit for bit).
+
+The float64 results themselves may still differ in their last bits between machines
+(another numpy build, an FFT compiled with fused multiply-adds, a vectorised ``log10``):
+their error is about 1e-15 relative (more for a band holding a tiny share of a window's
+energy). Rounding to float32 (spacing 6e-8 relative) hides such a difference unless the
+float64 value lies that close to a midpoint between two float32 numbers; then the two
+machines' features differ by one float32 ulp. That happens to about one value in
+10^6-10^7 (measured against an extended-precision reference: see
+tests/inference/test_features_numerics.py), so features are bit-identical across CPUs
+except in these rare ties, and never further apart than one ulp.
 """
 
 from __future__ import annotations
@@ -153,11 +171,8 @@ def feature_names(spec: FeatureSpec, channels: Sequence[str]) -> list[str]:
 
 
 class _Plan:
-    """Per-spec constants, built once: a real DFT matrix with the mean removal and the taper
-    folded in, and the band matrix with the one-sided Parseval weights.
-
-    Band energies are then two matrix products over all windows and channels at once:
-    ``square(x @ dft) @ bands`` with x of shape (n_windows * n_channels, window).
+    """Per-spec constants for the band energies, built once: the taper, the one-sided
+    Parseval weight of each FFT bin and the bin range [start, stop) of each band.
     """
 
     def __init__(self, spec: FeatureSpec) -> None:
@@ -169,31 +184,31 @@ class _Plan:
         weights[0] = 1.0
         if n % 2 == 0:
             weights[-1] = 1.0
+        self.taper: npt.NDArray[np.float64] | None = None
+        norm = 1.0
         if spec.taper == "hann":
             taper = np.hanning(n + 1)[:-1]  # periodic Hann
             norm = float(np.mean(taper**2))
-        else:
-            taper = np.ones(n)
-            norm = 1.0
-        t = np.arange(n, dtype=np.float64)
-        ang = 2.0 * np.pi * np.outer(t, np.arange(nbins)) / n  # (n, bins)
-        dft = np.empty((n, 2 * nbins), dtype=np.float64)
-        dft[:, 0::2] = np.cos(ang) * taper[:, None]
-        dft[:, 1::2] = -np.sin(ang) * taper[:, None]
-        if spec.detrend:
-            # (x - mean(x)) @ D == x @ (D - column means of D)
-            dft -= dft.mean(axis=0, keepdims=True)
-        self.dft = np.ascontiguousarray(dft, dtype=np.float32)
-        scale = weights / (n * n * norm)
+            self.taper = taper
+        self.bin_weight = weights / (n * n * norm)
         nyquist = spec.rate_hz / 2
-        bands = np.zeros((2 * nbins, len(spec.bands_hz)), dtype=np.float64)
+        bounds: list[int] = []
+        empty: list[int] = []
         for j, (lo, hi) in enumerate(spec.bands_hz):
             # [lo, hi); the top band includes the Nyquist bin when hi reaches rate/2.
             upper = freqs <= hi + 1e-9 if hi >= nyquist - 1e-9 else freqs < hi
-            col = ((freqs >= lo) & upper) * scale
-            bands[0::2, j] = col  # real part squared
-            bands[1::2, j] = col  # imaginary part squared
-        self.bands = np.ascontiguousarray(bands, dtype=np.float32)
+            idx = np.flatnonzero((freqs >= lo) & upper)  # contiguous: freqs is sorted
+            if idx.size:
+                bounds += [int(idx[0]), int(idx[-1]) + 1]
+            else:
+                bounds += [0, 1]
+                empty.append(j)
+        # np.add.reduceat over the power spectrum padded with one zero bin: output 2j is the
+        # sum of bins [start_j, stop_j) (stop_j <= nbins is a valid index thanks to the pad);
+        # the odd outputs are discarded. Bands holding no bin are zeroed.
+        self.nbins = nbins
+        self.reduce_at = np.asarray(bounds, dtype=np.intp)
+        self.empty_bands = empty
 
 
 _plans: dict[FeatureSpec, _Plan] = {}
@@ -212,6 +227,8 @@ def _plan(spec: FeatureSpec) -> _Plan:
 def compute(windows: npt.ArrayLike, spec: FeatureSpec) -> FloatArray:
     """Features of many windows at once: (n, window, channels) -> (n, n_features) float32.
 
+    Computed in float64, rounded to float32 once (see the module docstring: bit-identical
+    for a window alone or in any batch, and across CPUs except in rare one-ulp ties).
     A window with NaN / inf samples gets non-finite features (no warning); the others are
     unaffected.
     """
@@ -231,54 +248,72 @@ def _compute(windows: npt.ArrayLike, spec: FeatureSpec) -> FloatArray:
     out = np.empty((n, spec.n_features(nch)), dtype=np.float32)
     if n == 0:
         return out
-    # Channel-major copy: every reduction below runs over contiguous memory.
-    xt = np.empty((n, nch, length), dtype=np.float32)
-    np.copyto(xt, x.transpose(0, 2, 1), casting="unsafe")
-    inv_len = np.float32(1.0 / length)
-    mean = np.add.reduce(xt, axis=2) * inv_len  # (n, C)
-    moments = {"rms", "peak", "crest", "kurtosis"}.intersection(spec.features)
-    if moments:
-        xd = xt - mean[:, :, None] if spec.detrend else xt
-        sq = xd * xd
-        m2 = np.add.reduce(sq, axis=2) * inv_len
-        rms = np.sqrt(m2)
-    peak: FloatArray | None = None
+    x32 = x if x.dtype == np.float32 else x.astype(np.float32)  # the samples, as decoded
+    # Channel-major float64 copy: every reduction below runs over contiguous memory. It is
+    # detrended, then tapered, in place (few large temporaries: allocating them costs more
+    # page faults than the float64 arithmetic costs).
+    xt = np.empty((n, nch, length), dtype=np.float64)
+    np.copyto(xt, x32.transpose(0, 2, 1))
+    wanted = set(spec.features)
+    stats: dict[str, npt.NDArray[np.float64]] = {}
+    mean = np.add.reduce(xt, axis=2)
+    mean /= length
+    stats["mean"] = mean
+    if spec.detrend:
+        xt -= mean[:, :, None]
+    if wanted & {"rms", "crest", "kurtosis"}:
+        sq = np.square(xt)
+        m2 = np.add.reduce(sq, axis=2)
+        m2 /= length
+        rms = stats["rms"] = np.sqrt(m2)
+        if "kurtosis" in wanted:
+            np.square(sq, out=sq)
+            m4 = np.add.reduce(sq, axis=2)
+            m4 /= length
+            den = m2 * m2
+            stats["kurtosis"] = np.divide(m4, den, out=np.zeros_like(m4), where=den > 1e-30)
+        del sq
+    if wanted & {"peak", "crest"}:
+        peak = stats["peak"] = np.maximum(xt.max(axis=2), -xt.min(axis=2))
+        if "crest" in wanted:
+            stats["crest"] = np.divide(peak, rms, out=np.zeros_like(peak), where=rms > 0)
+    if "band_energy" in wanted:
+        stats["band_energy"] = _band_energy(xt, spec).reshape(n, nch * len(spec.bands_hz))  # xt: tapered
     col = 0
     for name in spec.features:
-        if name == "band_energy":
-            plan = _plan(spec)
-            nb = len(spec.bands_hz)
-            y = np.matmul(xt.reshape(n * nch, length), plan.dft)  # (n*C, 2*bins): re, im
-            np.square(y, out=y)
-            dst = out[:, col : col + nch * nb]
-            dst[...] = np.matmul(y, plan.bands).reshape(n, nch * nb)
-            if spec.log_bands:
-                dst += np.float32(LOG_FLOOR)
-                np.log10(dst, out=dst)
-            col += nch * nb
-            continue
         if name == "raw":
-            out[:, col : col + length * nch] = x.reshape(n, length * nch)
+            out[:, col : col + length * nch] = x32.reshape(n, length * nch)
             col += length * nch
             continue
-        dst = out[:, col : col + nch]
-        col += nch
-        if name == "mean":
-            dst[...] = mean
-        elif name == "rms":
-            dst[...] = rms
-        elif name in {"peak", "crest"}:
-            if peak is None:  # shared by peak and crest
-                peak = np.maximum(xd.max(axis=2), -xd.min(axis=2))
-            if name == "peak":
-                dst[...] = peak
-            else:
-                dst[...] = np.divide(peak, rms, out=np.zeros_like(peak), where=rms > 0)
-        elif name == "kurtosis":
-            m4 = np.einsum("ijk,ijk->ij", sq, sq) * inv_len
-            den = m2 * m2
-            dst[...] = np.divide(m4, den, out=np.zeros_like(m4), where=den > 1e-30)
+        value = stats[name]
+        out[:, col : col + value.shape[1]] = value  # the one rounding to float32
+        col += value.shape[1]
     return out
+
+
+def _band_energy(xt: npt.NDArray[np.float64], spec: FeatureSpec) -> npt.NDArray[np.float64]:
+    """(n, C, window) float64 windows (detrended when the spec says so) -> (n, C, bands).
+
+    Applies the taper to ``xt`` in place.
+    """
+    plan = _plan(spec)
+    if plan.taper is not None:
+        xt *= plan.taper
+    z = np.fft.rfft(xt, axis=2)  # (n, C, bins) complex128, one transform per window and channel
+    n, nch, nbins = z.shape
+    power = np.empty((n, nch, nbins + 1), dtype=np.float64)
+    power[:, :, nbins] = 0.0
+    p = power[:, :, :nbins]
+    np.multiply(z.real, z.real, out=p)
+    p += z.imag * z.imag
+    p *= plan.bin_weight
+    e = np.add.reduceat(power, plan.reduce_at, axis=2)[:, :, 0::2]
+    if plan.empty_bands:
+        e[:, :, plan.empty_bands] = 0.0
+    if spec.log_bands:
+        e += LOG_FLOOR
+        np.log10(e, out=e)
+    return e
 
 
 def frame(samples: npt.ArrayLike, window: int, hop: int) -> FloatArray:

@@ -125,8 +125,31 @@ def test_vectorised_equals_one_window_at_a_time() -> None:
     )
     batch = feat.compute(w, s)
     single = np.concatenate([feat.compute(w[i : i + 1], s) for i in range(w.shape[0])])
-    np.testing.assert_allclose(batch, single, rtol=1e-5, atol=1e-6)
+    # Bit for bit: no summation order depends on the batch (no BLAS, one FFT per window).
+    np.testing.assert_array_equal(batch, single)
+    np.testing.assert_array_equal(feat.compute(w[5:12], s), batch[5:12])
     assert batch.dtype == np.float32 and batch.shape == (64, s.n_features(6))
+
+
+def test_non_float32_input_is_taken_as_float32_samples() -> None:
+    rng = np.random.default_rng(3)
+    w64 = rng.normal(0, 1, size=(4, N, 2))
+    s = spec(features=("mean", "rms", "band_energy", "raw"), bands_hz=((0.0, 20.0), (20.0, 50.0)))
+    np.testing.assert_array_equal(feat.compute(w64, s), feat.compute(w64.astype(np.float32), s))
+
+
+def test_a_non_finite_window_leaves_the_others_alone_and_empty_bands_are_zero() -> None:
+    rng = np.random.default_rng(4)
+    w = rng.normal(0, 1, size=(3, N, 2)).astype(np.float32)
+    # 0.1-0.2 Hz holds no FFT bin at 0.78 Hz spacing: its energy is 0.
+    s = spec(features=("rms", "band_energy"), bands_hz=((0.1, 0.2), (0.0, 50.0), (10.0, 20.0)))
+    clean = feat.compute(w, s)
+    w[1, 7, 0] = np.nan
+    x = feat.compute(w, s)
+    np.testing.assert_array_equal(x[[0, 2]], clean[[0, 2]])
+    assert not np.isfinite(x[1, [0, 3, 4]]).any()  # channel 0 of window 1: rms and its bands
+    np.testing.assert_array_equal(x[1, [1, 5, 6, 7]], clean[1, [1, 5, 6, 7]])  # channel 1 untouched
+    np.testing.assert_array_equal(x[:, [2, 5]], 0.0)  # the empty band, even beside a NaN
 
 
 def test_frame_cuts_overlapping_windows() -> None:

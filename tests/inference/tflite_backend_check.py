@@ -3,8 +3,18 @@
     .venv-tflite/bin/python tests/inference/tflite_backend_check.py IN_DIR OUT_DIR MANIFEST...
 
 For each manifest, reads IN_DIR/<manifest stem>.npy (windows), loads the model through
-gateway.inference with the tflite-runtime backend (sha256, tensors and self-test checked),
-writes OUT_DIR/<stem>.npy (scores or probabilities) and prints one JSON line of facts.
+gateway.inference with the tflite-runtime backend (sha256, tensors and self-test checked) and
+writes to OUT_DIR:
+
+  <stem>.npy           scores (or probabilities) of the windows
+  <stem>.features.npy  the windows' normalised features, as computed here (numpy < 2)
+
+and, when IN_DIR/<stem>.x.npy (normalised features) exists:
+
+  <stem>.x.npy         scores of those features (Model.score_features)
+  <stem>.y.npy         the model's raw outputs for them (dequantised, Runner.run)
+
+then prints one JSON line of facts.
 """
 
 from __future__ import annotations
@@ -29,6 +39,12 @@ def main(argv: list[str]) -> int:
         model = load_model(manifest)
         windows = np.load(in_dir / f"{stem}.npy")
         np.save(out_dir / f"{stem}.npy", model.score(windows))
+        np.save(out_dir / f"{stem}.features.npy", model.features(windows))
+        x_path = in_dir / f"{stem}.x.npy"
+        if x_path.exists():
+            x = np.load(x_path)
+            np.save(out_dir / f"{stem}.x.npy", model.score_features(x))
+            np.save(out_dir / f"{stem}.y.npy", model.runner.run(x))
         import tflite_runtime
 
         facts = {
