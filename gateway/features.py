@@ -236,11 +236,6 @@ def compute(windows: npt.ArrayLike, spec: FeatureSpec) -> FloatArray:
     A window with NaN / inf samples gets non-finite features (no warning); the others are
     unaffected.
     """
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        return _compute(windows, spec)
-
-
-def _compute(windows: npt.ArrayLike, spec: FeatureSpec) -> FloatArray:
     x = np.asarray(windows)
     if x.ndim != 3:
         raise FeatureError(f"windows must have shape (n_windows, window_len, n_channels), got shape {x.shape}")
@@ -248,10 +243,20 @@ def _compute(windows: npt.ArrayLike, spec: FeatureSpec) -> FloatArray:
         raise FeatureError(f"window length: expected {spec.window} samples, found {x.shape[1]}")
     if not np.issubdtype(x.dtype, np.number):
         raise FeatureError(f"windows must be numeric, got dtype {x.dtype}")
+    out = np.empty((x.shape[0], spec.n_features(x.shape[2])), dtype=np.float32)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        # Blocks of BLOCK windows: the float64 temporaries stay cache-sized and are reused by
+        # the allocator (one block of 4096 windows: 2x the page faults and ~1.6x the time).
+        for i in range(0, x.shape[0], BLOCK):
+            _compute(x[i : i + BLOCK], spec, out[i : i + BLOCK])
+    return out
+
+
+BLOCK = 64
+
+
+def _compute(x: npt.NDArray[Any], spec: FeatureSpec, out: FloatArray) -> None:
     n, length, nch = x.shape
-    out = np.empty((n, spec.n_features(nch)), dtype=np.float32)
-    if n == 0:
-        return out
     x32 = x if x.dtype == np.float32 else x.astype(np.float32)  # the samples, as decoded
     # Channel-major float64 copy: every reduction below runs over contiguous memory. It is
     # detrended, then tapered, in place (few large temporaries: allocating them costs more
@@ -292,7 +297,6 @@ def _compute(windows: npt.ArrayLike, spec: FeatureSpec) -> FloatArray:
         value = stats[name]
         out[:, col : col + value.shape[1]] = value  # the one rounding to float32
         col += value.shape[1]
-    return out
 
 
 def _band_energy(xt: npt.NDArray[np.float64], spec: FeatureSpec) -> npt.NDArray[np.float64]:

@@ -116,7 +116,7 @@ def test_raw_feature_is_the_flattened_window() -> None:
 
 def test_vectorised_equals_one_window_at_a_time() -> None:
     rng = np.random.default_rng(2)
-    w = rng.normal(0, 1, size=(64, N, 6)).astype(np.float32)
+    w = rng.normal(0, 1, size=(150, N, 6)).astype(np.float32)  # crosses feat.BLOCK boundaries
     s = spec(
         features=("mean", "rms", "peak", "crest", "kurtosis", "band_energy"),
         bands_hz=((0.0, 5.0), (5.0, 20.0), (20.0, 50.0)),
@@ -128,7 +128,8 @@ def test_vectorised_equals_one_window_at_a_time() -> None:
     # Bit for bit: no summation order depends on the batch (no BLAS, one FFT per window).
     np.testing.assert_array_equal(batch, single)
     np.testing.assert_array_equal(feat.compute(w[5:12], s), batch[5:12])
-    assert batch.dtype == np.float32 and batch.shape == (64, s.n_features(6))
+    np.testing.assert_array_equal(feat.compute(w[60:130], s), batch[60:130])
+    assert batch.dtype == np.float32 and batch.shape == (150, s.n_features(6))
 
 
 def test_non_float32_input_is_taken_as_float32_samples() -> None:
