@@ -23,10 +23,17 @@ import numpy as np
 import pytest
 
 from gateway import scorecsv
+from gateway.config import from_dict
 from gateway.csvrec import read_csv
 from gateway.inference import load_model
+from gateway.ingest import RawFrame
+from gateway.pipeline import Gateway
 from gateway.recording import time_split, windows
+from gateway.replay import replay
+from tests.gateway.doubles import Published
+from tests.support.simdevice import SimDevice
 from tests.support.upy import ROOT
+from tools.train.user import rename_channels
 
 TRAIN_PY = ROOT / ".venv-train" / "bin" / "python"
 RATE = 50.0
@@ -158,6 +165,21 @@ def test_labelled_data_trains_a_supervised_probability_model(tmp_path: Path) -> 
     test = json.loads((out / "fan_report.json").read_text())["models"]["int8"]["test"]
     assert test["labelled"] and test["recall"] >= 0.5 and test["events_hit"] >= 1
     assert m["metrics"]["vs_float32"]["decision_agreement"] >= 0.9
+    # deployed: the gateway's replay of the same CSV scores the test windows exactly as training did
+    cfg = from_dict(
+        {
+            "gateway": {"id": "gw1", "site": "s1", "data_dir": str(tmp_path / "gw")},
+            "pipelines": [{"name": "fan", "model": str(out / "fan_int8.json")}],
+        },
+        base_dir=tmp_path,
+    )
+    with (tmp_path / "replay.csv").open("w", encoding="utf-8") as f:
+        replay(cfg, rename_channels(rec, ["ax", "ay"]), device="fan-1", out=f)
+    replayed = {(r.part, r.start): r for r in scorecsv.read(tmp_path / "replay.csv")}
+    trained = list(scorecsv.read(out / "fan_test_scores.csv"))
+    assert trained and all(
+        (replayed[r.part, r.start].score, replayed[r.part, r.start].over) == (r.score, r.over) for r in trained
+    )
 
 
 def test_too_short_recording_is_refused_before_tensorflow_and_writes_nothing(tmp_path: Path) -> None:
@@ -192,3 +214,25 @@ def test_without_tensorflow_the_message_names_the_training_venv(tmp_path: Path) 
     assert not out.exists()
     legacy = _run(Path(sys.executable), ["vibration", "--out", str(out)])
     assert legacy.returncode == 2 and "needs TensorFlow" in legacy.stderr
+
+
+def test_raw_log_is_read_with_the_gateways_configuration(tmp_path: Path) -> None:
+    """raw: a device's stream as a live gateway stored it, read and checked (then, in .venv,
+    the missing TensorFlow); a range given neither way is a usage error."""
+    cfg = {"gateway": {"id": "gw1", "site": "s1", "data_dir": str(tmp_path / "data")}}
+    gw = Gateway(from_dict(cfg, base_dir=tmp_path), Published())
+    dev = SimDevice("pump-1")
+    t0 = 1_700_000_000.0
+    gw.process([RawFrame(dev.topic("birth"), dev.birth(), t0)])
+    gw.process([RawFrame(dev.topic("data"), dev.data(), t0 + 1 + i * 0.32) for i in range(300)])
+    gw.close()
+    toml = tmp_path / "gateway.toml"
+    toml.write_text(f'[gateway]\nid = "gw1"\nsite = "s1"\ndata_dir = "{tmp_path / "data"}"\n')
+    out = tmp_path / "model"
+    base = ["raw", "--config", str(toml), "--device", "pump-1", "--name", "p", "--out", str(out)]
+    r = _run(Path(sys.executable), [*base, "--since", "2023-11-14T22:13:00Z", "--to", str(t0 + 200)])
+    assert r.returncode == 2, r.stderr
+    assert "read rawlog: pump-1" in r.stderr and "9600 samples x 3 channels (ax, ay, temp) at 100 Hz" in r.stderr
+    assert "needs TensorFlow" in r.stderr and not out.exists()
+    r = _run(Path(sys.executable), base)
+    assert r.returncode == 2 and "give the time range as --since T [--to T] or as --last SECONDS" in r.stderr

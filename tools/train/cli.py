@@ -176,11 +176,11 @@ def _read_raw(args: argparse.Namespace) -> Recording:
     from gateway.rawrec import read_rawlog
 
     if (args.since is None) == (args.last is None):
-        raise UsageError("raw: give the time range as --since T [--to T] or as --last SECONDS [--to T]")
+        raise UsageError("give the time range as --since T [--to T] or as --last SECONDS [--to T]")
     t_to = args.to if args.to is not None else time.time()
     t_from = args.since if args.since is not None else t_to - args.last
     if not t_from < t_to:
-        raise UsageError(f"raw: the range is empty: --since {t_from} is not before --to {t_to}")
+        raise UsageError(f"the range is empty: --since {t_from} is not before --to {t_to}")
     cfg = config_mod.load(args.config)
     ring = None
     if cfg.encryption is not None:

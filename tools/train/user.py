@@ -131,7 +131,7 @@ def _pick_mode(mode: str, rec: Recording, train: WindowSet) -> tuple[str, str]:
     if n_anom >= MIN_TRAIN_ANOMALOUS:
         return "supervised", f"labels mark {n_anom} anomalous windows in the training split"
     return "unsupervised", (
-        f"labels mark {n_anom} anomalous windows in the training split (supervised needs {MIN_TRAIN_ANOMALOUS})"
+        f"labels mark {n_anom} anomalous windows in the training split; supervised needs {MIN_TRAIN_ANOMALOUS}"
     )
 
 
@@ -141,7 +141,8 @@ def prepare(rec: Recording, opts: TrainOptions) -> Prepared:
 
     labelled = f", labelled ({', '.join(rec.label_names)})" if rec.labelled else ", no labels"
     log(
-        f"[edgeline-train] read {rec.source}: {rec.n_samples} samples x {len(rec.channels)} channels "
+        f"[edgeline-train] read {rec.source}: {rec.n_samples} samples x {len(rec.channels)} "
+        f"channel{'s' if len(rec.channels) > 1 else ''} "
         f"({', '.join(rec.channel_names)}) at {rec.rate_hz:g} Hz, {rec.duration_s:.1f} s in {len(rec.parts)} part(s){labelled}"
     )
     spec, hop = autospec.choose(rec.rate_hz, len(rec.channels), window=opts.window, hop=opts.hop, bands=opts.bands)

@@ -171,7 +171,10 @@ def _markdown(report: dict[str, Any], evaluations: dict[str, dict[str, Any]]) ->
         "",
     ]
     for quant in (LEAD, *(q for q in evaluations if q != LEAD)):
-        body = report_markdown(evaluations[quant]).replace("# Evaluation", f"## Test split: {quant} model", 1)
+        ev = evaluations[quant]
+        if quant != LEAD:  # the same baselines: their parameters once, under the lead model
+            ev = {**ev, "info": {k: v for k, v in ev["info"].items() if k != "baseline_params"}}
+        body = report_markdown(ev).replace("# Evaluation", f"## Test split: {quant} model", 1)
         lines.append(body)
     return "\n".join(lines)
 
