@@ -154,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="edgeline-train",
         description="Train an anomaly model on your own data (CSV files or the gateway's raw log), "
         "or evaluate one. See docs/training.md.",
+        epilog="python -m tools.train all|vibration|basic_motions [--seed N] [--out DIR] trains the "
+        "committed models (docs/models.md).",
     )
     sub = p.add_subparsers(dest="command", required=True)
     _setup_csv(sub.add_parser("csv", help="train on CSV files"))
