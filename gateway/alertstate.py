@@ -185,12 +185,16 @@ class AlertStates:
 
     # ------------------------------------------------------------------ the machine
     def active_indices(self, pipeline: str, devices: list[str], over: NDArray[np.bool_]) -> list[int]:
-        """Windows the machine must look at: over the threshold, or of a device it tracks."""
+        """Windows the machine must look at, in order: every window of a device it tracks or
+        with a window over the threshold in this batch. A window under the threshold after one
+        over it in the same batch counts too (it breaks a run towards ``raise_after``, or is
+        quiet towards the clear); the other devices' windows cost nothing."""
         hits = np.flatnonzero(over)
-        if not any(p == pipeline for _, p in self._tracks):
-            return hits.tolist()
-        tracked = {d for d, p in self._tracks if p == pipeline}
-        return [i for i, d in enumerate(devices) if over[i] or d in tracked]
+        watched = {devices[i] for i in hits.tolist()}
+        watched.update(d for d, p in self._tracks if p == pipeline)
+        if not watched:
+            return []
+        return [i for i, d in enumerate(devices) if d in watched]
 
     def step(self, w: Window, now: float) -> Alert | None:
         """One window, in order per (device, pipeline): the record of a transition or update, if any."""

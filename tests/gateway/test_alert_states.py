@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from gateway.alertstate import AlertPolicy, AlertStates, Window
+from gateway.decisions import Decided, Decider
 from shared_protocol.decode import decode
 from tests.gateway.doubles import RMSModel
 from tests.gateway.mqtt_util import Client
@@ -72,6 +73,40 @@ def test_updates_while_raised_are_rate_limited() -> None:
     ]
     assert [r.windows_over for _, r in recs] == [1, 11, 21, 31, 35]
     assert states.active() == [] and (states.raised, states.updates, states.cleared) == (1, 3, 1)
+
+
+def decide_batch(decider: Decider, devices: list[str], scores: list[float]) -> tuple[list[Any], list[Decided]]:
+    """One batch of windows through ``Decider.decide`` (threshold 1.0); its records and what the observer saw."""
+    seen: list[Decided] = []
+    decider.observer = seen.append
+    n = len(scores)
+    alerts, _ = decider.decide(
+        pipeline="p",
+        devices=devices,
+        window_end=np.arange(n, dtype=np.float64),
+        received=np.arange(n, dtype=np.float64),
+        historical=np.zeros(n, dtype=bool),
+        scores=np.array(scores, dtype=np.float32),
+        threshold=1.0,
+        model_version="v1",
+        now=float(n),
+    )
+    return alerts, seen
+
+
+def test_windows_under_the_threshold_after_a_raise_in_the_same_batch_count() -> None:
+    # One batch: d raises on its first window, then is quiet for 3 (its clear) while e stays
+    # quiet throughout; and a run towards raise_after is broken by an under window of the batch.
+    decider = Decider(policy=AlertPolicy(clear_after=3, update_interval_s=1e9))
+    devices = ["d", "e", "d", "e", "d", "d", "e"]
+    alerts, seen = decide_batch(decider, devices, [2.0, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
+    assert [(a.device, a.state) for a in alerts] == [("d", "raised"), ("d", "cleared")]
+    assert seen[0].alert.tolist() == [True, False, True, False, True, False, False]
+    assert decider.states.active() == []
+
+    decider = Decider(policy=AlertPolicy(raise_after=2, update_interval_s=1e9))
+    alerts, seen = decide_batch(decider, ["d"] * 3, [2.0, 0.1, 2.0])
+    assert alerts == [] and seen[0].alert.tolist() == [False, False, False]
 
 
 def test_per_device_threshold_override() -> None:
