@@ -138,16 +138,13 @@ def _write_scores_csv(path: Path, ws: WindowSet, scores: FloatArray, threshold: 
 
 
 def _plot(path: Path, prep: Prepared, lead: Scored, base: dict[str, BaselineResult]) -> None:
-    from tools.train.evaluate import _plot_time, _shade_spans, event_spans
-    from tools.train.plot import svg
+    from tools.train.evaluate import event_spans, plot_windows
 
-    ws = prep.test
-    x, xlabel = _plot_time(ws)
     series: dict[str, tuple[npt.ArrayLike, float | npt.ArrayLike]] = {
         f"model ({lead.quant})": (lead.test_scores.astype(np.float64), lead.threshold)
     }
     series.update(base)
-    svg(x, series, _shade_spans(event_spans(prep.rec), ws, x), path, xlabel=xlabel, alarms=True)
+    plot_windows(path, prep.test, series, event_spans(prep.rec))
 
 
 def _markdown(report: dict[str, Any], evaluations: dict[str, dict[str, Any]]) -> str:
