@@ -289,7 +289,10 @@ def render(all_rows: Sequence[dict[str, Any]]) -> str:
     lines = [
         f"Firmware: the xtensawin build{' (quick: its first files only)' if files < 20 else ''}, {files} files, {payload:,} B of payload ({stream:,} B with the "
         f"manifest); medians of {n} round(s) per mode, interleaved. Baseline: the same payload at 115200 baud "
-        "8N1 (11,520 B/s), what a USB-serial deploy costs at best.",
+        "8N1 (11,520 B/s), what a USB-serial deploy costs at best: computed from the payload's size, not "
+        "measured. Time: from the gateway's BEGIN to the board's reset into the new slot (every file written "
+        "and its SHA-256 checked); the new slot's boot and confirmation are not included (an xtensawin slot "
+        "cannot run on the unix port).",
         "",
         "| transfer | time (s) | x serial baseline | bytes to the board | bytes from the board "
         "| wire bytes / payload | serial baseline: time (s) / bytes |",
