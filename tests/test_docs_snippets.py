@@ -6,7 +6,10 @@ devices.example.toml with placeholder secrets, as docs/flashing.md says), with t
 first on PATH (what ``. .venv/bin/activate`` does), ``sudo`` dropped, ``/tmp/...`` moved into the
 test's directory, and /etc and /opt overlays whose writes land in the test's directory (a private
 mount namespace; ``/opt/edgeline`` is the copy): nothing outside the test's directory changes.
-Every other block is listed in NOT_RUN below with the reason; a new block must be one or the other.
+Blocks marked ``<!-- run: NAME -->`` are one sequence: those of a document with the same NAME run
+in their order in one scratch directory, each with the time limit of one block (a worked example
+whose steps use the files of the steps before). Every other block is listed in NOT_RUN below with
+the reason; a new block must be one or the other.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from tests.support.upy import ROOT
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LANGS = ("sh", "console", "python", "bash")
-RUN_MARK = "<!-- run -->"
+RUN_MARK = re.compile(r"<!-- run(?:: ([\w-]+))? -->")
 TIMEOUT_S = 90
 
 # (document, first command of the block): why the test does not run it.
@@ -91,6 +94,7 @@ class Block:
     lang: str
     text: str
     run: bool
+    sequence: str = ""  # NAME of <!-- run: NAME -->
 
     @property
     def first(self) -> str:
@@ -115,7 +119,11 @@ def blocks() -> list[Block]:
             if m.group(1) in LANGS:
                 before = next((lines[k].strip() for k in range(i - 1, -1, -1) if lines[k].strip()), "")
                 text = "\n".join(lines[i + 1 : end]) + "\n"
-                found.append(Block(str(path.relative_to(ROOT)), i + 1, m.group(1), text, before == RUN_MARK))
+                mark = RUN_MARK.fullmatch(before)
+                doc = str(path.relative_to(ROOT))
+                found.append(
+                    Block(doc, i + 1, m.group(1), text, mark is not None, (mark.group(1) or "") if mark else "")
+                )
             i = end + 1
     return found
 
@@ -151,17 +159,43 @@ def _as_written(text: str, tmp: Path) -> str:
     return re.sub(r"(?<![\w/.])/tmp/", f"{tmp}/", text)
 
 
-RUN_BLOCKS = [b for b in blocks() if b.run]
+def _cases() -> list[list[Block]]:
+    """Each <!-- run --> block alone, and each <!-- run: NAME --> sequence of a document in order."""
+    cases: list[list[Block]] = []
+    sequences: dict[tuple[str, str], list[Block]] = {}
+    for b in blocks():
+        if not b.run:
+            continue
+        if not b.sequence:
+            cases.append([b])
+        elif (b.doc, b.sequence) in sequences:
+            sequences[b.doc, b.sequence].append(b)
+        else:
+            cases.append(sequences.setdefault((b.doc, b.sequence), [b]))
+    return cases
 
 
-@pytest.mark.parametrize("block", RUN_BLOCKS, ids=[f"{b.doc}:{b.line}" for b in RUN_BLOCKS])
-def test_block_runs_as_written(block: Block, tmp_path: Path) -> None:
+RUN_CASES = _cases()
+
+
+def _case_id(case: list[Block]) -> str:
+    b = case[0]
+    return f"{b.doc}:{b.line}" + (f":{b.sequence}" if b.sequence else "")
+
+
+@pytest.mark.parametrize("case", RUN_CASES, ids=[_case_id(c) for c in RUN_CASES])
+def test_block_runs_as_written(case: list[Block], tmp_path: Path) -> None:
     work = _scratch_checkout(tmp_path)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     for d in ("etc-upper/edgeline", "etc-work", "opt-upper", "opt-work"):
         (tmp_path / d).mkdir(parents=True)  # /etc/edgeline: made by step 1 of the Pi install (not run)
     (tmp_path / "opt-upper" / "edgeline").symlink_to(work)
+    for block in case:
+        _run_block(block, tmp_path, work, tmp)
+
+
+def _run_block(block: Block, tmp_path: Path, work: Path, tmp: Path) -> None:
     text = _as_written(block.text, tmp)
     if block.lang == "python":
         (tmp_path / "snippet.py").write_text(text)

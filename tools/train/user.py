@@ -262,6 +262,7 @@ def train(prep: Prepared, opts: TrainOptions, *, command: str) -> dict[str, Any]
             "epochs_max": opts.epochs,
             "epochs_run": fitted.epochs_run,
             "best_epoch": fitted.best_epoch,
+            "early_stopping_on": fitted.stopped_on,
             "batch_size": user_models.BATCH_SIZE,
             "architecture": fitted.architecture,
             **_versions(),

@@ -6,8 +6,10 @@
 - supervised: a dense classifier F -> h -> 8 -> 1 (sigmoid), class-weighted binary
   cross-entropy; score = P(anomalous) (manifest ``output.score = "probability"``).
 
-Both stop early on the validation split (patience :data:`PATIENCE` epochs) and keep the best
-weights. Progress goes to stderr every :data:`PROGRESS_EVERY` epochs.
+Both stop early on the validation split's loss (patience :data:`PATIENCE` epochs) and keep the
+best weights; the classifier on its training loss instead when the validation split holds no
+anomalous window (its loss would then be least for a model that never says anomalous). Progress
+goes to stderr every :data:`PROGRESS_EVERY` epochs.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Fitted:
     epochs_run: int
     best_epoch: int
     architecture: str
+    stopped_on: str = "val_loss"  # the loss early stopping watched: "val_loss" or "loss" (training)
 
 
 def hidden_sizes(n_features: int) -> tuple[int, int]:
@@ -58,11 +61,12 @@ def _fit(
     *,
     epochs: int,
     tag: str,
+    monitor: str = "val_loss",
     **kw: Any,
 ) -> tuple[int, int]:
     import keras
 
-    stop = keras.callbacks.EarlyStopping(patience=PATIENCE, restore_best_weights=True)
+    stop = keras.callbacks.EarlyStopping(monitor=monitor, patience=PATIENCE, restore_best_weights=True)
     hist = model.fit(
         *xy,
         epochs=epochs,
@@ -73,10 +77,11 @@ def _fit(
         callbacks=[stop, _progress(epochs, tag)],
         **kw,
     )
-    losses = hist.history.get("val_loss", [])
+    losses = hist.history.get(monitor, [])
     run = len(losses)
     best = int(np.argmin(losses)) + 1 if losses else run
-    log(f"[edgeline-train] {tag}: {run} epochs, best validation loss at epoch {best}")
+    which = "validation" if monitor == "val_loss" else "training"
+    log(f"[edgeline-train] {tag}: {run} epochs, best {which} loss at epoch {best}")
     return run, best
 
 
@@ -107,7 +112,8 @@ def class_weights(y: FloatArray) -> dict[int, float]:
 def fit_classifier(
     x_train: FloatArray, y_train: FloatArray, x_val: FloatArray, y_val: FloatArray, *, epochs: int, name: str
 ) -> Fitted:
-    """P(anomalous window) from the features, class-weighted; early stopping on the validation split."""
+    """P(anomalous window) from the features, class-weighted; early stopping on the validation
+    split, or on the training loss when the validation split has no anomalous window."""
     import keras
 
     n = x_train.shape[1]
@@ -118,12 +124,16 @@ def fit_classifier(
     out = keras.layers.Dense(1, activation="sigmoid", name="p_anomaly")(t)
     model = keras.Model(inp, out, name=name)
     model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="binary_crossentropy")
+    monitor = "val_loss" if np.any(y_val > 0.5) else "loss"
+    if monitor == "loss":
+        log("[edgeline-train] the validation split has no anomalous window: early stopping on the training loss")
     run, best = _fit(
         model,
         (x_train, y_train.reshape(-1, 1)),
         (x_val, y_val.reshape(-1, 1)),
         epochs=epochs,
         tag="classifier",
+        monitor=monitor,
         class_weight=class_weights(y_train),
     )
-    return Fitted(model, run, best, f"{n}-{h}-8-1 dense relu classifier, sigmoid output")
+    return Fitted(model, run, best, f"{n}-{h}-8-1 dense relu classifier, sigmoid output", monitor)

@@ -161,7 +161,9 @@ def _markdown(report: dict[str, Any], evaluations: dict[str, dict[str, Any]]) ->
         f"{report['input']['rate_hz']:g} Hz; split {t['split']['fractions']} by time: train "
         f"{t['split']['train']['windows']}, validation {t['split']['validation']['windows']}, "
         f"test {t['split']['test']['windows']}",
-        f"- Model: {t['architecture']}; {t['epochs_run']} epochs (best {t['best_epoch']})",
+        f"- Model: {t['architecture']}; {t['epochs_run']} epochs (best {t['best_epoch']}"
+        + (", by the training loss: no anomalous validation window" if t.get("early_stopping_on") == "loss" else "")
+        + ")",
         f"- Thresholds at a false-alarm rate of {t['false_alarm_rate']:g} on the validation split's normal "
         + "windows: "
         + ", ".join(f"{q} {m['threshold']:.6g}" for q, m in report["models"].items()),
