@@ -154,6 +154,8 @@ def test_labelled_data_trains_a_supervised_probability_model(tmp_path: Path) -> 
     assert m["output"]["score"] == "probability" and m["version"] == "2.1.0"
     assert m["training"]["mode"] == "supervised" and m["training"]["seed"] == 3
     assert m["training"]["split"]["train"]["anomalous"] > 0
+    # anomalies in the validation split too: early stopping watches its loss
+    assert m["training"]["split"]["validation"]["anomalous"] > 0 and m["training"]["early_stopping_on"] == "val_loss"
     assert [c["name"] for c in m["input"]["channels"]] == ["ax", "ay"]
     model = load_model(out / "fan_int8.json", channels=["ax", "ay"], rate_hz=RATE)
     rec = read_csv([csv])
