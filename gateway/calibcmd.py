@@ -20,7 +20,7 @@ from typing import Any
 
 from gateway import config as config_mod
 from gateway.calibration import CALIBRATED, DIR_NAME, FORMAT
-from gateway.updatecmd import ask
+from gateway.updatecmd import ask, show_answer
 
 NOT_RUNNING = 2
 TIMEOUT_S = 15.0
@@ -100,15 +100,13 @@ def cmd_calibration(args: argparse.Namespace) -> int:
             for p in pipes.values():
                 p["devices"] = {d: v for d, v in p["devices"].items() if d == args.device}
         res = {"ok": True, "pipelines": pipes}
-    if args.json:
-        print(json.dumps(res, indent=1))
-    elif not res.get("ok"):
-        print(f"edgeline-gateway calibration {args.action}: {res.get('message')}", file=sys.stderr)
-    elif args.action == "status":
-        print("\n".join(status_lines(res["pipelines"])) or "no pipeline calibrates ([[pipelines]] calibrate)")
-    else:
-        print(f"device {res['device']}: calibrates again in {', '.join(res['pipelines'])}")
-    return 0 if res.get("ok") else 1
+    return show_answer(
+        res,
+        args,
+        "calibration",
+        lambda r: "\n".join(status_lines(r["pipelines"])) or "no pipeline calibrates ([[pipelines]] calibrate)",
+        lambda r: f"device {r['device']}: calibrates again in {', '.join(r['pipelines'])}",
+    )
 
 
 def setup(p: argparse.ArgumentParser, config_arg: Callable[[argparse.ArgumentParser], None]) -> None:

@@ -10,13 +10,12 @@ rollback PIPELINE  back to the model the pipeline ran before the current one
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.updatecmd import ask, updates_config
+from gateway.updatecmd import ask, show_answer, updates_config
 
 NOT_RUNNING = 2
 TIMEOUT_S = 40.0  # a rollback loads (and self-tests) the previous model first
@@ -71,15 +70,13 @@ def cmd_model(args: argparse.Namespace) -> int:
             return NOT_RUNNING
         print(f"edgeline-gateway model status: {exc}; showing what active.json holds", file=sys.stderr)
         res = {"ok": True, "pipelines": _offline_status(updates.state_dir)}
-    if args.json:
-        print(json.dumps(res, indent=1))
-    elif not res.get("ok"):
-        print(f"edgeline-gateway model {args.action}: {res.get('message')}", file=sys.stderr)
-    elif args.action == "status":
-        print("\n".join(status_lines(res["pipelines"])) or "no pipeline")
-    else:
-        print(f"pipeline {res['pipeline']}: model {res['version']} (was {res['replaced']})")
-    return 0 if res.get("ok") else 1
+    return show_answer(
+        res,
+        args,
+        "model",
+        lambda r: "\n".join(status_lines(r["pipelines"])) or "no pipeline",
+        lambda r: f"pipeline {r['pipeline']}: model {r['version']} (was {r['replaced']})",
+    )
 
 
 def setup(p: argparse.ArgumentParser, config_arg: Callable[[argparse.ArgumentParser], None]) -> None:

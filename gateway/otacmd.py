@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.status import ota_lines
-from gateway.updatecmd import ask, updates_config
+from gateway.updatecmd import ask, show_answer, updates_config
 
 NOT_RUNNING = 2
 TIMEOUT_S = 10.0
@@ -43,15 +43,13 @@ def cmd_ota(args: argparse.Namespace) -> int:
             return NOT_RUNNING
         print(f"edgeline-gateway ota status: {exc}; showing {path}", file=sys.stderr)
         res = {"ok": True, **json.loads(path.read_text())}
-    if args.json:
-        print(json.dumps(res, indent=1))
-    elif not res.get("ok"):
-        print(f"edgeline-gateway ota {args.action}: {res.get('message')}", file=sys.stderr)
-    elif args.action == "status":
-        print("\n".join(ota_lines(res)) or "no firmware rollout")
-    else:
-        print(f"rollout {res['name']}: {res['state']}")
-    return 0 if res.get("ok") else 1
+    return show_answer(
+        res,
+        args,
+        "ota",
+        lambda r: "\n".join(ota_lines(r)) or "no firmware rollout",
+        lambda r: f"rollout {r['name']}: {r['state']}",
+    )
 
 
 def setup(p: argparse.ArgumentParser, config_arg: Callable[[argparse.ArgumentParser], None]) -> None:

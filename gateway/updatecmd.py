@@ -46,6 +46,26 @@ def ask(cfg: Config, body: dict[str, Any], timeout: float) -> dict[str, Any]:
     return request(socket_path(Path(cfg.gateway.data_dir)), body, timeout=timeout)
 
 
+def show_answer(
+    res: dict[str, Any],
+    args: argparse.Namespace,
+    command: str,
+    status: Callable[[dict[str, Any]], str],
+    done: Callable[[dict[str, Any]], str],
+) -> int:
+    """Print a control-socket answer of ``edgeline-gateway COMMAND ACTION``: JSON with --json, the
+    refusal on stderr, ``status(res)`` for the status action, else ``done(res)``. Exit 0 or 1."""
+    if args.json:
+        print(json.dumps(res, indent=1))
+    elif not res.get("ok"):
+        print(f"edgeline-gateway {command} {args.action}: {res.get('message')}", file=sys.stderr)
+    elif args.action == "status":
+        print(status(res))
+    else:
+        print(done(res))
+    return 0 if res.get("ok") else 1
+
+
 def cmd_update(args: argparse.Namespace) -> int:
     from gateway.control_socket import ControlSocketError
 
