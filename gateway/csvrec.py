@@ -1,5 +1,8 @@
 """CSV files as a :class:`~gateway.recording.Recording`: the user's own sensor data.
 
+One job, long on purpose: most of its lines are the checks that give each kind of bad file
+(column, cell, time, rate, separator) its own message naming the file, line and column.
+
 Each file becomes one part (or one part per gap-free run with ``split_gaps``); files must
 have the same columns and be given in time order. Columns:
 
