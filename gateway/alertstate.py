@@ -189,12 +189,13 @@ class AlertStates:
         with a window over the threshold in this batch. A window under the threshold after one
         over it in the same batch counts too (it breaks a run towards ``raise_after``, or is
         quiet towards the clear); the other devices' windows cost nothing."""
-        hits = np.flatnonzero(over)
-        watched = {devices[i] for i in hits.tolist()}
-        watched.update(d for d, p in self._tracks if p == pipeline)
-        if not watched:
+        hits = np.flatnonzero(over).tolist()
+        tracked = {d for d, p in self._tracks if p == pipeline}
+        if not hits and not tracked:
             return []
-        return [i for i, d in enumerate(devices) if d in watched]
+        watched = tracked.union(devices[i] for i in hits)
+        first = 0 if tracked else hits[0]  # untracked devices: nothing to step before their first hit
+        return [i for i in range(first, len(devices)) if devices[i] in watched]
 
     def step(self, w: Window, now: float) -> Alert | None:
         """One window, in order per (device, pipeline): the record of a transition or update, if any."""
