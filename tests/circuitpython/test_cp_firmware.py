@@ -3,6 +3,7 @@ CircuitPython simulation, the pinned MiniMQTT, a real Mosquitto and the gateway'
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,8 +34,10 @@ def test_frames_decode_with_values_and_units(
     assert rc == 0, dev.text()
     st = dev.stats()
     assert st["runtime"] == "circuitpython" and st["board"] == "cp_pico_w"
-    births = gateway.of(BIRTH)
-    assert len(births) == 1
+    births = gateway.first_copies(BIRTH)
+    assert len(births) == st["births"] >= 1
+    if st["losses"] == 0:  # else (a stall past the 1 s broker timeout) a new session, its BIRTH, and frames again
+        assert len(births) == 1 and gateway.copies_again() == 0
     channels = births[0].frame.fields["channels"]
     assert [c[0] for c in channels] == [
         "imu_ax",
@@ -48,7 +51,7 @@ def test_frames_decode_with_values_and_units(
         "flow",
     ]
     assert [c[1] for c in channels][6:] == ["degC", "level", "pulses"]
-    data = gateway.of(DATA)
+    data = gateway.first_copies(DATA)
     assert len(data) == st["frames"] >= 6 and st["queue_depth"] == 0 and st["dropped"] == 0
     blocks = [decode_data(r.raw, gateway.schemas["cp1"]) for r in data]
     values = np.concatenate([b.values for b in blocks])
@@ -57,16 +60,15 @@ def test_frames_decode_with_values_and_units(
     assert values[:, 6].std() > 0
     assert set(np.unique(values[:, 7])) <= {0.0, 1.0}
     assert 0.2 < values[:, 8].mean() < 0.6  # countio: ~20 pulses/s at 50 Hz
-    seqs = sorted(r.frame.seq for r in gateway.frames if r.frame.type in (BIRTH, DATA, EVENT, HEALTH))
-    assert seqs == list(range(len(seqs)))
-    events = [e for r in gateway.of(EVENT) for e in r.frame.fields["events"]]
+    assert seqs_of(gateway) == list(range(st["seq"]))
+    events = [e for r in gateway.first_copies(EVENT) for e in r.frame.fields["events"]]
     assert len(events) >= 8 and {ch for ch, _, _ in events} == {7} and {v for _, _, v in events} == {0, 1}
-    assert not any(r.frame.flags & FLAG_HISTORICAL for r in data)
+    assert st["losses"] > 0 or not any(r.frame.flags & FLAG_HISTORICAL for r in data)
     assert gateway.of(HEALTH)[-1].frame.fields["dropped_frames"] == 0
 
 
-def seqs_of(gateway: GatewayStub, device: str = "cp1") -> list[int]:
-    return sorted({r.frame.seq for r in gateway.frames if r.frame.type in (BIRTH, DATA, EVENT, HEALTH)})
+def seqs_of(gateway: GatewayStub) -> list[int]:
+    return sorted(r.frame.seq for r in gateway.first_copies(BIRTH, DATA, EVENT, HEALTH))
 
 
 def test_wifi_outage_loses_nothing_and_replays_flagged_historical(
@@ -90,8 +92,8 @@ def test_wifi_outage_loses_nothing_and_replays_flagged_historical(
     assert st["spilled"] > 0 and st["connects"] >= 2, st  # frames went to flash; a second session
     seqs = seqs_of(gateway)
     assert seqs == list(range(st["seq"])), seqs
-    data = gateway.of(DATA)
-    assert len({r.frame.seq for r in data}) == st["frames"]
+    data = gateway.first_copies(DATA)
+    assert len(data) == st["frames"]
     assert any(r.frame.flags & FLAG_HISTORICAL for r in data)  # replayed after the outage
     assert st["fifo_overflows"] == 0, st
     samples = sum(r.frame.fields["nsamples"] for r in data)
@@ -112,15 +114,15 @@ def test_power_cut_with_frames_on_flash_replays_them_after_the_reset(
     finally:
         dev.kill()  # the power goes: RAM is lost, CIRCUITPY keeps the queue
     dev2 = CPDevice(fl, None)
+    cut_at = time.monotonic()
     dev2.power_on()
     rc = dev2.run(timeout=90, EDGELINE_SIM_DURATION_S=2, EDGELINE_SIM_DRAIN_S=20)
     assert rc == 0, dev2.text()
     st = dev2.stats()
     assert st["boot"] == 2 and st["loaded"] > 0 and st["queue_depth"] == 0, st
-    boot1 = {r.frame.seq for r in gateway.frames if r.frame.boot == 1 and r.frame.type == DATA}
-    replayed = [r for r in gateway.of(DATA) if r.frame.boot == 1 and r.frame.flags & FLAG_HISTORICAL]
-    assert replayed, "nothing of boot 1 replayed from flash"
     # everything boot 2 loaded from the queue on CIRCUITPY went out again, flagged historical
-    hist = {r.frame.seq for r in gateway.frames if r.frame.boot == 1 and r.frame.flags & FLAG_HISTORICAL}
-    assert len(hist) == st["loaded"], (sorted(hist), st)
-    assert {r.frame.seq for r in replayed} <= boot1
+    # (boot 1 itself may have sent frames again, after a session lost before the outage)
+    replayed = [r for r in gateway.frames if r.frame.boot == 1 and r.at > cut_at]
+    assert replayed, "nothing of boot 1 replayed from flash"
+    assert all(r.frame.flags & FLAG_HISTORICAL for r in replayed)
+    assert len({r.frame.seq for r in replayed}) == st["loaded"], (sorted(r.frame.seq for r in replayed), st)

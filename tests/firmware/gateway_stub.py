@@ -30,6 +30,7 @@ class Received:
     raw: bytes
     retained: bool
     at: float = field(default_factory=time.monotonic)
+    device: str = ""
 
 
 class GatewayStub:
@@ -94,7 +95,7 @@ class GatewayStub:
             if frame.seq in self.lose_once and frame.type != BIRTH:
                 self.lose_once.discard(frame.seq)
                 return
-            self.frames.append(Received(kind, frame, bytes(msg.payload), bool(msg.retain)))
+            self.frames.append(Received(kind, frame, bytes(msg.payload), bool(msg.retain), device=device))
             if frame.type == BIRTH:
                 self.schemas[device] = schema_from_birth(frame)
         if self.ack and frame.type in (DATA, EVENT, HEALTH, BIRTH):  # like the gateway: all but DEATH
@@ -106,6 +107,24 @@ class GatewayStub:
     def of(self, *types: int, device: str | None = None) -> list[Received]:
         with self.lock:
             return [r for r in self.frames if r.frame.type in types]
+
+    def first_copies(self, *types: int) -> list[Received]:
+        """The first copy of each frame (device, boot, seq) of these types, in arrival order.
+        Delivery is at least once: after a lost session the device sends again what was not
+        ACKed, so a frame the broker already had can arrive twice."""
+        seen: set[tuple[str, int, int]] = set()
+        out = []
+        for r in self.of(*types):
+            key = (r.device, r.frame.boot, r.frame.seq)
+            if key not in seen:
+                seen.add(key)
+                out.append(r)
+        return out
+
+    def copies_again(self) -> int:
+        """How many receptions repeated a frame already received."""
+        every = self.of(BIRTH, DATA, EVENT, HEALTH)
+        return len(every) - len({(r.device, r.frame.boot, r.frame.seq) for r in every})
 
     def data_keys(self) -> list[tuple[int, int]]:
         return [(r.frame.boot, r.frame.seq) for r in self.of(DATA)]
