@@ -453,7 +453,8 @@ def measure(
 
 def rows(quick: bool = False) -> list[dict[str, Any]]:
     if quick:
-        return measure([20, 60], 200, duration_s=6, warmup_s=2, firmware=1, bare=True, memory=[20, 60, 120])
+        # every kind of scenario once (bare, gateway with a firmware device, idle devices, a memory slope)
+        return measure([20], 40, duration_s=3, warmup_s=1, firmware=1, bare=True, memory=[20, 40])
     return measure([100, 1000], 10_000, duration_s=40, warmup_s=10, firmware=3, bare=True, memory=[100, 1000, 3000])
 
 
