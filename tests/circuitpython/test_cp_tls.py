@@ -41,10 +41,11 @@ def test_frames_arrive_over_mutual_tls(tmp_path: Path, flash: Callable[[str], Pa
         site.stop()
     assert rc == 0, dev.text()
     st = dev.stats()
-    assert st["runtime"] == "circuitpython" and st["connects"] == 1, st
-    assert st["queue_depth"] == 0 and st["dropped"] == 0, st  # every frame ACKed over the TLS session
+    # every frame ACKed over the TLS session (a second one only after a stall past the 1 s broker timeout)
+    assert st["runtime"] == "circuitpython" and st["connects"] == 1 + st["losses"], st
+    assert st["queue_depth"] == 0 and st["dropped"] == 0, st
     assert "as cp1 (p2, c1, k10, u'cp1')" in site.broker.log_text()  # the CN is the username
-    data = gw.of(DATA)
+    data = gw.first_copies(DATA)
     assert len(data) == st["frames"] >= 8
     values = [decode_data(r.raw, gw.schemas["cp1"]).values for r in data]
     assert all(v.shape[1] == 6 for v in values)

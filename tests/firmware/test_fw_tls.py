@@ -70,16 +70,17 @@ def test_frames_arrive_over_mutual_tls(board: str, site: TLSSite, flash: Callabl
     assert rc == 0, dev.text()
     st = dev.stats()
     assert FAILED not in dev.text()
-    assert st["connects"] == 1 and st["queue_depth"] == 0, st  # every frame ACKed over the TLS session
+    # every frame ACKed over the TLS session (a second one only after a stall past the 1 s broker timeout)
+    assert st["connects"] == 1 + st["losses"] and st["queue_depth"] == 0, st
     # the broker took the username from the certificate: the CN is the device id
     assert "as dev1 (p2, c1, k10, u'dev1')" in site.broker.log_text()
-    data = gw.of(DATA)
+    data = gw.first_copies(DATA)
     assert len(data) == st["frames"] >= 10
     blocks = [decode_data(r.raw, gw.schemas["dev1"]) for r in data]
     values = np.concatenate([b.values for b in blocks])
     assert 0.9 < values[:, 2].mean() < 1.1  # the simulated IMU sits upright: az ~ +1 g
     assert _seqs(gw, st["boot"]) == list(range(st["seq"]))
-    assert not any(r.frame.flags & FLAG_HISTORICAL for r in data)
+    assert st["losses"] > 0 or not any(r.frame.flags & FLAG_HISTORICAL for r in data)
     # the board's clock (2000-01-01 after an ESP32's power-on, 2021-01-01 on a Pico W) was
     # moved to the device certificate's start: mbedTLS does not find the broker's "not yet valid"
     start = x509.load_der_x509_certificate((f / "certs" / "device.der").read_bytes()).not_valid_before_utc
