@@ -187,6 +187,15 @@ class AlertStage:
             )
         else:
             c.alert_updates += 1
+            if alert.acts:
+                log.info(
+                    "alert raised from replayed data is still on in live data: %s %s score %.3g > %.3g (%s)",
+                    alert.device,
+                    alert.pipeline,
+                    alert.score,
+                    alert.threshold,
+                    alert.alert_id,
+                )
 
     def _command(self, cmd: Command) -> None:
         self.counters.commands += 1

@@ -11,7 +11,14 @@ clearing on every window.
 
 Windows arrive per pipeline in order per device. Replayed (historical) windows go
 through the same machine, so a fault that happened during an outage still becomes
-one episode; its records say ``historical`` and drive no actuator.
+one episode; its records say ``historical``. Which records the actuator rules act on
+(``Alert.acts``) is decided here, once:
+
+- a raise from a live window acts; a raise from a replayed one does not (too late);
+- an episode raised from replayed data acts at its first live window over the
+  threshold (the fault is still there now): an "updated" record, sent at once;
+- a clear acts when the episode's rules acted, replayed or not (it undoes them: an
+  output held while raised is never left on after the episode ends).
 
 Thresholds: the pipeline's (model manifest or config), or a device's own learned by
 per-device calibration (``set_calibrated``, gateway/calibration.py), or a per-device
@@ -60,6 +67,7 @@ class Alert:
     windows_over: int = 1
     windows: int = 1
     cleared_at: float | None = None
+    acts: bool = False  # the actuator rules act on this record (see the module's docstring)
 
     def to_record(self) -> dict[str, Any]:
         rec = asdict(self)
@@ -102,8 +110,9 @@ class Episode:
     windows_over: int = 1
     quiet: int = 0  # windows in a row below the clear level
     last_update: float = 0.0
+    acted: bool = False  # the rules acted on this episode (a live window over the threshold)
 
-    def record(self, state: str, decided: float, *, cleared_at: float | None = None) -> Alert:
+    def record(self, state: str, decided: float, *, cleared_at: float | None = None, acts: bool = False) -> Alert:
         w = self.last
         return Alert(
             device=w.device,
@@ -124,6 +133,7 @@ class Episode:
             windows_over=self.windows_over,
             windows=self.windows,
             cleared_at=cleared_at,
+            acts=acts,
         )
 
 
@@ -227,9 +237,10 @@ class AlertStates:
                 windows=track.over_run,
                 windows_over=track.over_run,
                 last_update=now,
+                acted=not w.historical,
             )
             self.raised += 1
-            return ep.record(RAISED, now)
+            return ep.record(RAISED, now, acts=ep.acted)
         ep.last = w
         ep.windows += 1
         if over:
@@ -240,7 +251,12 @@ class AlertStates:
         if ep.quiet >= p.clear_after:
             del self._tracks[key]
             self.cleared += 1
-            return ep.record(CLEARED, now, cleared_at=w.window_end)
+            return ep.record(CLEARED, now, cleared_at=w.window_end, acts=ep.acted)
+        if over and not ep.acted and not w.historical:
+            ep.acted = True  # raised from replayed data, and still over in live data
+            ep.last_update = now
+            self.updates += 1
+            return ep.record(UPDATED, now, acts=True)
         if now - ep.last_update >= p.update_interval_s:
             ep.last_update = now
             self.updates += 1

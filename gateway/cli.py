@@ -15,6 +15,10 @@ Commands (a table of name -> (handler, argument setup)):
   model         status of the pipelines' models and their updates, or roll one back (gateway/modelcmd.py)
   ota           status, pause, resume or abort firmware rollouts (gateway/otacmd.py)
   update        install a signed bundle file, or show the updates (gateway/updatecmd.py)
+  calibration   status of the devices' calibrations, or start one again (gateway/calibcmd.py)
+
+Long (about 740 lines) because it holds every command's handler and argument set-up, each short;
+commands with more to do than parse and print live in the modules named above.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from gateway.alertstate import CLEARED, RAISED, UPDATED, Alert, AlertPolicy, AlertStates, Window
+from gateway.alertstate import CLEARED, RAISED, Alert, AlertPolicy, AlertStates, Window
 from gateway.config import RuleSection
 
 __all__ = ["Alert", "Command", "Decided", "Decider", "Summaries"]
@@ -115,7 +115,7 @@ class Decider:
             )
             if alert is not None:
                 alerts.append(alert)
-                if alert.state != UPDATED:
+                if alert.acts:
                     commands.extend(self.commands_for(alert, now))
             if watch is not None:
                 if alert is not None and alert.state == RAISED:
@@ -128,10 +128,11 @@ class Decider:
         return alerts, commands
 
     def commands_for(self, alert: Alert, now: float) -> list[Command]:
-        """Commands of the rules that match a raised or cleared episode (live data only)."""
+        """Commands of the rules that match a record the rules act on (``Alert.acts``, decided by
+        gateway/alertstate.py): the clear rules for a clear, the raise rules otherwise."""
         out: list[Command] = []
-        if alert.historical:
-            return out  # replayed data: too late to drive an actuator
+        if not alert.acts:
+            return out
         for st in self._rules:
             r = st.rule
             if r.pipeline is not None and r.pipeline != alert.pipeline:

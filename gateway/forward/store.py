@@ -4,8 +4,8 @@ It commits the memory buffer in groups (when: ``gateway/forward/commit_policy.py
 into in-order deletes, picks the next records to publish (per lane, a prefetch of committed
 records), hands them to paho, enforces the disk budget and reports losses.
 
-About 480 lines: one thread's state and the loop that drives it; its parts (commits, deletes,
-publishing) share the in-flight bookkeeping, so they stay together.
+Long (about 570 lines) because it is one thread's state and the loop that drives it; its parts
+(commits, deletes, publishing) share the in-flight bookkeeping, so they stay together.
 """
 
 from __future__ import annotations

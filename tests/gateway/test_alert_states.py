@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from gateway.alertstate import AlertPolicy, AlertStates, Window
+from gateway.config import RuleSection
 from gateway.decisions import Decided, Decider
 from shared_protocol.decode import decode
 from tests.gateway.doubles import RMSModel
@@ -115,6 +116,54 @@ def test_per_device_threshold_override() -> None:
     assert states.thresholds("p", ["d", "e"], 1.0).tolist() == [5.0, 1.0]
     states.set_threshold("d", "p", None)
     assert states.thresholds("p", ["d"], 1.0).tolist() == [1.0]
+
+
+def hold_valve() -> Decider:
+    """A decider whose rule holds valve-1's output 1 on while an alert is raised."""
+    rule = RuleSection("hold", "pump-*", "valve-1", 1, value=1, duration_s=0, clear_value=0)
+    return Decider((rule,), AlertPolicy(clear_after=2, update_interval_s=1e9))
+
+
+def decide_windows(decider: Decider, scores: list[float], historical: list[bool], t0: float) -> list[Any]:
+    """One device's windows (one per second from t0) through the decider; (state, acts) of its
+    records and (value) of its commands, in order."""
+    n = len(scores)
+    alerts, commands = decider.decide(
+        pipeline="p",
+        devices=["pump-1"] * n,
+        window_end=t0 + np.arange(n, dtype=np.float64),
+        received=t0 + np.arange(n, dtype=np.float64),
+        historical=np.array(historical, dtype=bool),
+        scores=np.array(scores, dtype=np.float32),
+        threshold=1.0,
+        model_version="v1",
+        now=t0 + n,
+    )
+    return [(a.state, a.acts) for a in alerts] + [c.value for c in commands]
+
+
+def test_an_episode_raised_from_replayed_data_acts_at_its_first_live_window_over_the_threshold() -> None:
+    # A board re-sends its unacknowledged frames after a stalled session (flagged historical):
+    # the fault's first windows arrive as replayed data, and the fault goes on in live data.
+    decider = hold_valve()
+    assert decide_windows(decider, [2.0, 2.0], [True, True], 0.0) == [("raised", False)]
+    assert decide_windows(decider, [0.9, 2.0, 2.0], [False] * 3, 2.0) == [("updated", True), 1]
+    assert decide_windows(decider, [0.1, 0.1], [False] * 2, 5.0) == [("cleared", True), 0]
+    assert decider.rule_stats() == [{"rule": "hold", "fired": 1, "suppressed": 0}]
+
+
+def test_a_clear_undoes_the_rules_of_its_episode_even_from_replayed_data() -> None:
+    # Raised live (valve held on); the board then drops off and its replay shows the fault ended.
+    decider = hold_valve()
+    assert decide_windows(decider, [2.0], [False], 0.0) == [("raised", True), 1]
+    assert decide_windows(decider, [0.1, 0.1], [True, True], 1.0) == [("cleared", True), 0]
+
+
+def test_an_episode_seen_only_in_replayed_data_drives_no_actuator() -> None:
+    decider = hold_valve()
+    assert decide_windows(decider, [2.0, 2.0, 0.1, 0.1], [True] * 4, 0.0) == [("raised", False), ("cleared", False)]
+    assert decide_windows(decider, [0.1, 0.1], [False] * 2, 4.0) == []
+    assert decider.rule_stats() == [{"rule": "hold", "fired": 0, "suppressed": 0}]
 
 
 def test_rules_fire_on_raise_and_on_clear_with_clear_value(tmp_path: Path) -> None:

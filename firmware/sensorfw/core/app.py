@@ -1,6 +1,9 @@
 # The firmware application: wires sensors, rings, batcher, queue and link, and
 # runs the main loop. Hardware comes in through a `board` object (port/board.py on
 # real ports, boards/sim.py on the unix port); nothing here imports hardware.
+# About 520 lines: __init__ preallocates every buffer before capture starts (a quarter of
+# the file), and the loop's steps share that state; the parts with their own job (ring,
+# batcher, queue, link, sampler) are modules of their own.
 
 import gc
 
