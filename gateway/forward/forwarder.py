@@ -13,7 +13,8 @@ Threads (the caller's threads only ever touch an in-memory buffer):
 
 Long (about 700 lines) because the public API (submit, tickets, flush, status) and the network
 thread share the state under one lock; the store thread's part lives in ``store.py``, when to
-commit in ``commit_policy.py``.  The network thread (paho callbacks, backoff) is the next part to move out.
+commit in ``commit_policy.py``.  The network thread (paho callbacks, backoff) is the next part
+to move out.
 """
 
 from __future__ import annotations

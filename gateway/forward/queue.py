@@ -34,7 +34,7 @@ is fetched: the records around it are sent as usual.
 
 Only one thread touches a ``ForwardQueue`` (the forwarder's store thread).
 
-About 840 lines: one class owns the SQLite connection and its invariants (ids, seq limits, the
+About 1,050 lines: one class owns the SQLite connection and its invariants (ids, seq limits, the
 budget's arithmetic); salvage of a damaged file (``_salvage`` .. ``_copy_lane``) and the budget's
 compaction and drops are the parts that could move to modules of their own.
 """
